@@ -1,0 +1,77 @@
+"""The ``mono2mesh`` command line (also ``python -m backend``).
+
+Subcommands:
+    bench render   forward + backward cost of the differentiable renderer, beside DEODR; prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from backend import __version__
+
+
+def _available_devices() -> list[str]:
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mono2mesh", description="Single photo -> textured 3D mesh.")
+    parser.add_argument("--version", action="version", version=f"mono2mesh {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bench = commands.add_parser("bench", help="run a benchmark and print JSON")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    render = benches.add_parser("render", help="renderer forward+backward per image, beside DEODR")
+    render.add_argument("--sizes", type=_int_list, default=[64, 128, 256], help="image sizes (default 64,128,256)")
+    render.add_argument("--batches", type=_int_list, default=[1, 16], help="batch sizes (default 1,16)")
+    render.add_argument(
+        "--devices", default=",".join(_available_devices()), help="comma-separated torch devices (default: all)"
+    )
+    render.add_argument("--repeats", type=int, default=5, help="timed runs per case; the minimum is reported")
+    render.add_argument("--sigma", type=float, default=None, help="fixed SoftRas sigma (default 1e-4*(64/S)^2)")
+    render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
+    render.add_argument("--json", action="store_true", help="print only the JSON report (the default prints it too)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bench" and args.bench == "render":
+        from backend.bench import render as bench_render
+
+        with_deodr = not args.no_deodr
+        if with_deodr:
+            try:
+                import deodr  # noqa: F401
+            except ImportError:
+                print("deodr is not installed (pip install 'mono2mesh[bench]'); skipping it", file=sys.stderr)
+                with_deodr = False
+        devices = [d for d in args.devices.split(",") if d]
+        report = bench_render.run(args.sizes, args.batches, devices, args.repeats, with_deodr, args.sigma)
+        print(json.dumps(report, indent=2))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

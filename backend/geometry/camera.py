@@ -1,0 +1,230 @@
+"""One batched camera type for both camera models the seed methods use.
+
+- ``weak_perspective`` (CMR, UMR, MeshInversion): ``x_ndc = s * (R p)_x + t_x``, ``y_ndc = s * (R p)_y + t_y``
+  with ``R`` from a unit quaternion (w, x, y, z). Depth, used only to order surfaces, is
+  ``WEAK_PERSPECTIVE_DEPTH - (R p)_z`` (the camera sits on +Z of the rotated object looking down -Z).
+- ``look_at`` (SoftRas): a perspective camera at
+  ``eye = (d cos(e) sin(a), d sin(e), -d cos(e) cos(a))`` (elevation e, azimuth a in degrees) looking
+  at the origin with Y up; ``viewing_angle`` is the half field of view in degrees, so
+  ``x_ndc = x_view / (depth * tan(viewing_angle))``.
+
+Every parameter is a tensor with a leading batch dimension B and may require grad; ``project`` is
+differentiable in the points and in the camera parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+WEAK_PERSPECTIVE_DEPTH = 10.0
+"""Distance of the weak-perspective camera from the object origin (depth ordering only)."""
+
+CameraKind = Literal["weak_perspective", "look_at"]
+
+
+def quaternion_to_matrix(quaternion: Tensor) -> Tensor:
+    """Rotation matrices (B, 3, 3) from quaternions (B, 4) in (w, x, y, z) order (normalised here).
+
+    >>> quaternion_to_matrix(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))[0]
+    tensor([[1., 0., 0.],
+            [0., 1., 0.],
+            [0., 0., 1.]])
+    """
+    if quaternion.dim() != 2 or quaternion.shape[1] != 4:
+        raise ValueError(f"quaternion must have shape (B, 4), got {tuple(quaternion.shape)}")
+    w, x, y, z = F.normalize(quaternion, dim=1).unbind(1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]  # fmt: skip
+    return torch.stack(rows, dim=1).reshape(-1, 3, 3)
+
+
+def axis_angle_to_quaternion(axis: Tensor, angle: Tensor) -> Tensor:
+    """Quaternions (B, 4) (w, x, y, z) rotating by ``angle`` (B,) radians about ``axis`` (B, 3)."""
+    axis = F.normalize(axis, dim=-1)
+    half = angle[:, None] / 2
+    return torch.cat([torch.cos(half), axis * torch.sin(half)], dim=1)
+
+
+def _as_batch(value: Tensor | float, batch: int | None, name: str, width: int | None = None) -> Tensor:
+    tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()) if not torch.is_tensor(value) else value
+    if tensor.dim() == 0 or (width is not None and tensor.dim() == 1):
+        tensor = tensor.unsqueeze(0)
+    if batch is not None and tensor.shape[0] == 1 and batch > 1:
+        tensor = tensor.expand(batch, *tensor.shape[1:])
+    expected = 1 if width is None else 2
+    if tensor.dim() != expected or (width is not None and tensor.shape[1] != width):
+        shape = "(B,)" if width is None else f"(B, {width})"
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    return tensor
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A batch of B cameras of one kind; build it with ``Camera.weak_perspective`` or ``Camera.look_at``.
+
+    Attributes:
+        kind: "weak_perspective" or "look_at".
+        params: name -> (B,) or (B, k) tensor. weak_perspective: ``scale`` (B,), ``translation``
+            (B, 2) in NDC, ``rotation`` (B, 4) quaternion (w, x, y, z). look_at: ``distance``,
+            ``elevation`` (degrees), ``azimuth`` (degrees), ``viewing_angle`` (half angle, degrees),
+            each (B,).
+    """
+
+    kind: CameraKind
+    params: dict[str, Tensor]
+
+    @staticmethod
+    def weak_perspective(scale: Tensor | float, translation: Tensor, rotation: Tensor) -> Camera:
+        """Weak-perspective cameras: scale (B,), translation (B, 2), rotation quaternion (B, 4) wxyz."""
+        rotation = _as_batch(rotation, None, "rotation", 4)
+        batch = rotation.shape[0]
+        params = {
+            "scale": _as_batch(scale, batch, "scale"),
+            "translation": _as_batch(translation, batch, "translation", 2),
+            "rotation": rotation,
+        }
+        return Camera("weak_perspective", _same_batch(params))
+
+    @staticmethod
+    def look_at(
+        distance: Tensor | float,
+        elevation: Tensor | float,
+        azimuth: Tensor | float,
+        viewing_angle: Tensor | float = 15.0,
+    ) -> Camera:
+        """SoftRas look-at perspective cameras; each argument a float or a (B,) tensor (degrees)."""
+        sizes = [
+            v.shape[0]
+            for v in (distance, elevation, azimuth, viewing_angle)
+            if torch.is_tensor(v) and v.dim()
+        ]
+        batch = max(sizes, default=1)
+        params = {
+            "distance": _as_batch(distance, batch, "distance"),
+            "elevation": _as_batch(elevation, batch, "elevation"),
+            "azimuth": _as_batch(azimuth, batch, "azimuth"),
+            "viewing_angle": _as_batch(viewing_angle, batch, "viewing_angle"),
+        }
+        if (params["distance"] <= 0).any():
+            raise ValueError("look_at distance must be positive")
+        if ((params["viewing_angle"] <= 0) | (params["viewing_angle"] >= 90)).any():
+            raise ValueError("viewing_angle is a half angle in degrees and must lie in (0, 90)")
+        return Camera("look_at", _same_batch(params))
+
+    @property
+    def batch_size(self) -> int:
+        return int(next(iter(self.params.values())).shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Camera:
+        return Camera(self.kind, {k: v.to(device=device, dtype=dtype) for k, v in self.params.items()})
+
+    def __getitem__(self, index: int | slice | Tensor) -> Camera:
+        """The sub-batch ``index`` (an int keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Camera(self.kind, {k: v[index] for k, v in self.params.items()})
+
+    def eye(self) -> Tensor:
+        """Camera centres in world space (B, 3); the weak-perspective centre is at WEAK_PERSPECTIVE_DEPTH."""
+        rotation, origin = self.view_transform()
+        return torch.einsum("bji,bj->bi", rotation, -origin)
+
+    def view_transform(self) -> tuple[Tensor, Tensor]:
+        """World-to-view rotation (B, 3, 3) and translation (B, 3): ``p_view = R p + t``.
+
+        For the weak-perspective camera the translation holds (-t_x / s, -t_y / s, -depth offset),
+        which makes ``p_view`` the coordinates of an orthographic camera that Blender can reproduce.
+        """
+        if self.kind == "weak_perspective":
+            rotation = quaternion_to_matrix(self.params["rotation"])
+            scale, shift = self.params["scale"], self.params["translation"]
+            offset = torch.full_like(scale, -WEAK_PERSPECTIVE_DEPTH)
+            return rotation, torch.stack([shift[:, 0] / scale, shift[:, 1] / scale, offset], dim=1)
+        eye = self._look_at_eye()  # (B, 3)
+        forward = F.normalize(-eye, dim=1)
+        up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+        right = torch.linalg.cross(forward, up, dim=1)
+        degenerate = right.norm(dim=1, keepdim=True) < 1e-6  # looking straight up or down
+        fallback = torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+        right = F.normalize(torch.where(degenerate, fallback, right), dim=1)
+        true_up = torch.linalg.cross(right, forward, dim=1)
+        rotation = torch.stack([right, true_up, -forward], dim=1)  # rows: view axes in world space
+        return rotation, -torch.einsum("bij,bj->bi", rotation, eye)
+
+    def _look_at_eye(self) -> Tensor:
+        distance = self.params["distance"]
+        elevation = torch.deg2rad(self.params["elevation"])
+        azimuth = torch.deg2rad(self.params["azimuth"])
+        return torch.stack(
+            [
+                distance * torch.cos(elevation) * torch.sin(azimuth),
+                distance * torch.sin(elevation),
+                -distance * torch.cos(elevation) * torch.cos(azimuth),
+            ],
+            dim=1,
+        )
+
+    def transform_points(self, points_world: Tensor) -> Tensor:
+        """World points (B, N, 3) or (N, 3) shared by the batch -> view-space points (B, N, 3)."""
+        if points_world.dim() == 2:
+            points_world = points_world.unsqueeze(0).expand(self.batch_size, -1, -1)
+        if points_world.dim() != 3 or points_world.shape[2] != 3:
+            raise ValueError(f"points must have shape (B, N, 3) or (N, 3), got {tuple(points_world.shape)}")
+        if points_world.shape[0] != self.batch_size:
+            raise ValueError(
+                f"points have batch {points_world.shape[0]} but the camera has {self.batch_size}"
+            )
+        rotation, translation = self.view_transform()
+        return torch.einsum("bij,bnj->bni", rotation, points_world) + translation[:, None, :]
+
+    def project(self, points_world: Tensor) -> Tensor:
+        """World points (B, N, 3) or (N, 3) -> (B, N, 3) holding x_ndc, y_ndc and depth (> 0 in front)."""
+        points_view = self.transform_points(points_world)
+        depth = -points_view[..., 2]  # (B, N)
+        if self.kind == "weak_perspective":
+            scale = self.params["scale"][:, None]
+            xy_ndc = points_view[..., :2] * scale[..., None]
+        else:
+            tan = torch.tan(torch.deg2rad(self.params["viewing_angle"]))[:, None, None]
+            # Points behind the camera keep a finite (but meaningless) position; the rasterizer drops
+            # faces with a vertex at depth <= its near plane.
+            safe_depth = torch.where(depth.abs() < 1e-8, torch.full_like(depth, 1e-8), depth)
+            xy_ndc = points_view[..., :2] / (safe_depth[..., None] * tan)
+        return torch.cat([xy_ndc, depth[..., None]], dim=-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (lists of floats), the inverse of ``from_dict``."""
+        return {"kind": self.kind, **{k: v.detach().cpu().tolist() for k, v in self.params.items()}}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Camera:
+        values = {k: torch.tensor(v, dtype=torch.float32) for k, v in data.items() if k != "kind"}
+        if data.get("kind") == "weak_perspective":
+            return Camera.weak_perspective(values["scale"], values["translation"], values["rotation"])
+        if data.get("kind") == "look_at":
+            return Camera.look_at(
+                values["distance"], values["elevation"], values["azimuth"], values["viewing_angle"]
+            )
+        raise ValueError(f"unknown camera kind {data.get('kind')!r}")
+
+
+def _same_batch(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    sizes = {name: int(value.shape[0]) for name, value in params.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"camera parameters have different batch sizes: {sizes}")
+    for name, value in params.items():
+        if not torch.isfinite(value).all():
+            raise ValueError(f"camera parameter {name} contains NaN or infinite values")
+    return params

@@ -1,0 +1,293 @@
+"""Differentiable mesh operations: normals, areas, Laplacians and the shape regularisers.
+
+Every function takes vertices (B, V, 3) or (V, 3) and faces (F, 3) int64 (counter-clockwise seen from
+outside), is differentiable in the vertices, and drops the batch dimension of its result when the
+vertices have none. Faces are validated (``ValueError`` for out-of-range or malformed indices).
+
+Regularisers (each returns one value per mesh, shape (B,)):
+
+- ``laplacian_loss``: mean over vertices of ``|(L v)_i|^2`` with the uniform Laplacian
+  ``L = I - D^-1 A`` (SoftRas's LaplacianLoss sums over vertices instead: multiply by V) or the
+  cotangent Laplacian ``L = D - W`` with ``W_ij = (cot a_ij + cot b_ij) / 2``.
+- ``flatten_loss``: SoftRas's FlattenLoss, ``sum over interior edges of (cos theta + 1)^2`` where
+  theta is the angle between the two adjacent faces measured inside the surface: for each edge the
+  directions from the edge to the two opposite vertices, perpendicular to the edge, make the angle
+  theta; a flat surface gives theta = pi and loss 0, a fold onto itself theta = 0 and loss 4.
+- ``deformation_loss``: mean Euclidean norm of the per-vertex offsets (CMR's ``deform_l2reg``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backend.geometry.mesh import check_faces
+
+EPS = 1e-12
+"""Guards divisions by lengths and areas of degenerate triangles."""
+
+
+def _batched(vertices: Tensor, faces: Tensor) -> tuple[Tensor, bool]:
+    """Vertices as (B, V, 3) and whether the input had a batch dimension; validates both."""
+    if vertices.dim() not in (2, 3) or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices must have shape (B, V, 3) or (V, 3), got {tuple(vertices.shape)}")
+    check_faces(faces, vertices.shape[-2])
+    return (vertices, True) if vertices.dim() == 3 else (vertices.unsqueeze(0), False)
+
+
+def _unbatch(result: Tensor, batched: bool) -> Tensor:
+    return result if batched else result.squeeze(0)
+
+
+def _face_cross(vertices: Tensor, faces: Tensor) -> Tensor:
+    """(B, F, 3) cross products (v1 - v0) x (v2 - v0): normal direction, length twice the area."""
+    corners = vertices[:, faces]  # (B, F, 3, 3)
+    return torch.linalg.cross(
+        corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1
+    )
+
+
+def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Unit face normals (B, F, 3) or (F, 3), outward for counter-clockwise faces.
+
+    >>> face_normals(torch.eye(3), torch.tensor([[0, 1, 2]])) * 3**0.5
+    tensor([[1.0000, 1.0000, 1.0000]])
+    """
+    vertices, batched = _batched(vertices, faces)
+    return _unbatch(F.normalize(_face_cross(vertices, faces), dim=-1, eps=EPS), batched)
+
+
+def face_areas(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Triangle areas (B, F) or (F,).
+
+    >>> face_areas(torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 1, 0]]), torch.tensor([[0, 1, 2]]))
+    tensor([1.])
+    """
+    vertices, batched = _batched(vertices, faces)
+    return _unbatch(_face_cross(vertices, faces).norm(dim=-1) / 2, batched)
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals (B, V, 3) or (V, 3); a vertex in no face gets (0, 0, 0)."""
+    vertices, batched = _batched(vertices, faces)
+    cross = _face_cross(vertices, faces)  # (B, F, 3), length = 2 * area
+    normals = torch.zeros_like(vertices)
+    for corner in range(3):
+        normals = normals.index_add(1, faces[:, corner], cross)
+    return _unbatch(F.normalize(normals, dim=-1, eps=EPS), batched)
+
+
+def _unique_edges(faces: Tensor) -> Tensor:
+    """(E, 2) undirected edges of the faces, each once, smaller index first."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])  # (3F, 2)
+    return torch.unique(edges.sort(dim=1).values, dim=0)
+
+
+def uniform_laplacian(
+    faces: Tensor, num_vertices: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> Tensor:
+    """The row-normalised uniform Laplacian ``L = I - D^-1 A`` as a sparse COO (V, V) tensor.
+
+    ``A`` is the vertex adjacency of the faces and ``D`` the vertex degrees; ``(L v)_i`` is ``v_i``
+    minus the mean of its neighbours. A vertex in no face gets an all-zero row.
+
+    >>> uniform_laplacian(torch.tensor([[0, 1, 2]]), 3).to_dense()
+    tensor([[ 1.0000, -0.5000, -0.5000],
+            [-0.5000,  1.0000, -0.5000],
+            [-0.5000, -0.5000,  1.0000]])
+    """
+    check_faces(faces, num_vertices)
+    device = faces.device if device is None else device
+    edges = _unique_edges(faces).to(device)
+    rows = torch.cat([edges[:, 0], edges[:, 1]])  # (2E,) each edge in both directions
+    columns = torch.cat([edges[:, 1], edges[:, 0]])
+    degree = torch.zeros(num_vertices, dtype=dtype, device=device).index_add(
+        0, rows, torch.ones_like(rows, dtype=dtype)
+    )
+    used = torch.nonzero(degree > 0).squeeze(1)
+    indices = torch.cat([torch.stack([used, used]), torch.stack([rows, columns])], dim=1)
+    values = torch.cat([torch.ones_like(used, dtype=dtype), -1.0 / degree[rows]])
+    return torch.sparse_coo_tensor(
+        indices, values, (num_vertices, num_vertices), check_invariants=True
+    ).coalesce()
+
+
+def _cotangents(vertices: Tensor, faces: Tensor) -> Tensor:
+    """(B, F, 3) cotangent of the angle at each face corner."""
+    corners = vertices[:, faces]  # (B, F, 3, 3)
+    side_1 = corners.roll(-1, dims=2) - corners  # (B, F, 3, 3) from each corner to the next
+    side_2 = corners.roll(-2, dims=2) - corners  # to the one after
+    dot = (side_1 * side_2).sum(-1)
+    sine = torch.linalg.cross(side_1, side_2, dim=-1).norm(dim=-1).clamp_min(EPS)
+    return dot / sine
+
+
+def _cotangent_edges(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """Directed half-edges (3F, 2) opposite each corner and their weights cot / 2 (B, 3F)."""
+    edges = torch.cat([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]])  # opposite corners 0, 1, 2
+    weights = _cotangents(vertices, faces).transpose(1, 2).reshape(vertices.shape[0], -1) / 2
+    return edges, weights
+
+
+def cotangent_laplacian(vertices: Tensor, faces: Tensor) -> Tensor:
+    """The cotangent Laplacian ``L = D - W`` as a sparse COO (V, V) tensor of the vertices' dtype.
+
+    ``W_ij = (cot a_ij + cot b_ij) / 2`` over the angles opposite edge ij (one term on a boundary
+    edge) and ``D_ii = sum_j W_ij``; rows sum to zero. Not area-normalised.
+
+    Args:
+        vertices: (V, 3) positions.
+        faces: (F, 3) triangles.
+    """
+    if vertices.dim() != 2:
+        raise ValueError(f"vertices must have shape (V, 3), got {tuple(vertices.shape)}")
+    batched, _ = _batched(vertices, faces)
+    edges, weights = _cotangent_edges(batched, faces)
+    weights = weights[0]  # (3F,)
+    diagonal = torch.arange(vertices.shape[0], device=vertices.device)
+    degree = torch.zeros(vertices.shape[0], dtype=vertices.dtype, device=vertices.device)
+    degree = degree.index_add(0, edges[:, 0], weights).index_add(0, edges[:, 1], weights)
+    indices = torch.cat([torch.stack([diagonal, diagonal]), edges.T, edges.flip(1).T], dim=1)
+    values = torch.cat([degree, -weights, -weights])
+    return torch.sparse_coo_tensor(
+        indices, values, (vertices.shape[0],) * 2, check_invariants=True
+    ).coalesce()
+
+
+def laplacian_loss(
+    vertices: Tensor,
+    faces: Tensor,
+    kind: Literal["uniform", "cotangent"] = "uniform",
+    laplacian: Tensor | None = None,
+) -> Tensor:
+    """Mean over vertices of the squared norm of ``L v``, one value per mesh.
+
+    Args:
+        vertices: (B, V, 3) or (V, 3).
+        faces: (F, 3).
+        kind: "uniform" (``uniform_laplacian``) or "cotangent" (weights from the current vertices,
+            differentiated through).
+        laplacian: optional precomputed sparse (V, V) uniform Laplacian, to build it once per run.
+
+    Returns:
+        (B,) or a scalar for unbatched vertices.
+
+    >>> tetrahedron = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    >>> laplacian_loss(tetrahedron, torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]]))
+    tensor(5.3333)
+    """
+    vertices, batched = _batched(vertices, faces)
+    batch, num_vertices = vertices.shape[:2]
+    if kind == "uniform":
+        if laplacian is None:
+            laplacian = uniform_laplacian(faces, num_vertices, vertices.dtype, vertices.device)
+        if laplacian.shape != (num_vertices, num_vertices):
+            raise ValueError(
+                f"laplacian must have shape ({num_vertices}, {num_vertices}), got {tuple(laplacian.shape)}"
+            )
+        flat = vertices.permute(1, 0, 2).reshape(num_vertices, batch * 3)  # (V, B * 3)
+        product = torch.sparse.mm(laplacian.to(vertices.dtype), flat)
+        delta = product.reshape(num_vertices, batch, 3).permute(1, 0, 2)  # (B, V, 3)
+    elif kind == "cotangent":
+        edges, weights = _cotangent_edges(vertices, faces)  # (3F, 2), (B, 3F)
+        difference = vertices[:, edges[:, 0]] - vertices[:, edges[:, 1]]  # (B, 3F, 3)
+        weighted = weights[..., None] * difference
+        delta = (
+            torch.zeros_like(vertices)
+            .index_add(1, edges[:, 0], weighted)
+            .index_add(1, edges[:, 1], -weighted)
+        )
+    else:
+        raise ValueError(f"kind must be 'uniform' or 'cotangent', got {kind!r}")
+    return _unbatch(delta.pow(2).sum(-1).mean(-1), batched)
+
+
+@dataclass(frozen=True)
+class EdgeAdjacency:
+    """Interior edges (shared by exactly two faces) and the vertices opposite them.
+
+    Attributes:
+        edges: (E, 2) int64 edge endpoints, smaller index first.
+        opposite: (E, 2) int64 the third vertex of each of the two faces on the edge.
+        faces: (E, 2) int64 the two faces.
+    """
+
+    edges: Tensor
+    opposite: Tensor
+    faces: Tensor
+
+
+def edge_adjacent_faces(faces: Tensor) -> EdgeAdjacency:
+    """The interior edges of a mesh with their two faces; boundary and non-manifold edges are left out.
+
+    Compute it once per topology and pass it to ``flatten_loss``.
+
+    >>> adjacency = edge_adjacent_faces(torch.tensor([[0, 1, 2], [2, 1, 3]]))
+    >>> adjacency.edges.tolist(), adjacency.opposite.tolist()
+    ([[1, 2]], [[0, 3]])
+    """
+    check_faces(faces, int(faces.max()) + 1 if faces.numel() else 0)
+    num_faces = faces.shape[0]
+    corner_edges = torch.cat([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]])  # (3F, 2)
+    opposite = faces.T.reshape(-1)  # (3F,) the corner opposite each edge, same order
+    face_of = torch.arange(num_faces, device=faces.device).repeat(3)  # (3F,)
+    keys, inverse, counts = torch.unique(
+        corner_edges.sort(dim=1).values, dim=0, return_inverse=True, return_counts=True
+    )
+    order = torch.sort(inverse, stable=True).indices  # half-edges grouped by edge
+    start = torch.cumsum(counts, 0) - counts  # first half-edge of each edge in ``order``
+    interior = torch.nonzero(counts == 2).squeeze(1)
+    first, second = order[start[interior]], order[start[interior] + 1]
+    return EdgeAdjacency(
+        edges=keys[interior],
+        opposite=torch.stack([opposite[first], opposite[second]], dim=1),
+        faces=torch.stack([face_of[first], face_of[second]], dim=1),
+    )
+
+
+def flatten_loss(vertices: Tensor, faces: Tensor, adjacency: EdgeAdjacency | None = None) -> Tensor:
+    """SoftRas's FlattenLoss: ``sum over interior edges of (cos theta + 1)^2`` (see module docstring).
+
+    Args:
+        vertices: (B, V, 3) or (V, 3).
+        faces: (F, 3).
+        adjacency: ``edge_adjacent_faces(faces)``, computed here when not given.
+
+    Returns:
+        (B,) or a scalar for unbatched vertices; 0 for a flat mesh.
+
+    >>> square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    >>> flatten_loss(square, torch.tensor([[0, 1, 2], [2, 1, 3]]))
+    tensor(0.)
+    """
+    vertices, batched = _batched(vertices, faces)
+    if adjacency is None:
+        adjacency = edge_adjacent_faces(faces)
+    start, end = vertices[:, adjacency.edges[:, 0]], vertices[:, adjacency.edges[:, 1]]  # (B, E, 3)
+    axis = end - start
+    axis_length2 = axis.pow(2).sum(-1, keepdim=True).clamp_min(EPS)
+
+    def perpendicular(point: Tensor) -> Tensor:  # (B, E, 3) from the edge to point, normal to it
+        offset = point - start
+        return offset - axis * (offset * axis).sum(-1, keepdim=True) / axis_length2
+
+    side_1 = perpendicular(vertices[:, adjacency.opposite[:, 0]])
+    side_2 = perpendicular(vertices[:, adjacency.opposite[:, 1]])
+    norms = (side_1.pow(2).sum(-1) * side_2.pow(2).sum(-1) + EPS).sqrt()
+    cosine = (side_1 * side_2).sum(-1) / norms  # (B, E)
+    return _unbatch((cosine + 1).pow(2).sum(-1), batched)
+
+
+def deformation_loss(offsets: Tensor) -> Tensor:
+    """Mean Euclidean norm of per-vertex offsets (B, V, 3) or (V, 3) -> (B,) or scalar (CMR).
+
+    >>> deformation_loss(torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]]))
+    tensor(3.)
+    """
+    if offsets.dim() not in (2, 3) or offsets.shape[-1] != 3:
+        raise ValueError(f"offsets must have shape (B, V, 3) or (V, 3), got {tuple(offsets.shape)}")
+    return offsets.norm(dim=-1).mean(-1)

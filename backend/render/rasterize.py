@@ -1,0 +1,319 @@
+"""Rasterization: a non-differentiable candidate search, then differentiable geometry on the survivors.
+
+``rasterize(vertices_ndc, faces, settings) -> Fragments`` works in two steps, like PyTorch3D's
+coarse-to-fine rasterizer but in plain PyTorch so it runs unchanged on CPU, CUDA and MPS:
+
+1. **Search (no autograd).** Each face's pixel bounding box, enlarged by the soft band, is expanded
+   into (face, pixel) candidate pairs with ``repeat_interleave``. Each pair is classified: inside the
+   face, inside and deeper than the band (the pixel's coverage is then 1 within ``dist_eps``), within
+   the band of the face's boundary, or too far to matter. A z-buffer (``scatter_reduce``) picks the
+   nearest face per covered pixel.
+2. **Geometry (autograd).** Only the surviving pairs are recomputed from the vertex tensor: the
+   barycentric coordinates and depth of the visible face at each covered pixel, and the squared
+   distance from each band pixel to each nearby face boundary. Gradients therefore reach vertex
+   positions (and through them camera parameters) exactly as in the all-pairs formulation, at the
+   cost of the pairs that carry signal.
+
+The result is a frozen ``Fragments`` in packed form (one row per covered pixel, one row per band
+pair); ``backend.render.shade`` turns it into images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from backend.geometry.mesh import check_faces
+from backend.render.settings import RasterSettings
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """Packed rasterization result for B images of S x S pixels (pixel ids are ``b * S * S + row * S + col``).
+
+    Attributes:
+        batch_size: B.
+        image_size: S.
+        pixel: (P,) int64 ids of the pixels a face covers (at the pixel centre).
+        face: (P,) int64 index of the nearest covering face, into the shared (F, 3) face list.
+        bary: (P, 3) barycentric coordinates of the pixel centre in that face (perspective-correct
+            when the settings say so); differentiable in the vertices.
+        depth: (P,) depth of the surface at the pixel; differentiable.
+        band_pixel: (E,) int64 pixel ids of (pixel, face) pairs inside a face's soft band.
+        band_face: (E,) int64 face of each band pair.
+        band_signed_sq_dist: (E,) squared NDC distance from the pixel centre to the face boundary,
+            positive inside the face and negative outside (SoftRas's ``sign * d^2``); differentiable.
+        saturated: (B * S * S,) bool, pixels lying deeper than the band inside some face; their soft
+            coverage is 1 (within ``dist_eps``) and carries no gradient.
+    """
+
+    batch_size: int
+    image_size: int
+    pixel: Tensor
+    face: Tensor
+    bary: Tensor
+    depth: Tensor
+    band_pixel: Tensor
+    band_face: Tensor
+    band_signed_sq_dist: Tensor
+    saturated: Tensor
+
+    @property
+    def num_pixels(self) -> int:
+        """B * S * S."""
+        return self.batch_size * self.image_size * self.image_size
+
+
+def validate_vertices(vertices: Tensor, faces: Tensor) -> None:
+    """Raise ``ValueError`` unless vertices (B, V, 3) are finite and faces (F, 3) index them."""
+    if vertices.dim() != 3 or vertices.shape[2] != 3:
+        raise ValueError(f"vertices must have shape (B, V, 3), got {tuple(vertices.shape)}")
+    if vertices.shape[0] == 0 or vertices.shape[1] == 0:
+        raise ValueError(f"vertices is empty (shape {tuple(vertices.shape)})")
+    if not vertices.is_floating_point():
+        raise ValueError(f"vertices must be floating point, got {vertices.dtype}")
+    if not torch.isfinite(vertices).all():
+        raise ValueError("vertices contain NaN or infinite values")
+    check_faces(faces, vertices.shape[1])
+
+
+def _pixel_centres_ndc(col: Tensor, row: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """NDC coordinates of the centres of pixels (row, col): y up, (0, 0) pixel at the top-left."""
+    return (2.0 * col + 1.0) / size - 1.0, 1.0 - (2.0 * row + 1.0) / size
+
+
+def _cross2(ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
+    return ax * by - ay * bx
+
+
+def _barycentric(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+    """Screen-space barycentrics (N, 3) of points (N,) in triangles (N, 3, 2), and twice the signed area (N,)."""
+    x, y = tri[..., 0], tri[..., 1]  # (N, 3) each
+    area2 = _cross2(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0], x[:, 2] - x[:, 0], y[:, 2] - y[:, 0])
+    safe = torch.where(area2.abs() < 1e-12, torch.full_like(area2, 1e-12), area2)
+    l0 = _cross2(x[:, 2] - x[:, 1], y[:, 2] - y[:, 1], px - x[:, 1], py - y[:, 1]) / safe
+    l1 = _cross2(x[:, 0] - x[:, 2], y[:, 0] - y[:, 2], px - x[:, 2], py - y[:, 2]) / safe
+    l2 = _cross2(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0], px - x[:, 0], py - y[:, 0]) / safe
+    return torch.stack([l0, l1, l2], dim=1), area2
+
+
+def _boundary_sq_dist(tri: Tensor, px: Tensor, py: Tensor) -> Tensor:
+    """Squared distance (N,) from points (N,) to the boundary of triangles (N, 3, 2): min over the 3 edges."""
+    x, y = tri[..., 0], tri[..., 1]  # (N, 3): edge k runs from corner k to corner k + 1
+    edge_x, edge_y = x.roll(-1, dims=1) - x, y.roll(-1, dims=1) - y
+    to_x, to_y = px[:, None] - x, py[:, None] - y
+    length_sq = (edge_x * edge_x + edge_y * edge_y).clamp_min(1e-20)
+    t = ((to_x * edge_x + to_y * edge_y) / length_sq).clamp(0.0, 1.0)  # (N, 3) foot of the perpendicular
+    off_x, off_y = to_x - t * edge_x, to_y - t * edge_y
+    return (off_x * off_x + off_y * off_y).amin(dim=1)
+
+
+def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-face affine functions of the pixel position (col, row), for the candidate search.
+
+    Args:
+        tri: (B, F, 3, 3) NDC corner positions and depths.
+        size: S.
+        perspective: interpolate inverse depth (perspective) instead of depth (orthographic).
+    Returns:
+        table (B * F, 12): columns 0-8 hold (a_k, b_k, c_k) for k = 0..2 such that ``a_k col + b_k row
+        + c_k`` is the signed distance in pixels from the pixel centre to the line of the edge opposite
+        corner k (positive inside); columns 9-11 give depth (or inverse depth) the same way.
+        col (B * F, 3) and row (B * F, 3): corner positions in pixel-centre units.
+    """
+    col = ((tri[..., 0] + 1.0) * (size / 2.0) - 0.5).flatten(0, 1)  # (B * F, 3)
+    row = ((1.0 - tri[..., 1]) * (size / 2.0) - 0.5).flatten(0, 1)
+    depth = tri[..., 2].flatten(0, 1)
+    col1, row1 = col.roll(-1, dims=1), row.roll(-1, dims=1)  # corner k + 1
+    col2, row2 = col.roll(-2, dims=1), row.roll(-2, dims=1)  # corner k + 2: edge k runs k+1 -> k+2
+    edge_col, edge_row = col2 - col1, row2 - row1
+    # E_k(p) = edge x (p - corner k+1) = -edge_row * col + edge_col * row + (edge_row * col1 - edge_col * row1)
+    a, b, c = -edge_row, edge_col, edge_row * col1 - edge_col * row1  # (B * F, 3) each
+    area2 = a[:, 0] * col[:, 0] + b[:, 0] * row[:, 0] + c[:, 0]  # E_0 at corner 0: twice the signed area
+    degenerate = area2.abs() < 1e-9
+    safe_area = torch.where(degenerate, torch.ones_like(area2), area2)
+    length = torch.sqrt(edge_col * edge_col + edge_row * edge_row).clamp_min(1e-12)
+    scale = torch.sign(safe_area)[:, None] / length  # (B * F, 3) orient inside as positive, unit distance
+    value = 1.0 / depth if perspective else depth
+    weight = value / safe_area[:, None]  # barycentric l_k = E_k / area2
+    depth_terms = [(a * weight).sum(1), (b * weight).sum(1), (c * weight).sum(1)]
+    table = torch.cat([a * scale, b * scale, c * scale, torch.stack(depth_terms, dim=1)], dim=1)
+    table[degenerate] = float("nan")  # never inside, never near
+    return table, col, row
+
+
+def _candidate_pairs(
+    table: Tensor, col: Tensor, row: Tensor, valid: Tensor, size: int, band_px: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The (face, pixel) pairs whose pixel centre lies inside a face or within ``band_px`` of its lines.
+
+    Faces are grouped by the size k (a power of two) of their pixel bounding box enlarged by the band,
+    and each group evaluates the affine line distances on dense (faces, k, k) windows by broadcasting,
+    which needs no per-pair gathers; the surviving pairs are then compacted.
+
+    Args:
+        table: (B * F, 12) the face table of ``_face_table``.
+        col, row: (B * F, 3) corner positions in pixel-centre units.
+        valid: (B * F,) faces to consider.
+    Returns:
+        (N,) flat face ids ``b * F + f``, (N,) rows, (N,) cols (int64) and (N,) ``inner``: the smallest
+        signed line distance in pixels (the distance to the boundary when >= 0, i.e. inside).
+    """
+    device = table.device
+    col_lo = torch.ceil(col.amin(-1) - band_px).clamp(0, size)
+    col_hi = torch.floor(col.amax(-1) + band_px).clamp(-1, size - 1)
+    row_lo = torch.ceil(row.amin(-1) - band_px).clamp(0, size)
+    row_hi = torch.floor(row.amax(-1) + band_px).clamp(-1, size - 1)
+    extent = torch.maximum(col_hi - col_lo, row_hi - row_lo) + 1  # (B * F,) window side needed
+    keep = valid & (col_hi >= col_lo) & (row_hi >= row_lo) & ~torch.isnan(table[:, 0])
+    window = torch.where(keep, torch.exp2(torch.ceil(torch.log2(extent.clamp_min(1)))), torch.zeros_like(extent))
+    results: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    for side in torch.unique(window[keep]).tolist():
+        k = int(side)
+        members = (window == side).nonzero().squeeze(1)
+        chunk = max(1, (1 << 22) // (k * k))  # bound the dense window memory
+        offsets = torch.arange(k, device=device, dtype=table.dtype)
+        for part in members.split(chunk):
+            t = table[part]  # (n, 12)
+            cols = col_lo[part][:, None] + offsets  # (n, k)
+            rows = row_lo[part][:, None] + offsets
+            dist = (
+                t[:, 0:3, None, None] * cols[:, None, None, :]
+                + t[:, 3:6, None, None] * rows[:, None, :, None]
+                + t[:, 6:9, None, None]
+            )  # (n, 3, k, k): [face, edge, row, col]
+            inner = dist.amin(1)  # (n, k, k)
+            inside_box = (rows <= row_hi[part][:, None])[:, :, None] & (cols <= col_hi[part][:, None])[:, None, :]
+            face, dy, dx = ((inner >= -band_px) & inside_box).nonzero().unbind(1)
+            results.append((part[face], rows[face, dy].long(), cols[face, dx].long(), inner[face, dy, dx]))
+    if not results:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty, empty, torch.zeros(0, dtype=table.dtype, device=device)
+    face_id, rows_out, cols_out, inner_out = (torch.cat(parts) for parts in zip(*results, strict=True))
+    return face_id, rows_out, cols_out, inner_out
+
+
+def _perspective(screen_bary: Tensor, corner_depth: Tensor, perspective: bool) -> tuple[Tensor, Tensor]:
+    """Attribute barycentrics (N, 3) and depth (N,) from screen barycentrics (N, 3) and corner depths (N, 3)."""
+    if not perspective:
+        return screen_bary, (screen_bary * corner_depth).sum(1)
+    weighted = screen_bary / corner_depth  # (N, 3)
+    inverse_depth = weighted.sum(1)
+    return weighted / inverse_depth[:, None], 1.0 / inverse_depth
+
+
+def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> Fragments:
+    """Rasterize B meshes that share ``faces``.
+
+    Args:
+        vertices_ndc: (B, V, 3) x_ndc, y_ndc (y up) and depth (> 0 in front of the camera).
+        faces: (F, 3) int64 vertex indices shared by the batch.
+        settings: image size and soft-silhouette parameters.
+    Returns:
+        Fragments with the visible face per covered pixel and the soft-band pairs. Faces with a
+        corner nearer than ``settings.near`` and faces of zero projected area are skipped.
+    """
+    validate_vertices(vertices_ndc, faces)
+    batch = vertices_ndc.shape[0]
+    num_faces = faces.shape[0]
+    size = settings.image_size
+    faces = faces.to(vertices_ndc.device)
+
+    with torch.no_grad():
+        search = _search(vertices_ndc.detach()[:, faces], settings)
+    visible_face_id, visible_rows, visible_cols, band_face_id, band_rows, band_cols, band_inside, saturated = search
+
+    # differentiable geometry of the surviving pairs, recomputed from the vertex tensor
+    face_corners = vertices_ndc[:, faces].reshape(batch * num_faces, 3, 3)  # (B * F, 3, 3)
+    corners = face_corners.index_select(0, visible_face_id)  # (P, 3, 3)
+    vx, vy = _pixel_centres_ndc(visible_cols.to(corners.dtype), visible_rows.to(corners.dtype), size)
+    screen_bary, _ = _barycentric(corners[..., :2], vx, vy)
+    bary, depth = _perspective(screen_bary, corners[..., 2], settings.perspective_correct)
+
+    band_corners = face_corners.index_select(0, band_face_id)  # (E, 3, 3)
+    bx, by = _pixel_centres_ndc(band_cols.to(corners.dtype), band_rows.to(corners.dtype), size)
+    band_sq_dist = _boundary_sq_dist(band_corners[..., :2], bx, by)
+
+    def pixel_of(face_id: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        return torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + rows * size + cols
+
+    return Fragments(
+        batch_size=batch,
+        image_size=size,
+        pixel=pixel_of(visible_face_id, visible_rows, visible_cols),
+        face=visible_face_id % num_faces,
+        bary=bary,
+        depth=depth,
+        band_pixel=pixel_of(band_face_id, band_rows, band_cols),
+        band_face=band_face_id % num_faces,
+        band_signed_sq_dist=torch.where(band_inside, band_sq_dist, -band_sq_dist),
+        saturated=saturated,
+    )
+
+
+def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, ...]:
+    """The non-differentiable candidate search over faces (B, F, 3, 3) of NDC corners and depths.
+
+    Returns the visible pairs (flat face id, row, col; sorted by pixel), the soft-band pairs that
+    carry gradient (flat face id, row, col, inside flag) and the (B * S * S,) saturated-pixel mask.
+    """
+    batch, num_faces = tri.shape[:2]
+    size = settings.image_size
+    num_pixels = batch * size * size
+    valid = (tri[..., 2] > settings.near).all(-1).flatten()  # (B * F,)
+    table, corner_col, corner_row = _face_table(tri, size, settings.perspective_correct)
+    band_px = (settings.band_sq_ndc**0.5) * size / 2.0
+    face_id, rows, cols, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, band_px)
+    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + rows * size + cols
+
+    # z-buffer over the pairs whose face covers the pixel centre (NaN rows of degenerate faces never do)
+    covering = (inner >= 0).nonzero().squeeze(1)
+    cover_pixel = pixel[covering]
+    c = table[face_id[covering], 9:12]  # (C, 3) depth (or inverse depth) plane of each covering pair
+    key = c[:, 0] * cols[covering].to(c.dtype) + c[:, 1] * rows[covering].to(c.dtype) + c[:, 2]
+    if settings.perspective_correct:
+        key = -key  # the table holds inverse depth: the nearest surface has the largest
+    nearest = torch.full((num_pixels,), float("inf"), dtype=key.dtype, device=key.device)
+    nearest.scatter_reduce_(0, cover_pixel, key, reduce="amin")
+    at_front = key <= nearest[cover_pixel]
+    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=key.device)
+    winner.scatter_reduce_(0, cover_pixel[at_front], covering[at_front], reduce="amax")
+    visible = winner[winner >= 0]  # (P,) pair indices, sorted by pixel id
+
+    saturated = torch.zeros(num_pixels, dtype=torch.bool, device=key.device)
+    band = torch.zeros(0, dtype=torch.long, device=key.device)
+    if settings.soft:
+        saturated.index_fill_(0, pixel[inner > band_px], True)
+        inside_band = ((inner >= 0) & (inner <= band_px)).nonzero().squeeze(1)
+        # Outside a face the distance to its boundary is at least the largest violated line distance,
+        # so only pairs within the band of every line need the exact distance to the segments.
+        maybe = ((inner < 0) & (inner >= -band_px)).nonzero().squeeze(1)
+        corners = torch.stack([corner_col, corner_row], dim=2)[face_id[maybe]]  # (M, 3, 2)
+        outside_sq = _boundary_sq_dist(corners, cols[maybe].to(table.dtype), rows[maybe].to(table.dtype))
+        near = outside_sq <= band_px * band_px
+        # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it.
+        to_logit = (2.0 / size) ** 2 / settings.sigma  # squared pixel distance -> d^2 / sigma in NDC
+        log_uncovered = torch.cat(
+            [
+                torch.log1p(-torch.sigmoid(inner[inside_band] ** 2 * to_logit).clamp(max=1 - 1e-7)),
+                torch.log1p(-torch.sigmoid(-outside_sq[near] * to_logit)),
+            ]
+        )
+        band_all = torch.cat([inside_band, maybe[near]])
+        total = torch.zeros(num_pixels, dtype=table.dtype, device=key.device)
+        total.index_add_(0, pixel[band_all], log_uncovered)
+        saturated |= total < math.log(settings.dist_eps)
+        band = band_all[~saturated[pixel[band_all]]]
+    return (
+        face_id[visible],
+        rows[visible],
+        cols[visible],
+        face_id[band],
+        rows[band],
+        cols[band],
+        inner[band] >= 0,
+        saturated,
+    )

@@ -1,0 +1,138 @@
+"""The renderer: world-space meshes and cameras in, a ``RenderOutput`` of images out.
+
+``render`` = ``Camera.project`` -> ``rasterize`` -> shading (texture or vertex colours, optional
+Lambert light) -> dense images. Everything is differentiable in vertex positions, camera parameters,
+UV textures and vertex colours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from backend.geometry.camera import Camera
+from backend.geometry.mesh import TexturedMesh
+from backend.render import shade
+from backend.render.rasterize import Fragments, rasterize
+from backend.render.settings import RasterSettings
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """Lambert lighting in view space: colour * (ambient + diffuse * max(0, n . light_direction)).
+
+    The default (ambient 1, diffuse 0) shows the texture as it is; ``light_direction`` (0, 0, 1)
+    points from the surface towards the camera.
+    """
+
+    ambient: float = 1.0
+    diffuse: float = 0.0
+    light_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """Images of B meshes, S x S pixels, row 0 at the top.
+
+    Attributes:
+        rgb: (B, S, S, 3) colour of the visible surface at each pixel centre, background elsewhere.
+        alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
+        mask: (B, S, S, 1) hard coverage in {0, 1}.
+        depth: (B, S, S, 1) depth of the visible surface, 0 on the background.
+        face_index: (B, S, S) int64 visible face, -1 on the background.
+        barycentrics: (B, S, S, 3) barycentric coordinates of the pixel centre in the visible face.
+        fragments: the packed rasterization the images were made from.
+    """
+
+    rgb: Tensor
+    alpha: Tensor
+    mask: Tensor
+    depth: Tensor
+    face_index: Tensor
+    barycentrics: Tensor
+    fragments: Fragments
+
+
+def render(
+    vertices: Tensor,
+    faces: Tensor,
+    camera: Camera,
+    settings: RasterSettings,
+    *,
+    uvs: Tensor | None = None,
+    face_uvs: Tensor | None = None,
+    texture: Tensor | None = None,
+    vertex_colors: Tensor | None = None,
+    lighting: Lighting | None = None,
+) -> RenderOutput:
+    """Render B meshes that share faces, one per camera.
+
+    Args:
+        vertices: (B, V, 3) world positions, or (V, 3) shared by all B cameras.
+        faces: (F, 3) int64.
+        camera: B cameras.
+        settings: raster settings (``perspective_correct`` is set here from the camera kind).
+        uvs, face_uvs, texture: (T, 2), (F, 3) and (H, W, 3) or (B, H, W, 3): colour from a UV texture.
+        vertex_colors: (B, V, 3) or (V, 3): colour from vertices, when no texture is given.
+        lighting: Lambert lighting; None shows unlit colours (white when there is no colour source).
+    """
+    lighting = lighting or Lighting()
+    if vertices.dim() == 2:
+        vertices = vertices.unsqueeze(0).expand(camera.batch_size, -1, -1)
+    if vertices.dim() != 3 or vertices.shape[0] != camera.batch_size:
+        raise ValueError(
+            f"vertices of shape {tuple(vertices.shape)} do not match a batch of {camera.batch_size} cameras"
+        )
+    if texture is not None and (uvs is None or face_uvs is None):
+        raise ValueError("a texture needs uvs and face_uvs")
+    settings = replace(settings, perspective_correct=camera.kind == "look_at")
+    vertices_ndc = camera.project(vertices)  # (B, V, 3)
+    fragments = rasterize(vertices_ndc, faces, settings)
+
+    dtype, device = vertices_ndc.dtype, vertices_ndc.device
+    if texture is not None and uvs is not None and face_uvs is not None:
+        if face_uvs.shape != faces.shape:
+            raise ValueError(f"face_uvs must have the shape of faces {tuple(faces.shape)}, got {tuple(face_uvs.shape)}")
+        uv = shade.interpolate_face_attributes(fragments, uvs.to(dtype), face_uvs)
+        colors = shade.sample_texture(fragments, uv, texture)
+    elif vertex_colors is not None:
+        colors = shade.interpolate_vertex_attributes(fragments, vertex_colors, faces)
+    else:
+        colors = torch.ones(fragments.pixel.shape[0], 3, dtype=dtype, device=device)
+    if lighting.diffuse != 0.0 or lighting.ambient != 1.0:
+        normals = shade.face_normals_at_pixels(fragments, camera.transform_points(vertices), faces)
+        light = torch.tensor(lighting.light_direction, dtype=dtype, device=device)
+        colors = shade.lambert(colors, normals, light, lighting.ambient, lighting.diffuse)
+
+    background = torch.tensor(lighting.background, dtype=colors.dtype, device=device)
+    mask = shade.hard_silhouette(fragments)
+    alpha = shade.soft_silhouette(fragments, settings.sigma) if settings.soft else mask
+    face_index = shade.to_image(fragments, fragments.face[:, None], -1).squeeze(-1)
+    return RenderOutput(
+        rgb=shade.to_image(fragments, colors, background),
+        alpha=alpha,
+        mask=mask,
+        depth=shade.to_image(fragments, fragments.depth[:, None]),
+        face_index=face_index,
+        barycentrics=shade.to_image(fragments, fragments.bary),
+        fragments=fragments,
+    )
+
+
+def render_mesh(
+    mesh: TexturedMesh, camera: Camera, settings: RasterSettings, lighting: Lighting | None = None
+) -> RenderOutput:
+    """Render one textured mesh from each of the B cameras."""
+    return render(
+        mesh.vertices,
+        mesh.faces,
+        camera,
+        settings,
+        uvs=mesh.uvs,
+        face_uvs=mesh.face_uvs,
+        texture=mesh.texture,
+        lighting=lighting,
+    )

@@ -1,0 +1,132 @@
+"""Shading: small differentiable functions that turn ``Fragments`` into values and images.
+
+Each function consumes the packed ``Fragments`` of ``backend.render.rasterize`` and returns packed
+(P, C) values or dense (B, S, S, C) images. They are plain PyTorch, so gradients flow to whatever the
+inputs depend on (vertex positions through barycentrics and distances, textures, vertex colours).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backend.render.rasterize import Fragments
+
+
+def to_image(fragments: Fragments, values: Tensor, background: Tensor | float = 0.0) -> Tensor:
+    """Scatter packed values (P, C) of the covered pixels into images (B, S, S, C) over ``background``.
+
+    ``background`` is a float or a (C,) tensor; differentiable in ``values``.
+    """
+    channels = values.shape[1]
+    fill = torch.as_tensor(background, dtype=values.dtype, device=values.device).expand(channels)
+    image = fill.expand(fragments.num_pixels, channels).clone()
+    image = image.index_copy(0, fragments.pixel, values)
+    size = fragments.image_size
+    return image.reshape(fragments.batch_size, size, size, channels)
+
+
+def hard_silhouette(fragments: Fragments) -> Tensor:
+    """Coverage (B, S, S, 1): 1 where a face covers the pixel centre, else 0 (no gradient)."""
+    mask = torch.zeros(fragments.num_pixels, dtype=fragments.bary.dtype, device=fragments.bary.device)
+    mask.index_fill_(0, fragments.pixel, 1.0)
+    size = fragments.image_size
+    return mask.reshape(fragments.batch_size, size, size, 1)
+
+
+def soft_silhouette(fragments: Fragments, sigma: float) -> Tensor:
+    """SoftRas silhouette (B, S, S, 1): ``1 - prod_j (1 - sigmoid(sign_j d_j^2 / sigma))`` over faces j.
+
+    Pairs outside every face's band contribute nothing; pixels deep inside a face are 1. Both are
+    within ``dist_eps`` of the exact product over all faces.
+    """
+    coverage = torch.sigmoid(fragments.band_signed_sq_dist / sigma)  # (E,)
+    log_uncovered = torch.log1p(-coverage.clamp(max=1.0 - 1e-7))
+    total = torch.zeros(fragments.num_pixels, dtype=coverage.dtype, device=coverage.device)
+    total = total.index_add(0, fragments.band_pixel, log_uncovered)
+    alpha = torch.where(fragments.saturated, torch.ones_like(total), 1.0 - torch.exp(total))
+    size = fragments.image_size
+    return alpha.reshape(fragments.batch_size, size, size, 1)
+
+
+def interpolate_vertex_attributes(fragments: Fragments, attributes: Tensor, faces: Tensor) -> Tensor:
+    """Interpolate per-vertex attributes (B, V, C) or (V, C) at the covered pixels -> (P, C)."""
+    if attributes.dim() == 2:
+        attributes = attributes.unsqueeze(0)
+    batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
+    if attributes.shape[0] == 1:
+        batch_index = torch.zeros_like(batch_index)
+    elif attributes.shape[0] != fragments.batch_size:
+        raise ValueError(f"attributes have batch {attributes.shape[0]}, the render has {fragments.batch_size}")
+    corners = attributes[batch_index[:, None], faces.to(attributes.device)[fragments.face]]  # (P, 3, C)
+    return (fragments.bary[..., None] * corners).sum(1)
+
+
+def interpolate_face_attributes(fragments: Fragments, corner_values: Tensor, corner_index: Tensor) -> Tensor:
+    """Interpolate values (T, C) indexed per face corner by ``corner_index`` (F, 3) -> (P, C).
+
+    Used for UVs, whose indices (``face_uvs``) differ from the vertex indices at seams.
+    """
+    face_values = corner_values[corner_index.to(corner_values.device)]  # (F, 3, C)
+    corners = face_values.index_select(0, fragments.face)  # (P, 3, C)
+    return (fragments.bary[..., None] * corners).sum(1)
+
+
+def sample_texture(fragments: Fragments, uv: Tensor, texture: Tensor) -> Tensor:
+    """Bilinearly sample textures at packed UVs.
+
+    Args:
+        fragments: the fragments the UVs belong to (for each row's batch index).
+        uv: (P, 2) texture coordinates, (0, 0) at the bottom-left of the image; clamped to the edge.
+        texture: (H, W, C) shared by the batch, or (B, H, W, C).
+    Returns:
+        (P, C) colours, differentiable in ``uv`` and ``texture``.
+    """
+    if texture.dim() == 3:
+        texture = texture.unsqueeze(0)
+    if texture.dim() != 4:
+        raise ValueError(f"texture must have shape (H, W, C) or (B, H, W, C), got {tuple(texture.shape)}")
+    count, height, width, channels = texture.shape
+    if count not in (1, fragments.batch_size):
+        raise ValueError(f"texture batch {count} does not match the render batch {fragments.batch_size}")
+    batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
+    if count == 1:
+        batch_index = torch.zeros_like(batch_index)
+    x = uv[:, 0] * width - 0.5  # (P,) texel-centre coordinates
+    y = (1.0 - uv[:, 1]) * height - 0.5
+    x0, y0 = torch.floor(x.detach()), torch.floor(y.detach())
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    flat = texture.reshape(-1, channels)
+    base = batch_index * (height * width)
+
+    def texel(yy: Tensor, xx: Tensor) -> Tensor:
+        return flat.index_select(0, base + yy.clamp(0, height - 1) * width + xx.clamp(0, width - 1))
+
+    top = texel(y0, x0) * (1 - fx) + texel(y0, x0 + 1) * fx
+    bottom = texel(y0 + 1, x0) * (1 - fx) + texel(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def face_normals_at_pixels(fragments: Fragments, vertices_view: Tensor, faces: Tensor) -> Tensor:
+    """Unit normals (P, 3) in view space of the visible face at each covered pixel, turned to face the camera.
+
+    ``vertices_view`` (B, V, 3) are view-space positions (the camera looks down -Z), so a normal facing
+    the camera has a positive z; normals of faces seen from behind are flipped (two-sided surfaces).
+    """
+    batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
+    corners = vertices_view[batch_index[:, None], faces.to(vertices_view.device)[fragments.face]]  # (P, 3, 3)
+    normal = F.normalize(torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=1), dim=1)
+    return torch.where(normal[:, 2:] < 0, -normal, normal)
+
+
+def lambert(colors: Tensor, normals: Tensor, light_direction: Tensor, ambient: float, diffuse: float) -> Tensor:
+    """Lambert shading (P, 3): ``colors * (ambient + diffuse * max(0, n . l))``.
+
+    ``normals`` (P, 3) unit and ``light_direction`` (3,) (from the surface towards the light) in the
+    same space, e.g. view space with (0, 0, 1) a light at the camera.
+    """
+    light = F.normalize(light_direction.to(normals), dim=0)
+    cosine = (normals @ light).clamp_min(0.0)[:, None]  # (P, 1)
+    return colors * (ambient + diffuse * cosine)
