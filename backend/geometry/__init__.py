@@ -13,6 +13,71 @@ Conventions (one place for the whole project):
 """
 
 from backend.geometry.camera import Camera
+from backend.geometry.io import load_glb, load_mesh, load_obj, save_glb, save_obj, weld_vertices
 from backend.geometry.mesh import PointCloud, TexturedMesh
+from backend.geometry.metrics import (
+    ChamferDistance,
+    chamfer_distance,
+    mask_iou,
+    ssim,
+    voxel_iou,
+    voxelize_mesh,
+)
+from backend.geometry.ops import (
+    EdgeAdjacency,
+    cotangent_laplacian,
+    deformation_loss,
+    edge_adjacent_faces,
+    face_areas,
+    face_normals,
+    flatten_loss,
+    laplacian_loss,
+    uniform_laplacian,
+    vertex_normals,
+)
+from backend.geometry.templates import (
+    SymmetricTemplate,
+    icosphere_template,
+    mirror_texel_index,
+    mirror_texture,
+    select_free_vertices,
+    symmetrize_offsets,
+    symmetrize_vertices,
+    uv_sphere_template,
+)
 
-__all__ = ["Camera", "PointCloud", "TexturedMesh"]
+__all__ = [
+    "Camera",
+    "ChamferDistance",
+    "EdgeAdjacency",
+    "PointCloud",
+    "SymmetricTemplate",
+    "TexturedMesh",
+    "chamfer_distance",
+    "cotangent_laplacian",
+    "deformation_loss",
+    "edge_adjacent_faces",
+    "face_areas",
+    "face_normals",
+    "flatten_loss",
+    "icosphere_template",
+    "laplacian_loss",
+    "load_glb",
+    "load_mesh",
+    "load_obj",
+    "mask_iou",
+    "mirror_texel_index",
+    "mirror_texture",
+    "save_glb",
+    "save_obj",
+    "select_free_vertices",
+    "ssim",
+    "symmetrize_offsets",
+    "symmetrize_vertices",
+    "uniform_laplacian",
+    "uv_sphere_template",
+    "vertex_normals",
+    "voxel_iou",
+    "voxelize_mesh",
+    "weld_vertices",
+]

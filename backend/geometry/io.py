@@ -69,7 +69,10 @@ def save_glb(mesh: TexturedMesh, path: str | Path) -> Path:
         visual=trimesh.visual.TextureVisuals(uv=uvs, material=material),
         process=False,
     )
-    path.write_bytes(exported.export(file_type="glb"))
+    data = exported.export(file_type="glb")
+    if not isinstance(data, bytes):
+        raise TypeError(f"trimesh returned {type(data).__name__} instead of GLB bytes")
+    path.write_bytes(data)
     return path
 
 
@@ -105,7 +108,7 @@ def load_obj(path: str | Path, weld: bool = True) -> TexturedMesh:
 
 
 def load_mesh(path: str | Path, weld: bool = True) -> TexturedMesh:
-    """Read a mesh file chosen by suffix: .glb/.gltf, .obj, or any other format trimesh reads (.ply, .off, .stl)."""
+    """Read a mesh file chosen by suffix: .glb/.gltf, .obj, or .ply/.off/.stl (through trimesh)."""
     return _load(Path(path), {".glb", ".gltf", ".obj", ".ply", ".off", ".stl"}, weld)
 
 
@@ -149,7 +152,7 @@ def weld_vertices(mesh: TexturedMesh) -> TexturedMesh:
 
 
 def _first_unique(rows: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """For rows (N, D) used by ``index``: old -> new index map (N,) and kept old rows (M,), first-use order."""
+    """Unique rows (N, D) among those ``index`` uses: old -> new map (N,), kept old rows (M,) in order."""
     used = torch.unique(index.reshape(-1)).cpu().numpy()
     values = rows.detach().cpu().numpy()[used]
     _, first, inverse = np.unique(values, axis=0, return_index=True, return_inverse=True)
@@ -196,7 +199,7 @@ def _from_trimesh(loaded: trimesh.Trimesh) -> TexturedMesh:
     else:
         uvs = torch.zeros(1, 2)
         face_uvs = torch.zeros_like(faces)
-        if getattr(visual, "kind", None) == "vertex":
+        if isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind == "vertex":
             colors = np.asarray(visual.vertex_colors)[:, :3]
             vertex_colors = torch.tensor(colors, dtype=torch.float32) / 255.0
     return TexturedMesh(vertices, faces, uvs, face_uvs, texture, vertex_colors)

@@ -7,7 +7,8 @@
   as Wang's reference code) and averaged over positions and channels.
 - ``chamfer_distance``: DPC's (Insafutdinov & Dosovitskiy) Chamfer distance reported x100: the mean
   Euclidean distance from each point of A to its nearest point in B plus the same from B to A, each
-  term multiplied by 100. Computed in chunks of 1024 source points, so 16k x 16k points need about 70 MB at a time.
+  term multiplied by 100. Computed in chunks of 1024 source points, so 16k x 16k points need about
+  70 MB at a time.
 - ``voxelize_mesh`` / ``voxel_iou``: the 3D IoU of SoftRas on a 32^3 grid over the cube
   [-0.5, 0.5]^3 (SoftRas maps its [-0.5, 0.5] meshes to [0, 1] with ``faces * 31/32 + 0.5``; we
   keep the object's coordinates and put voxel centres at ``-0.5 + (i + 0.5) / R``). Grid index order is
@@ -19,7 +20,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +80,7 @@ def ssim(
     batched = img1.dim() == 4
     if not batched:
         img1, img2 = img1.unsqueeze(0), img2.unsqueeze(0)
-    batch, height, width, channels = img1.shape
+    height, width, channels = img1.shape[1:]
     if min(height, width) < window_size:
         raise ValueError(
             f"images of {height} x {width} are smaller than the {window_size} x {window_size} window"

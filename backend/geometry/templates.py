@@ -6,7 +6,10 @@ layout (textures move between results by copying the image):
 
 - ``icosphere_template()``: an icosahedron with vertices (±1, ±t, 0), (0, ±1, ±t), (±t, 0, ±1)
   (t the golden ratio) subdivided three times at edge midpoints and projected onto the sphere:
-  642 vertices, 1280 faces (SoftRas/CMR/UMR's 642-vertex sphere). Texture (128, 256, 3).
+  642 vertices, 1280 faces, the connectivity of SoftRas/CMR/UMR's 642-vertex sphere in another
+  orientation: here the poles (0, ±1, 0) are midpoints of icosahedron edges (valence 6). Vertex order
+  is deterministic: the 12 icosahedron vertices, then the midpoints in order of creation. Texture
+  (128, 256, 3).
 - ``uv_sphere_template()``: a UV sphere with 32 segments and 16 latitude bands (ConvMesh/MeshInversion):
   15 rings of 32 vertices plus 2 poles = 482 vertices, 960 faces. Texture (512, 512, 3), the
   resolution of MeshInversion's GAN textures.
