@@ -42,15 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark and print JSON")
     benches = bench.add_subparsers(dest="bench", required=True)
     render = benches.add_parser("render", help="renderer forward+backward per image, beside DEODR")
-    render.add_argument("--sizes", type=_int_list, default=[64, 128, 256], help="image sizes (default 64,128,256)")
+    render.add_argument(
+        "--sizes", type=_int_list, default=[64, 128, 256], help="image sizes (default 64,128,256)"
+    )
     render.add_argument("--batches", type=_int_list, default=[1, 16], help="batch sizes (default 1,16)")
     render.add_argument(
-        "--devices", default=",".join(_available_devices()), help="comma-separated torch devices (default: all)"
+        "--devices",
+        default=",".join(_available_devices()),
+        help="comma-separated torch devices (default: all)",
     )
     render.add_argument("--repeats", type=int, default=5, help="timed runs per case; the minimum is reported")
-    render.add_argument("--sigma", type=float, default=None, help="fixed SoftRas sigma (default 1e-4*(64/S)^2)")
+    render.add_argument(
+        "--sigma", type=float, default=None, help="fixed SoftRas sigma (default 1e-4*(64/S)^2)"
+    )
     render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
-    render.add_argument("--json", action="store_true", help="print only the JSON report (the default prints it too)")
+    render.add_argument(
+        "--json", action="store_true", help="print only the JSON report (the default prints it too)"
+    )
     return parser
 
 

@@ -17,5 +17,8 @@ echo "== import rules"
 echo "== pytest (main environment)"
 .venv/bin/python -m pytest -p no:cacheprovider tests backend training "$@"
 
-echo "== pytest (Blender environment)"
-.venv-blender/bin/python -m pytest -p no:cacheprovider tests --blender-env
+# tests that need bpy (*_bpy.py, tests/blender_addon) run inside Blender's own Python environment
+if compgen -G "tests/blender_addon/test_*.py" >/dev/null || [ -n "$(find tests -name '*_bpy.py' -print -quit)" ]; then
+  echo "== pytest (Blender environment)"
+  .venv-blender/bin/python -m pytest -p no:cacheprovider tests --blender-env
+fi

@@ -59,7 +59,12 @@ def _sync(device: torch.device) -> None:
 
 
 def time_ours(
-    work: Workload, size: int, batch: int, device: torch.device, repeats: int, sigma: float | None = None,
+    work: Workload,
+    size: int,
+    batch: int,
+    device: torch.device,
+    repeats: int,
+    sigma: float | None = None,
     silhouette_only: bool = False,
 ) -> dict[str, Any]:
     """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
@@ -160,7 +165,11 @@ def time_deodr(work: Workload, size: int, batch: int, repeats: int) -> dict[str,
 
 
 def run(
-    sizes: list[int], batches: list[int], devices: list[str], repeats: int, with_deodr: bool,
+    sizes: list[int],
+    batches: list[int],
+    devices: list[str],
+    repeats: int,
+    with_deodr: bool,
     sigma: float | None = None,
 ) -> dict[str, Any]:
     """Run every (device, size, batch) case, DEODR beside ours, and return the JSON-ready report."""

@@ -90,7 +90,7 @@ def _cross2(ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
 
 
 def _barycentric(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
-    """Screen-space barycentrics (N, 3) of points (N,) in triangles (N, 3, 2), and twice the signed area (N,)."""
+    """Screen-space barycentrics (N, 3) of points (N,) in triangles (N, 3, 2), and twice their signed area."""
     x, y = tri[..., 0], tri[..., 1]  # (N, 3) each
     area2 = _cross2(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0], x[:, 2] - x[:, 0], y[:, 2] - y[:, 0])
     safe = torch.where(area2.abs() < 1e-12, torch.full_like(area2, 1e-12), area2)
@@ -100,15 +100,29 @@ def _barycentric(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([l0, l1, l2], dim=1), area2
 
 
-def _boundary_sq_dist(tri: Tensor, px: Tensor, py: Tensor) -> Tensor:
-    """Squared distance (N,) from points (N,) to the boundary of triangles (N, 3, 2): min over the 3 edges."""
-    x, y = tri[..., 0], tri[..., 1]  # (N, 3): edge k runs from corner k to corner k + 1
+def _boundary_sq_dist(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared distance (N,) from points (N,) to the boundary of triangles (N, 3, 2), and the nearest edge.
+
+    Edge k runs from corner k to corner k + 1; the second result (N,) int64 is the nearest edge's k.
+    """
+    x, y = tri[..., 0], tri[..., 1]  # (N, 3)
     edge_x, edge_y = x.roll(-1, dims=1) - x, y.roll(-1, dims=1) - y
     to_x, to_y = px[:, None] - x, py[:, None] - y
     length_sq = (edge_x * edge_x + edge_y * edge_y).clamp_min(1e-20)
     t = ((to_x * edge_x + to_y * edge_y) / length_sq).clamp(0.0, 1.0)  # (N, 3) foot of the perpendicular
     off_x, off_y = to_x - t * edge_x, to_y - t * edge_y
-    return (off_x * off_x + off_y * off_y).amin(dim=1)
+    nearest = (off_x * off_x + off_y * off_y).min(dim=1)
+    return nearest.values, nearest.indices
+
+
+def _segment_sq_dist(start: Tensor, end: Tensor, px: Tensor, py: Tensor) -> Tensor:
+    """Squared distance (N,) from points (N,) to segments from ``start`` (N, 2) to ``end`` (N, 2)."""
+    edge_x, edge_y = end[:, 0] - start[:, 0], end[:, 1] - start[:, 1]
+    to_x, to_y = px - start[:, 0], py - start[:, 1]
+    length_sq = (edge_x * edge_x + edge_y * edge_y).clamp_min(1e-20)
+    t = ((to_x * edge_x + to_y * edge_y) / length_sq).clamp(0.0, 1.0)
+    off_x, off_y = to_x - t * edge_x, to_y - t * edge_y
+    return off_x * off_x + off_y * off_y
 
 
 def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -130,7 +144,7 @@ def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tens
     col1, row1 = col.roll(-1, dims=1), row.roll(-1, dims=1)  # corner k + 1
     col2, row2 = col.roll(-2, dims=1), row.roll(-2, dims=1)  # corner k + 2: edge k runs k+1 -> k+2
     edge_col, edge_row = col2 - col1, row2 - row1
-    # E_k(p) = edge x (p - corner k+1) = -edge_row * col + edge_col * row + (edge_row * col1 - edge_col * row1)
+    # E_k(p) = edge x (p - corner k+1) = -edge_row col + edge_col row + (edge_row col1 - edge_col row1)
     a, b, c = -edge_row, edge_col, edge_row * col1 - edge_col * row1  # (B * F, 3) each
     area2 = a[:, 0] * col[:, 0] + b[:, 0] * row[:, 0] + c[:, 0]  # E_0 at corner 0: twice the signed area
     degenerate = area2.abs() < 1e-9
@@ -147,7 +161,7 @@ def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tens
 
 def _candidate_pairs(
     table: Tensor, col: Tensor, row: Tensor, valid: Tensor, size: int, band_px: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """The (face, pixel) pairs whose pixel centre lies inside a face or within ``band_px`` of its lines.
 
     Faces are grouped by the size k (a power of two) of their pixel bounding box enlarged by the band,
@@ -159,8 +173,8 @@ def _candidate_pairs(
         col, row: (B * F, 3) corner positions in pixel-centre units.
         valid: (B * F,) faces to consider.
     Returns:
-        (N,) flat face ids ``b * F + f``, (N,) rows, (N,) cols (int64) and (N,) ``inner``: the smallest
-        signed line distance in pixels (the distance to the boundary when >= 0, i.e. inside).
+        (N,) int64 keys ``(b * F + f) * S * S + row * S + col`` and (N,) ``inner``: the smallest signed
+        line distance in pixels (the distance to the boundary when >= 0, i.e. inside the face).
     """
     device = table.device
     col_lo = torch.ceil(col.amin(-1) - band_px).clamp(0, size)
@@ -169,35 +183,50 @@ def _candidate_pairs(
     row_hi = torch.floor(row.amax(-1) + band_px).clamp(-1, size - 1)
     extent = torch.maximum(col_hi - col_lo, row_hi - row_lo) + 1  # (B * F,) window side needed
     keep = valid & (col_hi >= col_lo) & (row_hi >= row_lo) & ~torch.isnan(table[:, 0])
-    window = torch.where(keep, torch.exp2(torch.ceil(torch.log2(extent.clamp_min(1)))), torch.zeros_like(extent))
-    results: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    window = torch.where(
+        keep, torch.exp2(torch.ceil(torch.log2(extent.clamp_min(1)))), torch.zeros_like(extent)
+    )
+    keys: list[Tensor] = []
+    inners: list[Tensor] = []
     for side in torch.unique(window[keep]).tolist():
         k = int(side)
         members = (window == side).nonzero().squeeze(1)
         chunk = max(1, (1 << 22) // (k * k))  # bound the dense window memory
         offsets = torch.arange(k, device=device, dtype=table.dtype)
         for part in members.split(chunk):
-            t = table[part]  # (n, 12)
-            cols = col_lo[part][:, None] + offsets  # (n, k)
-            rows = row_lo[part][:, None] + offsets
-            dist = (
-                t[:, 0:3, None, None] * cols[:, None, None, :]
-                + t[:, 3:6, None, None] * rows[:, None, :, None]
-                + t[:, 6:9, None, None]
-            )  # (n, 3, k, k): [face, edge, row, col]
-            inner = dist.amin(1)  # (n, k, k)
-            inside_box = (rows <= row_hi[part][:, None])[:, :, None] & (cols <= col_hi[part][:, None])[:, None, :]
-            face, dy, dx = ((inner >= -band_px) & inside_box).nonzero().unbind(1)
-            results.append((part[face], rows[face, dy].long(), cols[face, dx].long(), inner[face, dy, dx]))
-    if not results:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty, empty, torch.zeros(0, dtype=table.dtype, device=device)
-    face_id, rows_out, cols_out, inner_out = (torch.cat(parts) for parts in zip(*results, strict=True))
-    return face_id, rows_out, cols_out, inner_out
+            t = table.index_select(0, part)  # (n, 12)
+            cols = col_lo.index_select(0, part)[:, None] + offsets  # (n, k)
+            rows = row_lo.index_select(0, part)[:, None] + offsets
+            # a col + b row + c, summed from its separable parts: (n, 3, k, 1) + (n, 3, 1, k)
+            row_part = t[:, 3:6, None] * rows[:, None, :] + t[:, 6:9, None]  # (n, 3, k)
+            col_part = t[:, 0:3, None] * cols[:, None, :]  # (n, 3, k)
+            inner = (row_part[..., None] + col_part[:, :, None, :]).amin(1)  # (n, k, k): [face, row, col]
+            in_rows = rows <= row_hi.index_select(0, part)[:, None]  # (n, k)
+            in_cols = cols <= col_hi.index_select(0, part)[:, None]
+            flat = (
+                ((inner >= -band_px) & in_rows[:, :, None] & in_cols[:, None, :])
+                .flatten()
+                .nonzero()
+                .squeeze(1)
+            )
+            # key of window cell (face i, dy, dx): (part[i] * S + row_lo[i] + dy) * S + col_lo[i] + dx
+            base = (part * size + row_lo.index_select(0, part).long()) * size + col_lo.index_select(
+                0, part
+            ).long()
+            cell = torch.arange(k * k, device=device)
+            cell_offset = torch.div(cell, k, rounding_mode="floor") * size + cell % k  # (k * k,)
+            face = torch.div(flat, k * k, rounding_mode="floor")
+            keys.append(base.index_select(0, face) + cell_offset.index_select(0, flat - face * (k * k)))
+            inners.append(inner.flatten().index_select(0, flat))
+    if not keys:
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(
+            0, dtype=table.dtype, device=device
+        )
+    return torch.cat(keys), torch.cat(inners)
 
 
 def _perspective(screen_bary: Tensor, corner_depth: Tensor, perspective: bool) -> tuple[Tensor, Tensor]:
-    """Attribute barycentrics (N, 3) and depth (N,) from screen barycentrics (N, 3) and corner depths (N, 3)."""
+    """Attribute barycentrics (N, 3) and depth (N,) from screen barycentrics (N, 3), corner depths (N, 3)."""
     if not perspective:
         return screen_bary, (screen_bary * corner_depth).sum(1)
     weighted = screen_bary / corner_depth  # (N, 3)
@@ -223,42 +252,55 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
     faces = faces.to(vertices_ndc.device)
 
     with torch.no_grad():
-        search = _search(vertices_ndc.detach()[:, faces], settings)
-    visible_face_id, visible_rows, visible_cols, band_face_id, band_rows, band_cols, band_inside, saturated = search
+        visible_key, band_key, band_edge, band_inside, saturated = _search(
+            vertices_ndc.detach()[:, faces], settings
+        )
 
     # differentiable geometry of the surviving pairs, recomputed from the vertex tensor
     face_corners = vertices_ndc[:, faces].reshape(batch * num_faces, 3, 3)  # (B * F, 3, 3)
+    visible_face_id, visible_pixel, visible_row, visible_col = _decode(visible_key, num_faces, size)
     corners = face_corners.index_select(0, visible_face_id)  # (P, 3, 3)
-    vx, vy = _pixel_centres_ndc(visible_cols.to(corners.dtype), visible_rows.to(corners.dtype), size)
+    vx, vy = _pixel_centres_ndc(visible_col.to(corners.dtype), visible_row.to(corners.dtype), size)
     screen_bary, _ = _barycentric(corners[..., :2], vx, vy)
     bary, depth = _perspective(screen_bary, corners[..., 2], settings.perspective_correct)
 
-    band_corners = face_corners.index_select(0, band_face_id)  # (E, 3, 3)
-    bx, by = _pixel_centres_ndc(band_cols.to(corners.dtype), band_rows.to(corners.dtype), size)
-    band_sq_dist = _boundary_sq_dist(band_corners[..., :2], bx, by)
-
-    def pixel_of(face_id: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        return torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + rows * size + cols
+    # distance to the nearest edge of each band pair (chosen by the search): edge k runs corner k -> k + 1
+    band_face_id, band_pixel, band_row, band_col = _decode(band_key, num_faces, size)
+    corner_xy = face_corners[..., :2].reshape(batch * num_faces * 3, 2)  # (B * F * 3, 2)
+    start = corner_xy.index_select(0, band_face_id * 3 + band_edge)  # (E, 2)
+    end = corner_xy.index_select(0, band_face_id * 3 + (band_edge + 1) % 3)
+    bx, by = _pixel_centres_ndc(band_col.to(corners.dtype), band_row.to(corners.dtype), size)
+    band_sq_dist = _segment_sq_dist(start, end, bx, by)
 
     return Fragments(
         batch_size=batch,
         image_size=size,
-        pixel=pixel_of(visible_face_id, visible_rows, visible_cols),
+        pixel=visible_pixel,
         face=visible_face_id % num_faces,
         bary=bary,
         depth=depth,
-        band_pixel=pixel_of(band_face_id, band_rows, band_cols),
+        band_pixel=band_pixel,
         band_face=band_face_id % num_faces,
         band_signed_sq_dist=torch.where(band_inside, band_sq_dist, -band_sq_dist),
         saturated=saturated,
     )
 
 
-def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, ...]:
+def _decode(key: Tensor, num_faces: int, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pair keys (N,) -> flat face id ``b * F + f``, pixel id ``b * S * S + row * S + col``, row, col."""
+    face_id = torch.div(key, size * size, rounding_mode="floor")
+    in_image = key - face_id * (size * size)
+    row = torch.div(in_image, size, rounding_mode="floor")
+    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + in_image
+    return face_id, pixel, row, in_image - row * size
+
+
+def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The non-differentiable candidate search over faces (B, F, 3, 3) of NDC corners and depths.
 
-    Returns the visible pairs (flat face id, row, col; sorted by pixel), the soft-band pairs that
-    carry gradient (flat face id, row, col, inside flag) and the (B * S * S,) saturated-pixel mask.
+    Returns the keys (see ``_candidate_pairs``) of the visible pairs (sorted by pixel) and of the
+    soft-band pairs that carry gradient, each band pair's nearest edge (k: corner k -> k + 1) and
+    whether its pixel is inside the face, and the (B * S * S,) saturated-pixel mask.
     """
     batch, num_faces = tri.shape[:2]
     size = settings.image_size
@@ -266,54 +308,77 @@ def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, ...]:
     valid = (tri[..., 2] > settings.near).all(-1).flatten()  # (B * F,)
     table, corner_col, corner_row = _face_table(tri, size, settings.perspective_correct)
     band_px = (settings.band_sq_ndc**0.5) * size / 2.0
-    face_id, rows, cols, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, band_px)
-    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + rows * size + cols
+    key, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, band_px)
+    face_id = torch.div(key, size * size, rounding_mode="floor")
+    in_image = key - face_id * (size * size)  # row * S + col
+    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + in_image
 
     # z-buffer over the pairs whose face covers the pixel centre (NaN rows of degenerate faces never do)
     covering = (inner >= 0).nonzero().squeeze(1)
-    cover_pixel = pixel[covering]
-    c = table[face_id[covering], 9:12]  # (C, 3) depth (or inverse depth) plane of each covering pair
-    key = c[:, 0] * cols[covering].to(c.dtype) + c[:, 1] * rows[covering].to(c.dtype) + c[:, 2]
+    cover_pixel = pixel.index_select(0, covering)
+    cover_in_image = in_image.index_select(0, covering)
+    plane = table[:, 9:12].index_select(0, face_id.index_select(0, covering))  # (C, 3) depth plane
+    cover_row = torch.div(cover_in_image, size, rounding_mode="floor")
+    cover_col = cover_in_image - cover_row * size
+    depth_key = plane[:, 0] * cover_col + plane[:, 1] * cover_row + plane[:, 2]
     if settings.perspective_correct:
-        key = -key  # the table holds inverse depth: the nearest surface has the largest
-    nearest = torch.full((num_pixels,), float("inf"), dtype=key.dtype, device=key.device)
-    nearest.scatter_reduce_(0, cover_pixel, key, reduce="amin")
-    at_front = key <= nearest[cover_pixel]
-    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=key.device)
-    winner.scatter_reduce_(0, cover_pixel[at_front], covering[at_front], reduce="amax")
-    visible = winner[winner >= 0]  # (P,) pair indices, sorted by pixel id
+        depth_key = -depth_key  # the table holds inverse depth: the nearest surface has the largest
+    nearest = torch.full((num_pixels,), float("inf"), dtype=depth_key.dtype, device=depth_key.device)
+    nearest.scatter_reduce_(0, cover_pixel, depth_key, reduce="amin")
+    at_front = (depth_key <= nearest.index_select(0, cover_pixel)).nonzero().squeeze(1)
+    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=depth_key.device)
+    winner.scatter_reduce_(
+        0, cover_pixel.index_select(0, at_front), covering.index_select(0, at_front), "amax"
+    )
+    visible_key = key.index_select(0, winner[winner >= 0])  # (P,) sorted by pixel id
 
     saturated = torch.zeros(num_pixels, dtype=torch.bool, device=key.device)
-    band = torch.zeros(0, dtype=torch.long, device=key.device)
-    if settings.soft:
-        saturated.index_fill_(0, pixel[inner > band_px], True)
-        inside_band = ((inner >= 0) & (inner <= band_px)).nonzero().squeeze(1)
-        # Outside a face the distance to its boundary is at least the largest violated line distance,
-        # so only pairs within the band of every line need the exact distance to the segments.
-        maybe = ((inner < 0) & (inner >= -band_px)).nonzero().squeeze(1)
-        corners = torch.stack([corner_col, corner_row], dim=2)[face_id[maybe]]  # (M, 3, 2)
-        outside_sq = _boundary_sq_dist(corners, cols[maybe].to(table.dtype), rows[maybe].to(table.dtype))
-        near = outside_sq <= band_px * band_px
-        # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it.
-        to_logit = (2.0 / size) ** 2 / settings.sigma  # squared pixel distance -> d^2 / sigma in NDC
-        log_uncovered = torch.cat(
-            [
-                torch.log1p(-torch.sigmoid(inner[inside_band] ** 2 * to_logit).clamp(max=1 - 1e-7)),
-                torch.log1p(-torch.sigmoid(-outside_sq[near] * to_logit)),
-            ]
-        )
-        band_all = torch.cat([inside_band, maybe[near]])
-        total = torch.zeros(num_pixels, dtype=table.dtype, device=key.device)
-        total.index_add_(0, pixel[band_all], log_uncovered)
-        saturated |= total < math.log(settings.dist_eps)
-        band = band_all[~saturated[pixel[band_all]]]
+    if not settings.soft:
+        empty = torch.zeros(0, dtype=torch.long, device=key.device)
+        return visible_key, empty, empty, empty.bool(), saturated
+    saturated.index_fill_(0, pixel[inner > band_px], True)
+    inside_band = ((inner >= 0) & (inner <= band_px)).nonzero().squeeze(1)
+    # Outside a face the distance to its boundary is at least the largest violated line distance, so
+    # only pairs within the band of every line need the exact distance to the segments.
+    maybe = ((inner < 0) & (inner >= -band_px)).nonzero().squeeze(1)
+    corners = torch.stack([corner_col, corner_row], dim=2).index_select(0, face_id.index_select(0, maybe))
+    maybe_in_image = in_image.index_select(0, maybe)
+    maybe_row = torch.div(maybe_in_image, size, rounding_mode="floor")
+    outside_sq, outside_edge = _boundary_sq_dist(
+        corners, (maybe_in_image - maybe_row * size).to(table.dtype), maybe_row.to(table.dtype)
+    )
+    near = outside_sq <= band_px * band_px
+    # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it.
+    to_logit = (2.0 / size) ** 2 / settings.sigma  # squared pixel distance -> d^2 / sigma in NDC units
+    inside_logit = inner.index_select(0, inside_band) ** 2 * to_logit
+    log_uncovered = torch.cat(
+        [
+            torch.log1p(-torch.sigmoid(inside_logit).clamp(max=1 - 1e-7)),
+            torch.log1p(-torch.sigmoid(-outside_sq[near] * to_logit)),
+        ]
+    )
+    band_all = torch.cat([inside_band, maybe[near]])
+    # the nearest edge of an inside pair is the nearest line: line k is the edge opposite corner k
+    inside_lines = table[:, :9].index_select(0, face_id.index_select(0, inside_band)).reshape(-1, 3, 3)
+    inside_in_image = in_image.index_select(0, inside_band)
+    inside_row = torch.div(inside_in_image, size, rounding_mode="floor")
+    inside_col = inside_in_image - inside_row * size
+    line_dist = (
+        inside_lines[:, 0] * inside_col[:, None]
+        + inside_lines[:, 1] * inside_row[:, None]
+        + inside_lines[:, 2]
+    )
+    band_edge = torch.cat([(line_dist.argmin(1) + 1) % 3, outside_edge[near]])
+    band_pixel = pixel.index_select(0, band_all)
+    total = torch.zeros(num_pixels, dtype=table.dtype, device=key.device)
+    total.index_add_(0, band_pixel, log_uncovered)
+    saturated |= total < math.log(settings.dist_eps)
+    carries_signal = ~saturated.index_select(0, band_pixel)
+    band = band_all[carries_signal]
     return (
-        face_id[visible],
-        rows[visible],
-        cols[visible],
-        face_id[band],
-        rows[band],
-        cols[band],
-        inner[band] >= 0,
+        visible_key,
+        key.index_select(0, band),
+        band_edge[carries_signal],
+        inner.index_select(0, band) >= 0,
         saturated,
     )

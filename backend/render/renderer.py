@@ -8,6 +8,7 @@ UV textures and vertex colours.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -37,23 +38,38 @@ class Lighting:
 class RenderOutput:
     """Images of B meshes, S x S pixels, row 0 at the top.
 
+    ``rgb`` and ``alpha`` are made by ``render``; the other images are made from the fragments the
+    first time they are read (so a loss that needs only colour and silhouette pays for nothing else).
+
     Attributes:
         rgb: (B, S, S, 3) colour of the visible surface at each pixel centre, background elsewhere.
         alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
-        mask: (B, S, S, 1) hard coverage in {0, 1}.
-        depth: (B, S, S, 1) depth of the visible surface, 0 on the background.
-        face_index: (B, S, S) int64 visible face, -1 on the background.
-        barycentrics: (B, S, S, 3) barycentric coordinates of the pixel centre in the visible face.
-        fragments: the packed rasterization the images were made from.
+        fragments: the packed rasterization the images are made from.
     """
 
     rgb: Tensor
     alpha: Tensor
-    mask: Tensor
-    depth: Tensor
-    face_index: Tensor
-    barycentrics: Tensor
     fragments: Fragments
+
+    @cached_property
+    def mask(self) -> Tensor:
+        """(B, S, S, 1) hard coverage in {0, 1}."""
+        return shade.hard_silhouette(self.fragments)
+
+    @cached_property
+    def depth(self) -> Tensor:
+        """(B, S, S, 1) depth of the visible surface, 0 on the background; differentiable."""
+        return shade.to_image(self.fragments, self.fragments.depth[:, None])
+
+    @cached_property
+    def face_index(self) -> Tensor:
+        """(B, S, S) int64 index of the visible face, -1 on the background."""
+        return shade.to_image(self.fragments, self.fragments.face[:, None], -1).squeeze(-1)
+
+    @cached_property
+    def barycentrics(self) -> Tensor:
+        """(B, S, S, 3) barycentric coordinates of the pixel centre in the visible face; differentiable."""
+        return shade.to_image(self.fragments, self.fragments.bary)
 
 
 def render(
@@ -95,7 +111,9 @@ def render(
     dtype, device = vertices_ndc.dtype, vertices_ndc.device
     if texture is not None and uvs is not None and face_uvs is not None:
         if face_uvs.shape != faces.shape:
-            raise ValueError(f"face_uvs must have the shape of faces {tuple(faces.shape)}, got {tuple(face_uvs.shape)}")
+            raise ValueError(
+                f"face_uvs must have the shape of faces {tuple(faces.shape)}, got {tuple(face_uvs.shape)}"
+            )
         uv = shade.interpolate_face_attributes(fragments, uvs.to(dtype), face_uvs)
         colors = shade.sample_texture(fragments, uv, texture)
     elif vertex_colors is not None:
@@ -108,18 +126,12 @@ def render(
         colors = shade.lambert(colors, normals, light, lighting.ambient, lighting.diffuse)
 
     background = torch.tensor(lighting.background, dtype=colors.dtype, device=device)
-    mask = shade.hard_silhouette(fragments)
-    alpha = shade.soft_silhouette(fragments, settings.sigma) if settings.soft else mask
-    face_index = shade.to_image(fragments, fragments.face[:, None], -1).squeeze(-1)
-    return RenderOutput(
-        rgb=shade.to_image(fragments, colors, background),
-        alpha=alpha,
-        mask=mask,
-        depth=shade.to_image(fragments, fragments.depth[:, None]),
-        face_index=face_index,
-        barycentrics=shade.to_image(fragments, fragments.bary),
-        fragments=fragments,
+    alpha = (
+        shade.soft_silhouette(fragments, settings.sigma)
+        if settings.soft
+        else shade.hard_silhouette(fragments)
     )
+    return RenderOutput(rgb=shade.to_image(fragments, colors, background), alpha=alpha, fragments=fragments)
 
 
 def render_mesh(

@@ -58,7 +58,9 @@ def interpolate_vertex_attributes(fragments: Fragments, attributes: Tensor, face
     if attributes.shape[0] == 1:
         batch_index = torch.zeros_like(batch_index)
     elif attributes.shape[0] != fragments.batch_size:
-        raise ValueError(f"attributes have batch {attributes.shape[0]}, the render has {fragments.batch_size}")
+        raise ValueError(
+            f"attributes have batch {attributes.shape[0]}, the render has {fragments.batch_size}"
+        )
     corners = attributes[batch_index[:, None], faces.to(attributes.device)[fragments.face]]  # (P, 3, C)
     return (fragments.bary[..., None] * corners).sum(1)
 
@@ -117,11 +119,15 @@ def face_normals_at_pixels(fragments: Fragments, vertices_view: Tensor, faces: T
     """
     batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
     corners = vertices_view[batch_index[:, None], faces.to(vertices_view.device)[fragments.face]]  # (P, 3, 3)
-    normal = F.normalize(torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=1), dim=1)
+    normal = F.normalize(
+        torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=1), dim=1
+    )
     return torch.where(normal[:, 2:] < 0, -normal, normal)
 
 
-def lambert(colors: Tensor, normals: Tensor, light_direction: Tensor, ambient: float, diffuse: float) -> Tensor:
+def lambert(
+    colors: Tensor, normals: Tensor, light_direction: Tensor, ambient: float, diffuse: float
+) -> Tensor:
     """Lambert shading (P, 3): ``colors * (ambient + diffuse * max(0, n . l))``.
 
     ``normals`` (P, 3) unit and ``light_direction`` (3,) (from the surface towards the light) in the

@@ -20,7 +20,14 @@ from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
 from tests.backend.render.blender_oracle import blender_python, render_with_blender
 
-SPOT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "meshes" / "spot" / "spot_triangulated.obj"
+SPOT = (
+    Path(__file__).resolve().parents[3].parent
+    / "shared"
+    / "data"
+    / "meshes"
+    / "spot"
+    / "spot_triangulated.obj"
+)
 
 
 def _missing() -> str | None:

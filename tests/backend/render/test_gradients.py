@@ -14,14 +14,20 @@ def _octahedron() -> tuple[torch.Tensor, torch.Tensor]:
     vertices = torch.tensor(
         [[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float64
     )
-    faces = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    faces = torch.tensor(
+        [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]]
+    )
     # an irregular shape, so no pixel centre sits on an edge
     return vertices * torch.tensor([0.62, 0.55, 0.47], dtype=torch.float64) + 0.013, faces
 
 
 def _camera() -> Camera:
     rotation = torch.tensor([[0.95, 0.2, 0.25, 0.05]], dtype=torch.float64)
-    return Camera.weak_perspective(torch.tensor([1.05], dtype=torch.float64), torch.tensor([[0.03, -0.02]], dtype=torch.float64), rotation)
+    return Camera.weak_perspective(
+        torch.tensor([1.05], dtype=torch.float64),
+        torch.tensor([[0.03, -0.02]], dtype=torch.float64),
+        rotation,
+    )
 
 
 def _weights(*shape: int) -> torch.Tensor:
@@ -87,7 +93,9 @@ def test_gradient_to_look_at_camera_and_depth() -> None:
         out = render(vertices, faces, Camera.look_at(distance, elevation, azimuth, 20.0), SETTINGS)
         return (out.alpha * weights).sum() + (out.depth * weights).sum()
 
-    inputs = tuple(torch.tensor([value], dtype=torch.float64, requires_grad=True) for value in (2.6, 23.0, 37.0))
+    inputs = tuple(
+        torch.tensor([value], dtype=torch.float64, requires_grad=True) for value in (2.6, 23.0, 37.0)
+    )
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 
 

@@ -31,7 +31,7 @@ def _octahedron() -> tuple[torch.Tensor, torch.Tensor]:
     return vertices * 0.7, faces
 
 
-def _dense(fragments, settings):  # noqa: ANN001, ANN202
+def _dense(fragments, settings):
     face_index = to_image(fragments, fragments.face[:, None].float(), -1.0)[0, ..., 0].long()
     return {
         "face_index": face_index,
@@ -62,13 +62,17 @@ def test_triangle_soup_matches_naive_loop(seed: int, perspective: bool) -> None:
 def test_closed_mesh_through_camera_matches_naive_loop(kind: str) -> None:
     vertices, faces = _octahedron()
     if kind == "weak_perspective":
-        camera = Camera.weak_perspective(1.0, torch.tensor([[0.1, -0.05]]), torch.tensor([[0.9, 0.3, 0.2, 0.1]]))
+        camera = Camera.weak_perspective(
+            1.0, torch.tensor([[0.1, -0.05]]), torch.tensor([[0.9, 0.3, 0.2, 0.1]])
+        )
     else:
         camera = Camera.look_at(2.5, 25.0, 40.0, 20.0)
     settings = RasterSettings(image_size=24, sigma=1e-3, dist_eps=1e-9)
     camera = camera.to("cpu", torch.float64)
     out = render(vertices.double(), faces, camera, settings)
-    oracle = naive_rasterize(camera.project(vertices.double())[0], faces, 24, settings.sigma, kind == "look_at")
+    oracle = naive_rasterize(
+        camera.project(vertices.double())[0], faces, 24, settings.sigma, kind == "look_at"
+    )
     assert torch.equal(out.face_index[0], oracle["face_index"])
     torch.testing.assert_close(out.depth[0, ..., 0], oracle["depth"], atol=1e-6, rtol=0)
     torch.testing.assert_close(out.alpha[0, ..., 0], oracle["soft"], atol=1e-6, rtol=0)
@@ -89,7 +93,9 @@ def test_default_cutoff_stays_within_dist_eps_of_exact_silhouette() -> None:
 def test_batch_renders_like_separate_renders() -> None:
     vertices, faces = _octahedron()
     batch = torch.stack([vertices, vertices * 0.5, vertices.flip(1)])  # (3, V, 3)
-    camera = Camera.look_at(torch.tensor([2.0, 2.5, 3.0]), torch.tensor([0.0, 30.0, -20.0]), torch.tensor([10.0, 100.0, 250.0]))
+    camera = Camera.look_at(
+        torch.tensor([2.0, 2.5, 3.0]), torch.tensor([0.0, 30.0, -20.0]), torch.tensor([10.0, 100.0, 250.0])
+    )
     settings = RasterSettings(image_size=32, sigma=1e-4)
     together = render(batch, faces, camera, settings)
     for i in range(3):
@@ -125,7 +131,16 @@ def test_bad_meshes_raise_value_error(vertices: torch.Tensor, faces: torch.Tenso
         rasterize(vertices, faces, RasterSettings(image_size=8))
 
 
-@pytest.mark.parametrize(("size", "message"), [((64, 32), "square"), ((64, 64), "must be an int"), (0, "1..8192"), (-3, "1..8192"), (2.5, "positive int")])
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((64, 32), "square"),
+        ((64, 64), "must be an int"),
+        (0, "1..8192"),
+        (-3, "1..8192"),
+        (2.5, "positive int"),
+    ],
+)
 def test_bad_render_targets_raise_value_error(size: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RasterSettings(image_size=size)  # type: ignore[arg-type]
@@ -138,4 +153,12 @@ def test_mismatched_batches_raise_value_error() -> None:
         render(torch.stack([vertices] * 3), faces, camera, RasterSettings(image_size=8))
     uvs = torch.zeros(6, 2)
     with pytest.raises(ValueError, match="texture batch 3 does not match the render batch 2"):
-        render(vertices, faces, camera, RasterSettings(image_size=8), uvs=uvs, face_uvs=faces, texture=torch.zeros(3, 4, 4, 3))
+        render(
+            vertices,
+            faces,
+            camera,
+            RasterSettings(image_size=8),
+            uvs=uvs,
+            face_uvs=faces,
+            texture=torch.zeros(3, 4, 4, 3),
+        )

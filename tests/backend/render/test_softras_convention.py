@@ -24,7 +24,9 @@ def views() -> tuple[torch.Tensor, torch.Tensor]:
     mesh = load_obj(DATA / "softras_fit_result_plane.obj")
     cameras = torch.from_numpy(np.load(DATA / "camera.npy")).float()  # (120, 3): distance, elevation, azimuth
     camera = Camera.look_at(cameras[:, 0], cameras[:, 1], cameras[:, 2], 15.0)
-    silhouettes = render(mesh.vertices, mesh.faces, camera, RasterSettings(image_size=64, soft=False)).mask[..., 0]
+    silhouettes = render(mesh.vertices, mesh.faces, camera, RasterSettings(image_size=64, soft=False)).mask[
+        ..., 0
+    ]
     target = torch.from_numpy(np.load(DATA / "source.npy")[:, 3]).float() / 255.0  # (120, 64, 64)
     return silhouettes, target
 
