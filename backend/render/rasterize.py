@@ -164,7 +164,8 @@ def _candidate_pairs(
 ) -> tuple[Tensor, Tensor]:
     """The (face, pixel) pairs whose pixel centre lies inside a face or within ``band_px`` of its lines.
 
-    Faces are grouped by the size k (a power of two) of their pixel bounding box enlarged by the band,
+    Faces are grouped by the size k of their pixel bounding box enlarged by the band (rounded up to one
+    of a few window sides),
     and each group evaluates the affine line distances on dense (faces, k, k) windows by broadcasting,
     which needs no per-pair gathers; the surviving pairs are then compacted.
 
@@ -183,9 +184,10 @@ def _candidate_pairs(
     row_hi = torch.floor(row.amax(-1) + band_px).clamp(-1, size - 1)
     extent = torch.maximum(col_hi - col_lo, row_hi - row_lo) + 1  # (B * F,) window side needed
     keep = valid & (col_hi >= col_lo) & (row_hi >= row_lo) & ~torch.isnan(table[:, 0])
-    window = torch.where(
-        keep, torch.exp2(torch.ceil(torch.log2(extent.clamp_min(1)))), torch.zeros_like(extent)
-    )
+    # window sides grow by about 1/8 per step, so a window wastes little more than a square's corners
+    sides = _window_sides(size, table.device, table.dtype)
+    side_of = sides[torch.searchsorted(sides, extent.clamp(1, size))]
+    window = torch.where(keep, side_of, torch.zeros_like(extent))
     keys: list[Tensor] = []
     inners: list[Tensor] = []
     for side in torch.unique(window[keep]).tolist():
@@ -223,6 +225,14 @@ def _candidate_pairs(
             0, dtype=table.dtype, device=device
         )
     return torch.cat(keys), torch.cat(inners)
+
+
+def _window_sides(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Window sides 1..8, then steps of about 1/8 up to ``size``: (K,) ascending."""
+    sides = list(range(1, 9))
+    while sides[-1] < size:
+        sides.append(min(size, sides[-1] + max(1, sides[-1] // 8)))
+    return torch.tensor(sides, device=device, dtype=dtype)
 
 
 def _perspective(screen_bary: Tensor, corner_depth: Tensor, perspective: bool) -> tuple[Tensor, Tensor]:
