@@ -156,7 +156,7 @@ def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tens
 
 
 def _candidate_pairs(
-    table: Tensor, col: Tensor, row: Tensor, valid: Tensor, size: int, band_px: float
+    table: Tensor, col: Tensor, row: Tensor, valid: Tensor, size: int, num_faces: int, band_px: float
 ) -> tuple[Tensor, Tensor]:
     """The (face, pixel) pairs whose pixel centre lies inside a face or within ``band_px`` of its lines.
 
@@ -170,8 +170,8 @@ def _candidate_pairs(
         col, row: (B * F, 3) corner positions in pixel-centre units.
         valid: (B * F,) faces to consider.
     Returns:
-        (N,) int64 keys ``(b * F + f) * S * S + row * S + col`` and (N,) ``inner``: the smallest signed
-        line distance in pixels (the distance to the boundary when >= 0, i.e. inside the face).
+        (N,) int64 keys ``pixel * F + f`` (pixel id ``b * S * S + row * S + col``) and (N,) ``inner``:
+        the smallest signed line distance in pixels (the distance to the boundary when >= 0, i.e. inside).
     """
     device = table.device
     col_lo = torch.ceil(col.amin(-1) - band_px).clamp(0, size)
@@ -195,26 +195,30 @@ def _candidate_pairs(
             t = table.index_select(0, part)  # (n, 12)
             cols = col_lo.index_select(0, part)[:, None] + offsets  # (n, k)
             rows = row_lo.index_select(0, part)[:, None] + offsets
-            # a col + b row + c, summed from its separable parts: (n, 3, k, 1) + (n, 3, 1, k)
-            row_part = t[:, 3:6, None] * rows[:, None, :] + t[:, 6:9, None]  # (n, 3, k)
-            col_part = t[:, 0:3, None] * cols[:, None, :]  # (n, 3, k)
-            inner = (row_part[..., None] + col_part[:, :, None, :]).amin(1)  # (n, k, k): [face, row, col]
-            in_rows = rows <= row_hi.index_select(0, part)[:, None]  # (n, k)
-            in_cols = cols <= col_hi.index_select(0, part)[:, None]
-            flat = (
-                ((inner >= -band_px) & in_rows[:, :, None] & in_cols[:, None, :])
-                .flatten()
-                .nonzero()
-                .squeeze(1)
-            )
+            # a col + b row + c, summed from its separable parts (n, 3, k, 1) + (n, 3, 1, k); rows and
+            # columns outside the face's box get -inf, so one comparison keeps the cells that matter
+            outside = float("-inf")
+            in_rows = (rows <= row_hi.index_select(0, part)[:, None])[:, None, :]  # (n, 1, k)
+            in_cols = (cols <= col_hi.index_select(0, part)[:, None])[:, None, :]
+            row_part = (t[:, 3:6, None] * rows[:, None, :] + t[:, 6:9, None]).masked_fill(~in_rows, outside)
+            col_part = (t[:, 0:3, None] * cols[:, None, :]).masked_fill(~in_cols, outside)  # (n, 3, k)
+            inner = row_part[:, 0, :, None] + col_part[:, 0, None, :]  # (n, k, k): [face, row, col]
+            for edge in (1, 2):
+                inner = torch.minimum(inner, row_part[:, edge, :, None] + col_part[:, edge, None, :])
+            flat = (inner >= -band_px).flatten().nonzero().squeeze(1)
             # key of window cell (face i, dy, dx): (part[i] * S + row_lo[i] + dy) * S + col_lo[i] + dx
-            base = (part * size + row_lo.index_select(0, part).long()) * size + col_lo.index_select(
-                0, part
-            ).long()
+            # key of window cell (face i, dy, dx): pixel id * F + f, with pixel id b * S * S + row * S + col
+            image, face_in_mesh = torch.div(part, num_faces, rounding_mode="floor"), part % num_faces
+            start = (
+                image * (size * size)
+                + row_lo.index_select(0, part).long() * size
+                + col_lo.index_select(0, part).long()
+            )
             cell = torch.arange(k * k, device=device)
             cell_offset = torch.div(cell, k, rounding_mode="floor") * size + cell % k  # (k * k,)
             face = torch.div(flat, k * k, rounding_mode="floor")
-            keys.append(base.index_select(0, face) + cell_offset.index_select(0, flat - face * (k * k)))
+            pixel = start.index_select(0, face) + cell_offset.index_select(0, flat - face * (k * k))
+            keys.append(pixel * num_faces + face_in_mesh.index_select(0, face))
             inners.append(inner.flatten().index_select(0, flat))
     if not keys:
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(
@@ -294,11 +298,11 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
 
 def _decode(key: Tensor, num_faces: int, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Pair keys (N,) -> flat face id ``b * F + f``, pixel id ``b * S * S + row * S + col``, row, col."""
-    face_id = torch.div(key, size * size, rounding_mode="floor")
-    in_image = key - face_id * (size * size)
+    pixel = torch.div(key, num_faces, rounding_mode="floor")
+    image = torch.div(pixel, size * size, rounding_mode="floor")
+    in_image = pixel - image * (size * size)
     row = torch.div(in_image, size, rounding_mode="floor")
-    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + in_image
-    return face_id, pixel, row, in_image - row * size
+    return image * num_faces + (key - pixel * num_faces), pixel, row, in_image - row * size
 
 
 def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -314,18 +318,13 @@ def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tens
     valid = (tri[..., 2] > settings.near).all(-1).flatten()  # (B * F,)
     table, corner_col, corner_row = _face_table(tri, size, settings.perspective_correct)
     band_px = (settings.band_sq_ndc**0.5) * size / 2.0
-    key, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, band_px)
-    face_id = torch.div(key, size * size, rounding_mode="floor")
-    in_image = key - face_id * (size * size)  # row * S + col
-    pixel = torch.div(face_id, num_faces, rounding_mode="floor") * (size * size) + in_image
+    key, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, num_faces, band_px)
+    pixel = torch.div(key, num_faces, rounding_mode="floor")
 
     # z-buffer over the pairs whose face covers the pixel centre (NaN rows of degenerate faces never do)
     covering = (inner >= 0).nonzero().squeeze(1)
-    cover_pixel = pixel.index_select(0, covering)
-    cover_in_image = in_image.index_select(0, covering)
-    plane = table[:, 9:12].index_select(0, face_id.index_select(0, covering))  # (C, 3) depth plane
-    cover_row = torch.div(cover_in_image, size, rounding_mode="floor")
-    cover_col = cover_in_image - cover_row * size
+    cover_face_id, cover_pixel, cover_row, cover_col = _decode(key.index_select(0, covering), num_faces, size)
+    plane = table[:, 9:12].index_select(0, cover_face_id)  # (C, 3) depth (or inverse depth) plane
     depth_key = plane[:, 0] * cover_col + plane[:, 1] * cover_row + plane[:, 2]
     if settings.perspective_correct:
         depth_key = -depth_key  # the table holds inverse depth: the nearest surface has the largest
@@ -347,11 +346,10 @@ def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tens
     # Outside a face the distance to its boundary is at least the largest violated line distance, so
     # only pairs within the band of every line need the exact distance to the segments.
     maybe = ((inner < 0) & (inner >= -band_px)).nonzero().squeeze(1)
-    corners = torch.stack([corner_col, corner_row], dim=2).index_select(0, face_id.index_select(0, maybe))
-    maybe_in_image = in_image.index_select(0, maybe)
-    maybe_row = torch.div(maybe_in_image, size, rounding_mode="floor")
+    maybe_face_id, _, maybe_row, maybe_col = _decode(key.index_select(0, maybe), num_faces, size)
+    corners = torch.stack([corner_col, corner_row], dim=2).index_select(0, maybe_face_id)  # (M, 3, 2)
     outside_sq, outside_edge = _boundary_sq_dist(
-        corners, (maybe_in_image - maybe_row * size).to(table.dtype), maybe_row.to(table.dtype)
+        corners, maybe_col.to(table.dtype), maybe_row.to(table.dtype)
     )
     near = outside_sq <= band_px * band_px
     # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it.
@@ -365,10 +363,8 @@ def _search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tens
     )
     band_all = torch.cat([inside_band, maybe[near]])
     # the nearest edge of an inside pair is the nearest line: line k is the edge opposite corner k
-    inside_lines = table[:, :9].index_select(0, face_id.index_select(0, inside_band)).reshape(-1, 3, 3)
-    inside_in_image = in_image.index_select(0, inside_band)
-    inside_row = torch.div(inside_in_image, size, rounding_mode="floor")
-    inside_col = inside_in_image - inside_row * size
+    inside_face_id, _, inside_row, inside_col = _decode(key.index_select(0, inside_band), num_faces, size)
+    inside_lines = table[:, :9].index_select(0, inside_face_id).reshape(-1, 3, 3)
     line_dist = (
         inside_lines[:, 0] * inside_col[:, None]
         + inside_lines[:, 1] * inside_row[:, None]
