@@ -1,7 +1,7 @@
 """The ``mono2mesh`` command line (also ``python -m backend``).
 
 Subcommands:
-    bench render   forward + backward cost of the differentiable renderer, beside DEODR; prints JSON.
+    bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 with_deodr = False
         devices = [d for d in args.devices.split(",") if d]
         report = bench_render.run(args.sizes, args.batches, devices, args.repeats, with_deodr, args.sigma)
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2) if args.json else bench_render.format_table(report))
         return 0
     return 2
 

@@ -6,12 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 mkdir -p out
 .venv/bin/mono2mesh bench render --json "$@" > out/bench_render.json
-.venv/bin/python - <<'PY'
-import json
-report = json.load(open("out/bench_render.json"))
-for row in report["results"]:
-    ratio = f"  ({row['ratio_to_deodr']:.1f}x DEODR)" if "ratio_to_deodr" in row else ""
-    print(f"{row['renderer']:>9} {row['device']:>4} {row['size']:>4}^2 batch {row['batch']:>2}: "
-          f"{row['ms_per_image']:8.2f} ms/image{ratio}")
-PY
+.venv/bin/python -c "import json; from backend.bench.render import format_table; print(format_table(json.load(open('out/bench_render.json'))))"
 echo "results: $(pwd)/out/bench_render.json"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import platform
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,13 +148,15 @@ def time_deodr(work: Workload, size: int, batch: int, repeats: int) -> dict[str,
         scene._render_2d_backward(np.ones_like(image))
         camera.project_points_backward(scene.scene_2d.ij_b, store_backward=scene.store_backward_current)
 
-    one()
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batch):
-            one()
-        times.append(time.perf_counter() - start)
+    with warnings.catch_warnings():  # deodr 0.2.3 calls np.cross on 2-vectors, deprecated in NumPy 2
+        warnings.simplefilter("ignore", DeprecationWarning)
+        one()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(batch):
+                one()
+            times.append(time.perf_counter() - start)
     return {
         "renderer": "deodr",
         "device": "cpu",
@@ -210,3 +213,15 @@ def run(
         "results": rows + deodr_rows,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """One line per case of a ``run`` report, for people."""
+    lines = []
+    for row in report["results"]:
+        ratio = f"  ({row['ratio_to_deodr']:.1f}x DEODR)" if "ratio_to_deodr" in row else ""
+        lines.append(
+            f"{row['renderer']:>9} {row['device']:>5} {row['size']:>4}^2 batch {row['batch']:>2}: "
+            f"{row['ms_per_image']:8.2f} ms/image{ratio}"
+        )
+    return "\n".join(lines)
