@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mono2mesh {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    bench = commands.add_parser("bench", help="run a benchmark and print JSON")
+    bench = commands.add_parser("bench", help="run a benchmark (a table, or JSON with --json)")
     benches = bench.add_subparsers(dest="bench", required=True)
     render = benches.add_parser("render", help="renderer forward+backward per image, beside DEODR")
     render.add_argument(
@@ -56,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma", type=float, default=None, help="fixed SoftRas sigma (default 1e-4*(64/S)^2)"
     )
     render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
-    render.add_argument(
-        "--json", action="store_true", help="print only the JSON report (the default prints it too)"
-    )
+    render.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
     return parser
 
 

@@ -9,9 +9,9 @@ coarse-to-fine rasterizer but in plain PyTorch so it runs unchanged on CPU, CUDA
    covered pixel, and pixels whose coverage is 1 within ``dist_eps`` are marked saturated.
 2. **Geometry (autograd).** Only the surviving pairs are recomputed from the vertex tensor: the
    barycentric coordinates and depth of the visible face at each covered pixel, and the squared
-   distance from each band pixel to each nearby face boundary. Gradients therefore reach vertex
-   positions (and through them camera parameters) exactly as in the all-pairs formulation, at the
-   cost of the pairs that carry signal.
+   distance from each band pixel to the nearest edge (chosen by the search) of each nearby face.
+   Gradients therefore reach vertex positions (and through them camera parameters) exactly as in the
+   all-pairs formulation, at the cost of the pairs that carry signal.
 
 The result is a frozen ``Fragments`` in packed form (one row per covered pixel, one row per band
 pair); ``backend.render.shade`` turns it into images.
