@@ -1,7 +1,10 @@
 """The ``mono2mesh`` command line (also ``python -m backend``).
 
 Subcommands:
+    reconstruct    photos -> textured meshes (GLB, OBJ), previews, masks and reports.
+    methods        the reconstruction methods, whether they can run, and their options.
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
+Each command's module holds its arguments and its work; this one only dispatches.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mono2mesh {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from backend import reconstruct_command
+
+    reconstruct = commands.add_parser("reconstruct", help="photos -> textured meshes and previews")
+    reconstruct_command.add_arguments(reconstruct)
+    methods = commands.add_parser("methods", help="list the reconstruction methods")
+    methods.add_argument("--options", action="store_true", help="also list each method's options")
+    methods.add_argument("--json", action="store_true", help="print JSON")
+
     bench = commands.add_parser("bench", help="run a benchmark (a table, or JSON with --json)")
     benches = bench.add_subparsers(dest="bench", required=True)
     render = benches.add_parser("render", help="renderer forward+backward per image, beside DEODR")
@@ -60,8 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _methods(args: argparse.Namespace) -> int:
+    from backend.methods.registry import method_info
+
+    info = method_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for entry in info:
+        state = "ready" if entry["available"] else f"unavailable: {entry['reason']}"
+        print(f"{entry['name']:<20} {state}\n    {entry['description']}")
+        if args.options:
+            for key, field in entry["options_schema"]["properties"].items():
+                print(f"    -o {key}={field.get('default')!s:<26} {field.get('description', '')}"[:110])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "reconstruct":
+        from backend import reconstruct_command
+
+        return reconstruct_command.main(args)
+    if args.command == "methods":
+        return _methods(args)
     if args.command == "bench" and args.bench == "render":
         from backend.bench import render as bench_render
 

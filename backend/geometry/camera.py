@@ -14,6 +14,7 @@ differentiable in the points and in the camera parameters.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +52,28 @@ def axis_angle_to_quaternion(axis: Tensor, angle: Tensor) -> Tensor:
     axis = F.normalize(axis, dim=-1)
     half = angle[:, None] / 2
     return torch.cat([torch.cos(half), axis * torch.sin(half)], dim=1)
+
+
+def quaternion_multiply(first: Tensor, second: Tensor) -> Tensor:
+    """Hamilton products (B, 4) of quaternions (B, 4) in (w, x, y, z) order: rotate by ``second``, then ``first``.
+
+    >>> quarter = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([math.pi / 2]))
+    >>> quaternion_to_matrix(quaternion_multiply(quarter, quarter)).round(decimals=6)[0]
+    tensor([[-1.,  0.,  0.],
+            [ 0.,  1.,  0.],
+            [ 0.,  0., -1.]])
+    """
+    w1, x1, y1, z1 = first.unbind(-1)
+    w2, x2, y2, z2 = second.unbind(-1)
+    return torch.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        dim=-1,
+    )
 
 
 def _as_batch(value: Tensor | float, batch: int | None, name: str, width: int | None = None) -> Tensor:

@@ -1,0 +1,447 @@
+"""The embedded default method ``fit``: a symmetric template fitted to the mask by test-time optimisation.
+
+No checkpoint, no download; seconds on a laptop CPU. Given the square crop and its object mask:
+
+1. **Shape** (stage "shape"). Start from the 642-vertex symmetric icosphere (``icosphere_template``) and
+   optimise per-vertex offsets of its free (plane and right) vertices, mirrored onto the left ones, so the
+   mesh stays bilaterally symmetric, together with a weak-perspective camera (log scale, NDC
+   translation, a free quaternion normalised in use; CMR/UMR's camera). Loss per camera hypothesis:
+
+   - ``1 - soft IoU`` between the SoftRas silhouette at ``resolution`` and the mask (seeds' eq. 1);
+   - MeshInversion's Chamfer mask loss: the symmetric 2-D Chamfer distance between the projected
+     vertices and the mask's pixel centres, so vertices far outside the mask still get a gradient;
+   - the uniform Laplacian (mean over vertices of ``|L v|^2``), SoftRas's flatten loss and CMR's
+     deformation loss (mean offset norm) as regularisers.
+
+   A side view and its mirror explain a silhouette equally well, so ``hypotheses`` cameras with
+   evenly spaced azimuths (UMR keeps several camera heads for the same reason) are optimised in one
+   batch for the first ``selection_fraction`` of the iterations; the one with the lowest loss is kept
+   for the rest.
+2. **Texture** (stage "texture"). Each texel takes the photo colour where its surface point projects,
+   when that point is visible and faces the camera (``backend.methods.texturing.project_photo``); the
+   hidden side is filled from the mirrored visible side, and what is still empty is inpainted.
+
+**Refinement** (``init_mesh`` given): the optimisation starts from that mesh with its own topology and
+UVs, with free (not mirrored) offsets, the Laplacian taken on the offsets (so the artist's detail is
+kept, only changes are smoothed) and ``keep_shape_weight * mean |offset|^2`` holding it near the given
+shape. Texels the photo does not see keep the given mesh's texture.
+
+The world frame of the result is the template's: Y up, the object's symmetry plane x = 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
+from backend.geometry.mesh import TexturedMesh
+from backend.geometry.metrics import mask_iou
+from backend.geometry.ops import (
+    deformation_loss,
+    edge_adjacent_faces,
+    flatten_loss,
+    laplacian_loss,
+    uniform_laplacian,
+)
+from backend.geometry.templates import SymmetricTemplate, icosphere_template, symmetrize_vertices
+from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Report
+from backend.methods.texturing import fill_mirrored, inpaint, project_photo
+from backend.render.renderer import render
+from backend.render.settings import RasterSettings
+
+Field = pydantic.Field
+
+MASK_POINTS = 400
+"""Mask pixels sampled for the mask-to-vertex direction of the Chamfer mask loss."""
+
+
+class FitOptions(MethodOptions):
+    """Options of the ``fit`` method (defaults: about ten seconds per photo on a 2-core CPU)."""
+
+    iterations: int = Field(200, ge=0, le=20000, description="optimisation steps for shape and camera")
+    resolution: int = Field(
+        128, ge=16, le=1024, description="side in pixels of the silhouettes compared with the mask"
+    )
+    hypotheses: int = Field(
+        4, ge=1, le=12, description="camera azimuth hypotheses, evenly spaced, optimised together at first"
+    )
+    selection_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of the iterations all hypotheses run (at half resolution) before the best is kept",
+    )
+    learning_rate: float = Field(0.01, gt=0.0, le=1.0, description="Adam step size")
+    sigma: float = Field(1e-4, gt=0.0, le=1.0, description="SoftRas silhouette sharpness")
+    silhouette_weight: float = Field(1.0, ge=0.0, description="weight of 1 - soft IoU")
+    chamfer_weight: float = Field(1.0, ge=0.0, description="weight of the 2-D Chamfer mask loss")
+    laplacian_weight: float = Field(20.0, ge=0.0, description="weight of the mean squared uniform Laplacian")
+    flatten_weight: float = Field(5e-4, ge=0.0, description="weight of SoftRas's flatten loss")
+    deformation_weight: float = Field(0.05, ge=0.0, description="weight of the mean offset norm")
+    keep_shape_weight: float = Field(
+        10.0, ge=0.0, description="refinement only: weight of the mean squared offset from the given mesh"
+    )
+    texture_size: int = Field(512, ge=16, le=4096, description="texture height; its width is twice that")
+    crop_size: int = Field(
+        512, ge=32, le=2048, description="side of the photo crop the texture is taken from"
+    )
+    seed: int = Field(0, description="seed of the random choices (mask points for the Chamfer loss)")
+
+
+@dataclass
+class ShapeFit:
+    """The outcome of the shape stage: one mesh's vertices (V, 3), its camera, losses and choices."""
+
+    vertices: Tensor
+    camera: Camera
+    hypothesis: int
+    hypothesis_losses: list[float]
+    final_loss: float
+
+
+def topology_id(mesh: TexturedMesh) -> str:
+    """A short id of a mesh's faces and UV layout: meshes with the same id share their texture layout."""
+    digest = hashlib.sha1()
+    for tensor in (mesh.faces, mesh.face_uvs, (mesh.uvs * 1e5).round().long()):
+        digest.update(tensor.detach().cpu().numpy().astype(np.int64).tobytes())
+    return f"{mesh.num_vertices}v-{digest.hexdigest()[:12]}"
+
+
+def initial_rotations(count: int, elevation_degrees: float = 0.0) -> Tensor:
+    """(count, 4) quaternions: azimuths 360/count apart starting at half a step, then ``elevation``.
+
+    With 4 hypotheses the azimuths are 45, 135, 225 and 315 degrees: every view is within 45 degrees
+    of one of them.
+    """
+    azimuths = torch.tensor([(k + 0.5) * 2 * math.pi / count for k in range(count)])
+    about_y = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]).expand(count, 3), azimuths)
+    tilt = torch.full((count,), math.radians(elevation_degrees))
+    about_x = axis_angle_to_quaternion(torch.tensor([[1.0, 0.0, 0.0]]).expand(count, 3), tilt)
+    return quaternion_multiply(about_x, about_y)
+
+
+def mask_points(mask: Tensor, limit: int, generator: torch.Generator) -> Tensor:
+    """NDC centres (M, 2) of at most ``limit`` randomly chosen pixels of an (R, R) bool mask."""
+    size = mask.shape[0]
+    rows, columns = torch.nonzero(mask, as_tuple=True)
+    if rows.numel() > limit:
+        keep = torch.randperm(rows.numel(), generator=generator)[:limit]
+        rows, columns = rows[keep], columns[keep]
+    x = (2 * columns.float() + 1) / size - 1
+    y = 1 - (2 * rows.float() + 1) / size
+    return torch.stack([x, y], dim=-1)
+
+
+def outside_distance(mask: np.ndarray) -> Tensor:
+    """(R, R) NDC distance from each pixel centre to the nearest mask pixel centre (0 on the mask)."""
+    size = mask.shape[0]
+    pixels = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return torch.from_numpy(pixels * (2.0 / size)).float()
+
+
+def chamfer_mask_loss(projected: Tensor, distance: Tensor, points: Tensor) -> Tensor:
+    """MeshInversion's 2-D Chamfer mask loss per batch item, both directions as mean squared distances.
+
+    Vertex to mask: the distance field ``distance`` (from ``outside_distance``) sampled bilinearly at each
+    projected vertex, which equals the distance to the nearest mask pixel (zero inside) and costs O(V).
+    Mask to vertex: each of the M sampled mask pixel centres to its nearest projected vertex.
+
+    Args:
+        projected: (B, V, 2) projected vertices in NDC.
+        distance: (R, R) outside-distance field of the mask, row 0 at the top.
+        points: (M, 2) mask pixel centres in NDC.
+
+    Returns:
+        (B,) ``mean_v d(p_v, mask)^2 + mean_m min_v |p_v - q_m|^2``.
+    """
+    grid = torch.stack([projected[..., 0], -projected[..., 1]], dim=-1)[:, None]  # (B, 1, V, 2), y down
+    field = distance[None, None].expand(projected.shape[0], 1, -1, -1)
+    to_mask = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Outside the image the border value underestimates the distance: add the overshoot past |1|.
+    overshoot = (projected.abs() - 1).clamp_min(0).norm(dim=-1)  # (B, V)
+    vertex_term = (to_mask[:, 0, 0] + overshoot).pow(2).mean(dim=1)
+    squared = (points[None, :, None, :] - projected[:, None, :, :]).pow(2).sum(-1)  # (B, M, V)
+    return vertex_term + squared.min(dim=2).values.mean(dim=1)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The mask at one fitting resolution R: soft mask (R, R), outside distance (R, R), points (M, 2)."""
+
+    mask: Tensor
+    distance: Tensor
+    points: Tensor
+
+    @staticmethod
+    def build(mask: np.ndarray, size: int, generator: torch.Generator, device: torch.device) -> _Target:
+        soft = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+        binary = torch.from_numpy(soft > 0.5)
+        return _Target(
+            mask=torch.from_numpy(soft).to(device),
+            distance=outside_distance(soft > 0.5).to(device),
+            points=mask_points(binary, MASK_POINTS, generator).to(device),
+        )
+
+
+class FitMethod:
+    """The ``fit`` method (module docstring); one instance per device."""
+
+    name: ClassVar[str] = "fit"
+    description: ClassVar[str] = (
+        "Fit a symmetric sphere to the object's mask by optimisation and texture it from the photo "
+        "(no checkpoint; a few seconds on a CPU)"
+    )
+    needs_checkpoint: ClassVar[bool] = False
+    Options: ClassVar[type[MethodOptions]] = FitOptions
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.template: SymmetricTemplate = icosphere_template().to(self.device)
+        self.template_id = "icosphere-642"
+
+    def crop_size(self, options: MethodOptions) -> int:
+        return _fit_options(options).crop_size
+
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        options: MethodOptions,
+        progress: ProgressCallback,
+        *,
+        init_mesh: TexturedMesh | None = None,
+    ) -> Reconstruction:
+        opts = _fit_options(options)
+        size = image.shape[0]
+        if image.shape != (size, size, 3) or mask.shape != (size, size):
+            raise ValueError(
+                f"image must be (S, S, 3) with an (S, S) mask, got {image.shape} and {mask.shape}"
+            )
+        if not mask.any():
+            raise ValueError("the mask is empty")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        if init_mesh is None:
+            fitted = self._fit_template(mask, opts, progress)
+            base = self.template.mesh
+        else:
+            fitted = self._fit_refinement(init_mesh.to(self.device), mask, opts, progress)
+            base = init_mesh
+        timings["shape"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        progress(0.0, "texture")
+        texture = self._texture(fitted, base, image, mask, opts, mirror=init_mesh is None)
+        mesh = TexturedMesh(
+            vertices=fitted.vertices.detach().cpu(),
+            faces=base.faces.cpu(),
+            uvs=base.uvs.cpu(),
+            face_uvs=base.face_uvs.cpu(),
+            texture=texture,
+        )
+        progress(1.0, "texture")
+        timings["texture"] = time.perf_counter() - started
+
+        hard = render(
+            fitted.vertices,
+            base.faces.to(self.device),
+            fitted.camera,
+            RasterSettings(opts.resolution, soft=False),
+        ).alpha[0, ..., 0]
+        target = (
+            cv2.resize(mask.astype(np.float32), (opts.resolution,) * 2, interpolation=cv2.INTER_AREA) > 0.5
+        )
+        iou = float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
+        report = Report(
+            method=self.name,
+            options=opts.model_dump(),
+            device=str(self.device),
+            timings=timings,
+            silhouette_iou=round(iou, 4),
+            num_vertices=mesh.num_vertices,
+            num_faces=mesh.num_faces,
+            template=self.template_id if init_mesh is None else topology_id(mesh),
+            extra={
+                "hypothesis": fitted.hypothesis,
+                "hypothesis_losses": [round(v, 5) for v in fitted.hypothesis_losses],
+                "final_loss": round(fitted.final_loss, 5),
+                "refined": init_mesh is not None,
+            },
+        )
+        return Reconstruction(mesh=mesh, camera=fitted.camera.to("cpu"), mask=mask.copy(), report=report)
+
+    # -- shape -------------------------------------------------------------------------------------
+
+    def _initial_camera(self, target: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+        """log scale (B,), translation (B, 2) at the mask's centroid, rotations (B, 4)."""
+        size = target.shape[0]
+        coords = (2 * torch.arange(size, device=self.device, dtype=torch.float32) + 1) / size - 1
+        total = target.sum().clamp_min(1e-6)
+        centre_x = (target.sum(0) * coords).sum() / total
+        centre_y = -(target.sum(1) * coords).sum() / total
+        log_scale = torch.full((count,), math.log(0.6), device=self.device)
+        translation = torch.stack([centre_x, centre_y]).expand(count, 2).clone()
+        return log_scale, translation, initial_rotations(count).to(self.device)
+
+    def _fit_template(self, mask: np.ndarray, opts: FitOptions, progress: ProgressCallback) -> ShapeFit:
+        template = self.template
+        base_free = template.mesh.vertices[template.free_index]  # (P + K, 3)
+        count = opts.hypotheses
+        offsets = torch.zeros(count, template.num_free, 3, device=self.device)
+
+        def vertices_of(offsets: Tensor) -> Tensor:  # (B, P + K, 3) -> (B, V, 3)
+            return symmetrize_vertices(base_free + offsets, template)
+
+        def regularisers(vertices: Tensor, offsets: Tensor) -> Tensor:
+            return opts.laplacian_weight * laplacian_loss(
+                vertices, faces, laplacian=laplacian
+            ) + opts.deformation_weight * deformation_loss(offsets)
+
+        faces = template.mesh.faces
+        laplacian = uniform_laplacian(faces, template.mesh.num_vertices, device=self.device)
+        return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress)
+
+    def _fit_refinement(
+        self, mesh: TexturedMesh, mask: np.ndarray, opts: FitOptions, progress: ProgressCallback
+    ) -> ShapeFit:
+        base = mesh.vertices.float()  # (V, 3)
+        faces = mesh.faces
+        laplacian = uniform_laplacian(faces, mesh.num_vertices, device=self.device)
+        offsets = torch.zeros(opts.hypotheses, mesh.num_vertices, 3, device=self.device)
+
+        def vertices_of(offsets: Tensor) -> Tensor:
+            return base + offsets
+
+        def regularisers(vertices: Tensor, offsets: Tensor) -> Tensor:
+            return opts.laplacian_weight * laplacian_loss(
+                offsets, faces, laplacian=laplacian
+            ) + opts.keep_shape_weight * offsets.pow(2).sum(-1).mean(-1)
+
+        return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress)
+
+    def _optimise(
+        self,
+        mask: np.ndarray,
+        faces: Tensor,
+        offsets: Tensor,
+        vertices_of: Callable[[Tensor], Tensor],
+        regularisers: Callable[[Tensor, Tensor], Tensor],
+        opts: FitOptions,
+        progress: ProgressCallback,
+    ) -> ShapeFit:
+        """Adam on offsets (B, ...) and B cameras.
+
+        All hypotheses run the first ``selection_fraction`` of the iterations at half the resolution;
+        the one with the lowest loss then continues alone at the full resolution.
+        """
+        generator = torch.Generator().manual_seed(opts.seed)
+        count = offsets.shape[0]
+        select_at = round(opts.selection_fraction * opts.iterations) if count > 1 else 0
+        full = _Target.build(mask, opts.resolution, generator, self.device)
+        coarse = _Target.build(mask, max(opts.resolution // 2, 16), generator, self.device)
+        log_scale, translation, rotation = self._initial_camera(full.mask, count)
+        params = [offsets, log_scale, translation, rotation]
+        adjacency = edge_adjacent_faces(faces)
+        hypothesis_losses: list[float] = []
+        chosen = 0
+
+        def camera() -> Camera:
+            return Camera.weak_perspective(log_scale.exp(), translation, rotation)
+
+        def loss_terms(target: _Target) -> Tensor:
+            vertices = vertices_of(offsets)  # (B, V, 3)
+            cameras = camera()
+            settings = RasterSettings(image_size=target.mask.shape[0], sigma=opts.sigma)
+            alpha = render(vertices, faces, cameras, settings).alpha[..., 0]  # (B, R, R)
+            silhouette = 1 - mask_iou(alpha, target.mask.expand_as(alpha), soft=True)  # (B,)
+            projected = cameras.project(vertices)[..., :2]  # (B, V, 2)
+            chamfer = chamfer_mask_loss(projected, target.distance, target.points)
+            data = opts.silhouette_weight * silhouette + opts.chamfer_weight * chamfer
+            flat = opts.flatten_weight * flatten_loss(vertices, faces, adjacency)
+            return data + flat + regularisers(vertices, offsets)  # (B,)
+
+        def choose(losses: Tensor) -> list[Tensor]:
+            nonlocal chosen, hypothesis_losses
+            hypothesis_losses = losses.tolist()
+            chosen = int(torch.argmin(losses))
+            return [
+                p.detach()[chosen : chosen + 1].clone() for p in (offsets, log_scale, translation, rotation)
+            ]
+
+        progress(0.0, "shape")
+        losses = torch.zeros(count)
+        optimiser = None
+        for step in range(opts.iterations):
+            if step == select_at and count > 1 and step > 0:
+                offsets, log_scale, translation, rotation = choose(losses)
+                optimiser = None
+            if optimiser is None:
+                params = [offsets, log_scale, translation, rotation]
+                for param in params:
+                    param.requires_grad_(True)
+                optimiser = torch.optim.Adam(params, lr=opts.learning_rate, betas=(0.5, 0.99))
+            optimiser.zero_grad(set_to_none=True)
+            per_item = loss_terms(coarse if step < select_at else full)
+            per_item.sum().backward()
+            optimiser.step()
+            losses = per_item.detach().cpu()
+            progress((step + 1) / max(opts.iterations, 1), "shape")
+        with torch.no_grad():
+            if offsets.shape[0] > 1:  # no selection phase ran: choose by the full-resolution loss
+                offsets, log_scale, translation, rotation = choose(loss_terms(full).cpu())
+            final = float(loss_terms(full)[0])
+            vertices = vertices_of(offsets)[0].detach()
+            fitted = camera()
+        return ShapeFit(
+            vertices=vertices,
+            camera=Camera.weak_perspective(
+                fitted.params["scale"].detach(),
+                fitted.params["translation"].detach(),
+                F.normalize(fitted.params["rotation"].detach(), dim=-1),
+            ),
+            hypothesis=chosen,
+            hypothesis_losses=hypothesis_losses,
+            final_loss=final,
+        )
+
+    # -- texture -----------------------------------------------------------------------------------
+
+    def _texture(
+        self,
+        fitted: ShapeFit,
+        base: TexturedMesh,
+        image: np.ndarray,
+        mask: np.ndarray,
+        opts: FitOptions,
+        mirror: bool,
+    ) -> Tensor:
+        size = (opts.texture_size, 2 * opts.texture_size)
+        colors, known = project_photo(
+            fitted.vertices, base.faces, base.uvs, base.face_uvs, fitted.camera, image, mask, size
+        )
+        if mirror:
+            colors, known = fill_mirrored(colors, known)
+        else:
+            given = base.texture.detach().cpu().numpy().astype(np.float32)
+            previous = cv2.resize(given, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            colors = np.where(known[..., None], colors, previous).astype(np.float32)
+            known = np.ones_like(known)
+        return torch.from_numpy(inpaint(colors, known)).clamp(0, 1)
+
+
+def _fit_options(options: MethodOptions) -> FitOptions:
+    if not isinstance(options, FitOptions):
+        raise TypeError(f"fit expects FitOptions, got {type(options).__name__}")
+    return options

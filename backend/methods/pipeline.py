@@ -1,0 +1,178 @@
+"""Photo in, files out: the steps every front end (CLI, server, benchmarks) runs around a method.
+
+``reconstruct_photo(method, image, mask=..., options=...)``:
+  decode the photo (``backend.imaging``), choose its mask (given file > alpha channel > GrabCut), crop a
+  square around it at the method's ``crop_size``, run ``method.reconstruct`` and return a
+  ``PhotoReconstruction`` holding the result, the photo, the mask at photo resolution and the crop.
+``export(result, out_dir, stem)``:
+  writes ``<stem>.glb``, ``<stem>.obj`` + ``.mtl`` + ``_texture.png``, ``<stem>_preview.png``,
+  ``<stem>_mask.png`` (photo resolution) and ``<stem>.json`` (the report), and returns their paths.
+
+Progress: the caller's ``progress(fraction, stage)`` gets the fraction of the *whole* job (0..1, never
+decreasing), with the stage name ("mask", "shape", "texture", "export"); methods report per-stage
+fractions and ``StagedProgress`` maps them onto ``STAGE_SPANS``. A ``Cancelled`` raised by the
+caller's callback propagates out of ``reconstruct_photo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from backend.geometry.io import save_glb, save_obj
+from backend.geometry.mesh import TexturedMesh
+from backend.imaging import (
+    CropResult,
+    DecodedImage,
+    compute_mask,
+    crop_to_mask,
+    load_image,
+    load_mask,
+)
+from backend.imaging.decode import ImageSource
+from backend.methods.base import Method, MethodOptions, ProgressCallback, Reconstruction, no_progress
+from backend.methods.preview import make_preview
+
+STAGE_SPANS: dict[str, tuple[float, float]] = {
+    "mask": (0.0, 0.05),
+    "shape": (0.05, 0.8),
+    "texture": (0.8, 0.9),
+    "export": (0.9, 1.0),
+}
+"""The part of the whole job's progress bar each stage fills."""
+
+DEFAULT_MAX_BYTES = 32 * 2**20
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class StagedProgress:
+    """Wraps an overall ``progress(fraction, stage)`` callback into the per-stage one methods call."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._callback = callback
+        self._last = 0.0
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        start, end = STAGE_SPANS.get(stage, (self._last, self._last))
+        overall = start + (end - start) * min(max(float(fraction), 0.0), 1.0)
+        self._last = max(self._last, overall)
+        self._callback(self._last, stage)
+
+
+@dataclass
+class PhotoReconstruction:
+    """A reconstruction with the photo it came from.
+
+    Attributes:
+        reconstruction: the method's result (mesh, crop camera, crop mask, report).
+        photo: the decoded photo.
+        photo_mask: (H, W) bool, the mask used, at the photo's resolution.
+        mask_source: "given", "alpha" or "grabcut".
+        crop: the square crop the method saw and its transform to photo pixels.
+        timings: stage -> seconds for the whole job ("mask", the method's stages, later "export").
+    """
+
+    reconstruction: Reconstruction
+    photo: DecodedImage
+    photo_mask: np.ndarray
+    mask_source: str
+    crop: CropResult
+    timings: dict[str, float]
+
+    @property
+    def mesh(self) -> TexturedMesh:
+        return self.reconstruction.mesh
+
+    def report(self) -> dict[str, Any]:
+        """The JSON report: the method's report, the camera, the crop box and the photo."""
+        report = self.reconstruction.report.to_dict()
+        report["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        report["timings"]["total"] = round(sum(self.timings.values()), 4)
+        transform = self.crop.transform
+        report["camera"] = {
+            **self.reconstruction.camera.to_dict(),
+            "frame": "crop NDC: x right, y up, -1..1 over the crop box below",
+        }
+        report["crop_box"] = {"x0": transform.x0, "y0": transform.y0, "side": transform.side}
+        report["photo"] = {
+            "width": self.photo.size[0],
+            "height": self.photo.size[1],
+            "format": self.photo.format,
+            "mask_source": self.mask_source,
+        }
+        return report
+
+
+def reconstruct_photo(
+    method: Method,
+    image: ImageSource,
+    *,
+    mask: ImageSource | None = None,
+    options: MethodOptions,
+    progress: ProgressCallback = no_progress,
+    init_mesh: TexturedMesh | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> PhotoReconstruction:
+    """Decode, mask, crop and reconstruct one photo (module docstring); image errors raise ``ImageError``."""
+    staged = StagedProgress(progress)
+    started = time.perf_counter()
+    staged(0.0, "mask")
+    photo = load_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
+    given = load_mask(mask, photo.size) if mask is not None else None
+    chosen = compute_mask(photo.rgb, photo.alpha, given)
+    crop = crop_to_mask(photo.rgb, chosen.mask, method.crop_size(options))
+    timings = {"mask": time.perf_counter() - started}
+    staged(1.0, "mask")
+    result = method.reconstruct(crop.rgb, crop.mask > 0.5, options, staged, init_mesh=init_mesh)
+    timings.update(result.report.timings)
+    return PhotoReconstruction(result, photo, chosen.mask, chosen.source, crop, timings)
+
+
+def export(
+    result: PhotoReconstruction,
+    out_dir: str | Path,
+    stem: str,
+    progress: ProgressCallback = no_progress,
+) -> dict[str, Path]:
+    """Write every output file of ``result`` into ``out_dir`` (created if missing); returns kind -> path.
+
+    Kinds: glb, obj, mtl, texture, preview, mask, report. Each file is written to a temporary name and
+    renamed, so a reader never sees half a file.
+    """
+    staged = StagedProgress(progress)
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged(0.0, "export")
+    paths: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}-") as scratch:
+        scratch_dir = Path(scratch)
+        written = {"glb": save_glb(result.mesh, scratch_dir / f"{stem}.glb")}
+        staged(0.3, "export")
+        obj, mtl, texture = save_obj(result.mesh, scratch_dir / f"{stem}.obj")
+        written.update(obj=obj, mtl=mtl, texture=texture)
+        staged(0.5, "export")
+        preview = make_preview(result.crop.rgb, result.crop.mask > 0.5, result.reconstruction)
+        written["preview"] = scratch_dir / f"{stem}_preview.png"
+        Image.fromarray(preview).save(written["preview"])
+        written["mask"] = scratch_dir / f"{stem}_mask.png"
+        Image.fromarray(result.photo_mask.astype(np.uint8) * 255).save(written["mask"])
+        staged(0.9, "export")
+        result.timings["export"] = time.perf_counter() - started
+        written["report"] = scratch_dir / f"{stem}.json"
+        written["report"].write_text(json.dumps(result.report(), indent=2) + "\n")
+        for kind, path in written.items():
+            target = out_dir / path.name
+            os.replace(path, target)
+            paths[kind] = target
+    staged(1.0, "export")
+    return paths

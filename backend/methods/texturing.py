@@ -1,0 +1,215 @@
+"""Texture by projection: give each texel of a UV-mapped mesh the photo colour of its surface point.
+
+Contract:
+
+- ``uv_rasterize(uvs, face_uvs, height, width)`` finds, for every texel centre of an (H, W) texture,
+  the face whose UV triangle contains it and the barycentric coordinates there (face -1 where no
+  triangle covers the texel). UV (0, 0) is the bottom-left of the texture (``backend.geometry``).
+- ``project_photo(...)`` maps each covered texel to its 3-D surface point, projects it with the
+  camera, and takes the photo's colour there when the point is *visible* (its depth is within a
+  tolerance of the depth buffer rendered from the same camera), *faces the camera* (view-space
+  normal z above ``min_facing``) and lands *inside the object mask* (eroded a little, so background
+  does not bleed in at the silhouette). It returns the colours and the mask of texels that got one.
+- ``fill_mirrored(colors, known)`` fills unknown texels of a template texture (whose mirror image is
+  its left-right flip, ``backend.geometry.templates``) from their mirror texel, for bilaterally
+  symmetric objects.
+- ``inpaint(colors, known)`` fills every texel still unknown with OpenCV's Telea inpainting (also the
+  texels outside all UV triangles, so bilinear lookups at UV seams never read black).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backend.geometry.camera import Camera
+from backend.geometry.ops import face_normals
+from backend.geometry.templates import mirror_texel_index
+from backend.render.rasterize import rasterize
+from backend.render.renderer import render
+from backend.render.settings import RasterSettings
+
+
+def uv_rasterize(uvs: Tensor, face_uvs: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """The face and barycentric coordinates at every texel centre of an (H, W) texture.
+
+    Texel (i, j) has its centre at u = (j + 0.5) / W, v = 1 - (i + 0.5) / H. The square rasterizer runs at
+    S = max(H, W); for a texture k times wider than high (or higher than wide; k an integer) the UV
+    triangles are shifted by (k - 1) / S in NDC so that every k-th raster row (column) lands on texel
+    centres, and only those rows (columns) are kept.
+
+    Args:
+        uvs: (T, 2) texture coordinates in [0, 1].
+        face_uvs: (F, 3) int64 indices into ``uvs``.
+        height, width: texture size; the larger must be an integer multiple of the smaller.
+
+    Returns:
+        face: (H, W) int64, -1 where no UV triangle covers the texel centre.
+        bary: (H, W, 3) barycentric coordinates in that face (0 where face is -1).
+    """
+    if max(height, width) % min(height, width):
+        raise ValueError(f"texture sides must be multiples of each other, got {height} x {width}")
+    size = max(height, width)
+    step_rows, step_columns = size // height, size // width
+    ndc = torch.stack(
+        [
+            uvs[:, 0].double() * 2 - 1 + (step_columns - 1) / size,
+            uvs[:, 1].double() * 2 - 1 + (step_rows - 1) / size,
+            torch.ones_like(uvs[:, 0], dtype=torch.float64),
+        ],
+        dim=-1,
+    )[None]  # (1, T, 3)
+    fragments = rasterize(ndc, face_uvs, RasterSettings(image_size=size, soft=False))
+    face = torch.full((size * size,), -1, dtype=torch.long, device=uvs.device)
+    bary = torch.zeros(size * size, 3, dtype=torch.float32, device=uvs.device)
+    face[fragments.pixel] = fragments.face
+    bary[fragments.pixel] = fragments.bary.detach().float()
+    face = face.reshape(size, size)[::step_rows, ::step_columns]
+    bary = bary.reshape(size, size, 3)[::step_rows, ::step_columns]
+    return face.contiguous(), bary.contiguous()
+
+
+def texel_surface(
+    vertices: Tensor, faces: Tensor, texel_face: Tensor, texel_bary: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Surface points of the covered texels.
+
+    Args:
+        vertices: (V, 3); faces: (F, 3); texel_face: (H, W) from ``uv_rasterize``; texel_bary: (H, W, 3).
+
+    Returns:
+        index: (N, 2) int64 (row, column) of the N covered texels.
+        points: (N, 3) their surface points.
+        normals: (N, 3) unit normals of their faces (outward for counter-clockwise faces).
+    """
+    index = torch.nonzero(texel_face >= 0)  # (N, 2)
+    face = texel_face[index[:, 0], index[:, 1]]  # (N,)
+    bary = texel_bary[index[:, 0], index[:, 1]].to(vertices.dtype)  # (N, 3)
+    corners = vertices[faces[face]]  # (N, 3, 3)
+    points = (bary[..., None] * corners).sum(1)
+    return index, points, face_normals(vertices, faces)[face]
+
+
+def project_photo(
+    vertices: Tensor,
+    faces: Tensor,
+    uvs: Tensor,
+    face_uvs: Tensor,
+    camera: Camera,
+    image: np.ndarray,
+    mask: np.ndarray,
+    texture_size: tuple[int, int],
+    *,
+    min_facing: float = 0.1,
+    depth_tolerance: float = 0.02,
+    erode_pixels: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Photo colours for the texels whose surface point the camera sees (module docstring).
+
+    Args:
+        vertices: (V, 3) world positions; faces: (F, 3); uvs: (T, 2); face_uvs: (F, 3).
+        camera: a batch-of-one camera mapping the mesh onto ``image`` (its NDC, y up).
+        image: (S, S, 3) float32 in [0, 1], the crop the camera explains.
+        mask: (S, S) bool object mask of ``image``.
+        texture_size: (H, W).
+        min_facing: texels whose view-space normal has z at or below this are left out (grazing views
+            smear the photo).
+        depth_tolerance: visibility slack, as a fraction of the mesh's bounding-box diagonal.
+        erode_pixels: the mask is eroded by this many pixels before the lookup.
+
+    Returns:
+        colors: (H, W, 3) float32, zero where unknown.
+        known: (H, W) bool, texels that got a photo colour.
+    """
+    height, width = texture_size
+    size = image.shape[0]
+    if image.shape != (size, size, 3) or mask.shape != (size, size):
+        raise ValueError(f"image must be (S, S, 3) with an (S, S) mask, got {image.shape} and {mask.shape}")
+    vertices = vertices.detach().float().cpu()
+    faces, uvs, face_uvs = faces.cpu(), uvs.float().cpu(), face_uvs.cpu()
+    camera = camera.to("cpu", torch.float32)
+    texel_face, texel_bary = uv_rasterize(uvs, face_uvs, height, width)
+    index, points, normals = texel_surface(vertices, faces, texel_face, texel_bary)
+
+    projected = camera.project(points)[0]  # (N, 3) x_ndc, y_ndc, depth
+    rotation, _ = camera.view_transform()
+    facing = (normals @ rotation[0].T)[:, 2] > min_facing  # view-space normal towards the camera (+z)
+
+    depth_size = min(size, 512)
+    rendered = render(vertices, faces, camera, RasterSettings(image_size=depth_size, soft=False))
+    depth_map, covered = rendered.depth[0, ..., 0], rendered.mask[0, ..., 0]  # (D, D) each
+    buffer = torch.where(covered > 0, depth_map, torch.full_like(depth_map, 1e9))
+    grid = torch.stack([projected[:, 0], -projected[:, 1]], dim=-1)[None, None]  # (1, 1, N, 2), y down
+    column = ((projected[:, 0] + 1) * depth_size / 2).long().clamp(0, depth_size - 1)
+    row = ((1 - projected[:, 1]) * depth_size / 2).long().clamp(0, depth_size - 1)
+    diagonal = float((vertices.max(0).values - vertices.min(0).values).norm())
+    visible = projected[:, 2] <= buffer[row, column] + depth_tolerance * diagonal
+
+    if erode_pixels > 0:
+        kernel = np.ones((2 * erode_pixels + 1,) * 2, np.uint8)
+        mask = cv2.erode(mask.astype(np.uint8), kernel) > 0
+    mask_tensor = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, S, S)
+    inside = F.grid_sample(mask_tensor, grid, mode="nearest", align_corners=False)[0, 0, 0] > 0.5
+    inside &= (grid.abs() <= 1).all(-1)[0, 0]
+    image_tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    sampled = F.grid_sample(image_tensor, grid, mode="bilinear", align_corners=False)[0, :, 0].T  # (N, 3)
+
+    good = facing & visible & inside
+    colors = np.zeros((height, width, 3), np.float32)
+    known = np.zeros((height, width), bool)
+    rows, columns = index[good, 0].numpy(), index[good, 1].numpy()
+    colors[rows, columns] = sampled[good].numpy()
+    known[rows, columns] = True
+    return colors, known
+
+
+def fill_mirrored(colors: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unknown texels of a template texture (H, W, 3) take their mirror texel's colour where it is known."""
+    height, width = known.shape
+    mirror = mirror_texel_index(height, width).numpy()
+    mirrored_known = known[mirror[..., 0], mirror[..., 1]]
+    take = ~known & mirrored_known
+    filled = colors.copy()
+    filled[take] = colors[mirror[..., 0], mirror[..., 1]][take]
+    return filled, known | mirrored_known
+
+
+def inpaint(colors: np.ndarray, known: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Fill the unknown texels of (H, W, 3) ``colors`` from their surroundings (OpenCV Telea).
+
+    Large holes are filled on a downscaled copy first (Telea's cost grows with the hole's size), and the
+    full-resolution pass only blends the remaining rim, so a half-empty 512 x 1024 texture takes well
+    under a second. With nothing known the texture is mid-grey.
+    """
+    if known.all():
+        return colors.copy()
+    if not known.any():
+        return np.full_like(colors, 0.5)
+    height, width = known.shape
+    image = (np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8)
+    holes = (~known).astype(np.uint8)
+    if max(height, width) > 256:
+        factor = max(height, width) // 256
+        small_known = cv2.resize(
+            known.astype(np.float32), (width // factor, height // factor), interpolation=cv2.INTER_AREA
+        )
+        small = cv2.resize(
+            (colors * known[..., None]).astype(np.float32),
+            (width // factor, height // factor),
+            interpolation=cv2.INTER_AREA,
+        )
+        seen = small_known > 0.05
+        small = np.where(seen[..., None], small / np.maximum(small_known, 1e-6)[..., None], 0)
+        small_image = (np.clip(small, 0, 1) * 255 + 0.5).astype(np.uint8)
+        small_filled = cv2.inpaint(small_image, (~seen).astype(np.uint8), radius, cv2.INPAINT_TELEA)
+        coarse = cv2.resize(small_filled, (width, height), interpolation=cv2.INTER_LINEAR)
+        image = np.where(known[..., None], image, coarse)
+        rim = cv2.dilate(known.astype(np.uint8), np.ones((2 * factor + 1,) * 2, np.uint8)) > 0
+        holes = (rim & ~known).astype(np.uint8)
+    filled = cv2.inpaint(image, holes, radius, cv2.INPAINT_TELEA)
+    result = filled.astype(np.float32) / 255.0
+    result[known] = colors[known]
+    return result
