@@ -20,7 +20,8 @@ loaded weights; ``reconstruct`` must not keep state between calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -138,3 +139,23 @@ class Method(Protocol):
 
 def no_progress(fraction: float, stage: str) -> None:
     """A progress callback that ignores everything."""
+
+
+@contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` torch intra-op threads (None: unchanged), restoring the previous number.
+
+    The fit's tensors are small (thousands of pairs per op), where thread start-up costs more than it
+    saves and, on a busy machine, waiting for a descheduled worker thread costs far more: on the
+    2-core CI machine with other processes running, a 60-step test fit took 29 s with 2 threads and
+    2.2 s with 1 (see docs/BENCHMARKS.md).
+    """
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

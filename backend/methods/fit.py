@@ -56,7 +56,7 @@ from backend.geometry.ops import (
     uniform_laplacian,
 )
 from backend.geometry.templates import SymmetricTemplate, icosphere_template, symmetrize_vertices
-from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Report
+from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Report, cpu_threads
 from backend.methods.texturing import fill_mirrored, inpaint, project_photo
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
@@ -98,6 +98,9 @@ class FitOptions(MethodOptions):
         512, ge=32, le=2048, description="side of the photo crop the texture is taken from"
     )
     seed: int = Field(0, description="seed of the random choices (mask points for the Chamfer loss)")
+    cpu_threads: int = Field(
+        1, ge=1, le=256, description="torch CPU threads while fitting on a CPU (small tensors: 1 is fastest)"
+    )
 
 
 @dataclass
@@ -224,6 +227,17 @@ class FitMethod:
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
         opts = _fit_options(options)
+        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
+            return self._reconstruct(image, mask, opts, progress, init_mesh)
+
+    def _reconstruct(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        opts: FitOptions,
+        progress: ProgressCallback,
+        init_mesh: TexturedMesh | None,
+    ) -> Reconstruction:
         size = image.shape[0]
         if image.shape != (size, size, 3) or mask.shape != (size, size):
             raise ValueError(

@@ -38,7 +38,14 @@ from backend.imaging import (
     load_mask,
 )
 from backend.imaging.decode import ImageSource
-from backend.methods.base import Method, MethodOptions, ProgressCallback, Reconstruction, no_progress
+from backend.methods.base import (
+    Method,
+    MethodOptions,
+    ProgressCallback,
+    Reconstruction,
+    cpu_threads,
+    no_progress,
+)
 from backend.methods.preview import make_preview
 
 STAGE_SPANS: dict[str, tuple[float, float]] = {
@@ -161,7 +168,8 @@ def export(
         obj, mtl, texture = save_obj(result.mesh, scratch_dir / f"{stem}.obj")
         written.update(obj=obj, mtl=mtl, texture=texture)
         staged(0.5, "export")
-        preview = make_preview(result.crop.rgb, result.crop.mask > 0.5, result.reconstruction)
+        with cpu_threads(1):  # a few small renders: one thread is fastest (see base.cpu_threads)
+            preview = make_preview(result.crop.rgb, result.crop.mask > 0.5, result.reconstruction)
         written["preview"] = scratch_dir / f"{stem}_preview.png"
         Image.fromarray(preview).save(written["preview"])
         written["mask"] = scratch_dir / f"{stem}_mask.png"

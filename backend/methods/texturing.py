@@ -7,7 +7,7 @@ Contract:
   triangle covers the texel). UV (0, 0) is the bottom-left of the texture (``backend.geometry``).
 - ``project_photo(...)`` maps each covered texel to its 3-D surface point, projects it with the
   camera, and takes the photo's colour there when the point is *visible* (its depth is within a
-  tolerance of the depth buffer rendered from the same camera), *faces the camera* (view-space
+  tolerance of the depth buffer rendered from the same camera, at a covered pixel), *faces the camera* (view-space
   normal z above ``min_facing``) and lands *inside the object mask* (eroded a little, so background
   does not bleed in at the silhouette). It returns the colours and the mask of texels that got one.
 - ``fill_mirrored(colors, known)`` fills unknown texels of a template texture (whose mirror image is
@@ -38,8 +38,8 @@ def uv_rasterize(uvs: Tensor, face_uvs: Tensor, height: int, width: int) -> tupl
 
     Texel (i, j) has its centre at u = (j + 0.5) / W, v = 1 - (i + 0.5) / H. The square rasterizer runs at
     S = max(H, W); for a texture k times wider than high (or higher than wide; k an integer) the UV
-    triangles are shifted by (k - 1) / S in NDC so that every k-th raster row (column) lands on texel
-    centres, and only those rows (columns) are kept.
+    triangles are shifted by (k - 1) / S in NDC (up, or left) so that every k-th raster row (column)
+    lands on texel centres, and only those rows (columns) are kept.
 
     Args:
         uvs: (T, 2) texture coordinates in [0, 1].
@@ -56,7 +56,7 @@ def uv_rasterize(uvs: Tensor, face_uvs: Tensor, height: int, width: int) -> tupl
     step_rows, step_columns = size // height, size // width
     ndc = torch.stack(
         [
-            uvs[:, 0].double() * 2 - 1 + (step_columns - 1) / size,
+            uvs[:, 0].double() * 2 - 1 - (step_columns - 1) / size,
             uvs[:, 1].double() * 2 - 1 + (step_rows - 1) / size,
             torch.ones_like(uvs[:, 0], dtype=torch.float64),
         ],
@@ -141,7 +141,9 @@ def project_photo(
     depth_size = min(size, 512)
     rendered = render(vertices, faces, camera, RasterSettings(image_size=depth_size, soft=False))
     depth_map, covered = rendered.depth[0, ..., 0], rendered.mask[0, ..., 0]  # (D, D) each
-    buffer = torch.where(covered > 0, depth_map, torch.full_like(depth_map, 1e9))
+    # A point over an uncovered pixel is at the outline, where a lookup at pixel resolution could see
+    # past an occluder: it counts as hidden.
+    buffer = torch.where(covered > 0, depth_map, torch.full_like(depth_map, -1e9))
     grid = torch.stack([projected[:, 0], -projected[:, 1]], dim=-1)[None, None]  # (1, 1, N, 2), y down
     column = ((projected[:, 0] + 1) * depth_size / 2).long().clamp(0, depth_size - 1)
     row = ((1 - projected[:, 1]) * depth_size / 2).long().clamp(0, depth_size - 1)
