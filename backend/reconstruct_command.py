@@ -95,9 +95,11 @@ def main(args: argparse.Namespace) -> int:
         with tqdm(total=100, desc=stem, unit="%", disable=args.quiet, leave=False, file=sys.stderr) as bar:
 
             def progress(fraction: float, stage: str, bar: tqdm = bar) -> None:
-                bar.n = round(100 * fraction)
-                bar.set_postfix_str(stage, refresh=False)
-                bar.refresh()
+                percent = round(100 * fraction)
+                if percent != bar.n or stage != bar.postfix:
+                    bar.n = percent
+                    bar.set_postfix_str(stage, refresh=False)
+                    bar.refresh()
 
             try:
                 result = reconstruct_photo(
