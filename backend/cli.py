@@ -4,6 +4,7 @@ Subcommands:
     reconstruct    photos -> textured meshes (GLB, OBJ), previews, masks and reports.
     methods        the reconstruction methods, whether they can run, and their options.
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
+    bench reconstruct  per-stage wall time of a method on real photos.
 Each command's module holds its arguments and its work; this one only dispatches.
 """
 
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
     render.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+
+    from backend.bench import reconstruct as bench_reconstruct
+
+    bench_reconstruct.add_arguments(
+        benches.add_parser("reconstruct", help="per-stage time of a method on real photos")
+    )
     return parser
 
 
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return reconstruct_command.main(args)
     if args.command == "methods":
         return _methods(args)
+    if args.command == "bench" and args.bench == "reconstruct":
+        from backend.bench import reconstruct as bench_reconstruct
+
+        return bench_reconstruct.main(args)
     if args.command == "bench" and args.bench == "render":
         from backend.bench import render as bench_render
 

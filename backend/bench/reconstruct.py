@@ -1,0 +1,99 @@
+"""``mono2mesh bench reconstruct``: wall time per stage of a method on real photos, as JSON or a table.
+
+Runs ``backend.methods.pipeline.reconstruct_photo`` + ``export`` (into a temporary folder) on each photo
+``repeats`` times after one untimed warm-up on the first photo, and reports per photo the stage timings
+of the fastest run (mask, shape, texture, export, total), the silhouette IoU and the vertex count, plus
+the mean total over photos. The default photos are the real bird photos in ../shared/data/photos.
+Goal for ``fit`` at its default options: <= 15 s per photo on a 2-core CPU, <= 2 s on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from backend.bench.machine import machine_info
+from backend.methods.pipeline import export, reconstruct_photo
+from backend.methods.registry import DEFAULT_METHOD, create_method, parse_options
+
+DEFAULT_PHOTOS = Path("../shared/data/photos")
+
+
+def run(
+    images: list[Path], method_name: str, device: str, options: dict[str, Any], repeats: int = 1
+) -> dict[str, Any]:
+    """The JSON-ready report (module docstring)."""
+    method = create_method(method_name, device)
+    resolved = parse_options(method_name, options)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        reconstruct_photo(method, images[0], options=resolved)  # warm-up: imports, allocator, caches
+        for image in images:
+            best: dict[str, Any] | None = None
+            for _ in range(repeats):
+                started = time.perf_counter()
+                result = reconstruct_photo(method, image, options=resolved)
+                export(result, scratch, image.stem)
+                wall = time.perf_counter() - started
+                if best is None or wall < best["wall_s"]:
+                    report = result.report()
+                    best = {
+                        "image": image.name,
+                        "wall_s": round(wall, 3),
+                        "timings_s": report["timings"],
+                        "silhouette_iou": report["silhouette_iou"],
+                        "vertices": report["num_vertices"],
+                    }
+            assert best is not None
+            rows.append(best)
+    return {
+        "benchmark": "reconstruct",
+        "method": method_name,
+        "device": str(method.device),
+        "options": resolved.model_dump(),
+        "repeats": repeats,
+        "machine": machine_info(),
+        "results": rows,
+        "mean_wall_s": round(sum(row["wall_s"] for row in rows) / len(rows), 3),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"{report['method']} on {report['device']} ({report['machine']['processor']})"]
+    for row in report["results"]:
+        stages = "  ".join(f"{k} {v:.2f}" for k, v in row["timings_s"].items() if k != "total")
+        lines.append(
+            f"{row['image']:>20}: {row['wall_s']:6.2f} s  ({stages})  IoU {row['silhouette_iou']:.3f}"
+        )
+    lines.append(f"{'mean':>20}: {report['mean_wall_s']:6.2f} s per photo")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", nargs="*", type=Path, help=f"photos (default: the .jpg files in {DEFAULT_PHOTOS})"
+    )
+    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"method (default {DEFAULT_METHOD})")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="method option"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per photo; the fastest is kept")
+    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    from backend.reconstruct_command import parse_option_pairs
+
+    images = list(args.images) or sorted(DEFAULT_PHOTOS.glob("*.jpg"))
+    if not images:
+        print(f"error: no photos given and none in {DEFAULT_PHOTOS}", file=sys.stderr)
+        return 2
+    report = run(images, args.method, args.device, parse_option_pairs(args.option), max(args.repeats, 1))
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
