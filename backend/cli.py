@@ -3,8 +3,10 @@
 Subcommands:
     reconstruct    photos -> textured meshes (GLB, OBJ), previews, masks and reports.
     methods        the reconstruction methods, whether they can run, and their options.
+    serve          the local backend server (HTTP API v1) the Blender add-on talks to.
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
     bench reconstruct  per-stage wall time of a method on real photos.
+    bench serve    overhead of a job through the HTTP server against calling the method directly.
 Each command's module holds its arguments and its work; this one only dispatches.
 """
 
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reconstruct = commands.add_parser("reconstruct", help="photos -> textured meshes and previews")
     reconstruct_command.add_arguments(reconstruct)
+    from backend.server import command as serve_command
+
+    serve_command.add_arguments(commands.add_parser("serve", help="start the local backend server"))
     methods = commands.add_parser("methods", help="list the reconstruction methods")
     methods.add_argument("--options", action="store_true", help="also list each method's options")
     methods.add_argument("--json", action="store_true", help="print JSON")
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_reconstruct.add_arguments(
         benches.add_parser("reconstruct", help="per-stage time of a method on real photos")
     )
+    from backend.bench import serve as bench_serve
+
+    bench_serve.add_arguments(benches.add_parser("serve", help="overhead of a job through HTTP"))
     return parser
 
 
@@ -102,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         return reconstruct_command.main(args)
     if args.command == "methods":
         return _methods(args)
+    if args.command == "serve":
+        from backend.server import command as serve_command
+
+        return serve_command.main(args)
+    if args.command == "bench" and args.bench == "serve":
+        from backend.bench import serve as bench_serve
+
+        return bench_serve.main(args)
     if args.command == "bench" and args.bench == "reconstruct":
         from backend.bench import reconstruct as bench_reconstruct
 

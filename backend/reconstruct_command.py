@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
-    """``["iterations=400", "seed=2"]`` -> ``{"iterations": 400, "seed": 2}`` (JSON values when they parse)."""
+    """``["iterations=400", "seed=2"]`` -> ``{"iterations": 400, "seed": 2}`` (JSON values if they parse)."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
@@ -94,9 +94,12 @@ def main(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         with tqdm(total=100, desc=stem, unit="%", disable=args.quiet, leave=False, file=sys.stderr) as bar:
 
-            def progress(fraction: float, stage: str, bar: tqdm = bar) -> None:
+            shown: list[Any] = [None, None]  # the (percent, stage) on the bar
+
+            def progress(fraction: float, stage: str, bar: tqdm = bar, shown: list[Any] = shown) -> None:
                 percent = round(100 * fraction)
-                if percent != bar.n or stage != bar.postfix:
+                if [percent, stage] != shown:
+                    shown[:] = [percent, stage]
                     bar.n = percent
                     bar.set_postfix_str(stage, refresh=False)
                     bar.refresh()

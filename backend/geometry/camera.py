@@ -14,7 +14,6 @@ differentiable in the points and in the camera parameters.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,9 +54,9 @@ def axis_angle_to_quaternion(axis: Tensor, angle: Tensor) -> Tensor:
 
 
 def quaternion_multiply(first: Tensor, second: Tensor) -> Tensor:
-    """Hamilton products (B, 4) of quaternions (B, 4) in (w, x, y, z) order: rotate by ``second``, then ``first``.
+    """Hamilton products (B, 4) of quaternions (B, 4) (w, x, y, z): rotate by ``second``, then ``first``.
 
-    >>> quarter = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([math.pi / 2]))
+    >>> quarter = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([torch.pi / 2]))
     >>> quaternion_to_matrix(quaternion_multiply(quarter, quarter)).round(decimals=6)[0]
     tensor([[-1.,  0.,  0.],
             [ 0.,  1.,  0.],

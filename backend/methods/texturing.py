@@ -7,9 +7,10 @@ Contract:
   triangle covers the texel). UV (0, 0) is the bottom-left of the texture (``backend.geometry``).
 - ``project_photo(...)`` maps each covered texel to its 3-D surface point, projects it with the
   camera, and takes the photo's colour there when the point is *visible* (its depth is within a
-  tolerance of the depth buffer rendered from the same camera, at a covered pixel), *faces the camera* (view-space
-  normal z above ``min_facing``) and lands *inside the object mask* (eroded a little, so background
-  does not bleed in at the silhouette). It returns the colours and the mask of texels that got one.
+  tolerance of the depth buffer rendered from the same camera, at a covered pixel), *faces the
+  camera* (view-space normal z above ``min_facing``) and lands *inside the object mask* (eroded a
+  little, so background does not bleed in at the silhouette). It returns the colours and the mask of
+  texels that got one.
 - ``fill_mirrored(colors, known)`` fills unknown texels of a template texture (whose mirror image is
   its left-right flip, ``backend.geometry.templates``) from their mirror texel, for bilaterally
   symmetric objects.

@@ -1,0 +1,30 @@
+"""The local backend server behind ``mono2mesh serve``: HTTP API v1, job queue, on-disk job store, auth.
+
+The Blender add-on (or any client) talks to it over HTTP on the loopback interface; every route but
+``GET /v1/health`` (and the OpenAPI pages ``/docs``, ``/redoc``, ``/openapi.json``, which hold no data and
+start no work) needs ``Authorization: Bearer <token>``. The token, the URL and the pid are in the state
+file that the server writes (mode 0600) once its socket is listening.
+
+Routes (FastAPI's ``/docs`` page is the reference):
+
+- ``GET /v1/health`` -> ``{"status": "ok", "version", "ready"}``; ``ready`` is false while models load.
+- ``GET /v1/methods`` -> ``{"methods": [...]}`` (``backend.methods.registry.method_info``).
+- ``POST /v1/jobs`` (multipart: ``image``, optional ``mask``, optional ``mesh`` (GLB to refine),
+  ``method`` (default "fit"), ``options`` (a JSON object, default "{}")) -> 202 with the job.
+- ``GET /v1/jobs`` -> ``{"jobs": [...]}``, newest first; ``GET /v1/jobs/{id}`` -> the job;
+  ``GET /v1/jobs/{id}?wait=S`` long-polls: it answers when the job changes, at once when it is finished,
+  or after S seconds (at most 30).
+- ``GET /v1/jobs/{id}/result.glb``, ``/preview.png``, ``/report.json``, ``/texture.png``, ``/mask.png``.
+- ``POST /v1/jobs/{id}/cancel`` -> the job.
+
+Status codes: 202 submitted; 400 Host header not this server, unknown method, options that are not a
+JSON object or are invalid for the method, method unavailable (missing checkpoint); 401 no or wrong
+token; 404 unknown job id; 409 a result of a job that has not succeeded, or cancel of a finished job;
+413 body or image too large; 415 unsupported image format; 422 corrupt image, unusable mask, unreadable
+mesh, missing form field. 5xx only for faults of the server itself.
+
+Modules: ``config`` (settings), ``jobs`` (job records and their folders), ``worker`` (queue and
+threads), ``catalog`` (where methods come from), ``intake`` (validating a submission), ``auth``
+(token, Host header and body-size guard), ``schemas`` (response models), ``app`` (the FastAPI app),
+``command`` (``mono2mesh serve``).
+"""

@@ -1,0 +1,258 @@
+"""The FastAPI application of HTTP API v1: ``create_app(config, method_factory=...)``.
+
+The app owns one ``JobStore`` (``config.jobs_dir``) and one ``WorkerPool`` (a worker on
+``config.device``); its lifespan recovers the jobs on disk (interrupted ones fail, queued ones are queued
+again in creation order), starts the worker, and at shutdown stops it. Routes, JSON shapes and status
+codes are listed in ``backend.server``'s docstring; every route runs behind ``GuardMiddleware``
+(Host header, token, body size). Validation errors of the form itself (e.g. no ``image`` field) are
+answered 422 with a one-line ``detail`` string like every other error, not FastAPI's list.
+
+``method_factory`` decides where methods come from (default: ``backend.methods.registry``) and
+``job_runner`` how a job runs (default: ``PipelineRunner``, reconstruct + export); tests pass fakes.
+Use ``TestClient(app)`` as a context manager, so that the lifespan runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, Security, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from backend import __version__
+from backend.server.auth import GuardMiddleware
+from backend.server.catalog import MethodFactory, RegistryMethodFactory
+from backend.server.config import ServerConfig
+from backend.server.intake import Limits, Upload, accept_job
+from backend.server.jobs import RESULT_FILES, Job, JobConflict, JobNotFound, JobStatus, JobStore
+from backend.server.schemas import ErrorOut, Health, JobList, JobOut, Methods
+from backend.server.worker import JobRunner, PipelineRunner, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "bad request: wrong Host header, unknown or unavailable method, invalid options",
+        401: "missing or wrong bearer token",
+        404: "no job with this id",
+        409: "the job is not in a state that allows this",
+        413: "request body or image too large",
+        415: "unsupported image format",
+        422: "corrupt image, unusable mask, unreadable mesh, or a missing form field",
+    }.items()
+}
+
+# Parameter types of the routes, at module level so that FastAPI can resolve the (string) annotations.
+ImageField = Annotated[UploadFile, File(description="the photo: PNG, JPEG, WebP, TIFF or BMP")]
+MaskField = Annotated[UploadFile | None, File(description="object mask: white on black, or alpha (optional)")]
+MeshField = Annotated[UploadFile | None, File(description="a GLB mesh to refine (optional)")]
+MethodField = Annotated[str | None, Form(description='registry name (default "fit")')]
+OptionsField = Annotated[str, Form(description="the method's options as a JSON object (default {})")]
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0.0,
+        description="long-poll: answer when the job changes, at once when it has finished, or after this "
+        "many seconds (capped by the server at 30 s)",
+    ),
+]
+
+
+def create_app(
+    config: ServerConfig,
+    method_factory: MethodFactory | None = None,
+    job_runner: JobRunner | None = None,
+) -> FastAPI:
+    """The API v1 app over ``config.jobs_dir`` (module docstring)."""
+    factory = method_factory if method_factory is not None else RegistryMethodFactory()
+    runner = (
+        job_runner if job_runner is not None else PipelineRunner(config.max_upload_bytes, config.max_pixels)
+    )
+    store = JobStore(config.jobs_dir, config.progress_write_interval)
+    pool = WorkerPool(store, factory, [config.device], runner)
+    limits = Limits(config.max_upload_bytes, config.max_pixels)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queued = store.recover()
+        pool.start()
+        for job_id in queued:
+            pool.submit(job_id)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pool.stop)
+
+    app = FastAPI(
+        title="Mono2Mesh backend",
+        version=__version__,
+        summary="One photo -> textured 3D mesh. API v1; every route but /v1/health needs a bearer token.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.pool = pool
+    app.add_middleware(
+        GuardMiddleware,
+        allowed_hosts=config.allowed_hosts,
+        token=config.token,
+        max_body=config.max_upload_bytes,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    # The token is checked by GuardMiddleware; this only describes it on the OpenAPI page.
+    bearer = [Security(HTTPBearer(auto_error=False, description="the token from the state file"))]
+
+    def find(job_id: str) -> Job:
+        try:
+            return store.get(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"no job with id {job_id!r}") from None
+
+    @app.get("/v1/health", response_model=Health, tags=["server"])
+    async def health() -> dict[str, Any]:
+        """Whether the server is up (no token needed); ``ready`` once the models are loaded."""
+        return {"status": "ok", "version": __version__, "ready": pool.ready}
+
+    @app.get("/v1/methods", response_model=Methods, dependencies=bearer, responses=_ERRORS, tags=["server"])
+    async def methods() -> dict[str, Any]:
+        """Every reconstruction method, whether it can run here, and the JSON schema of its options."""
+        return {"methods": await run_in_threadpool(factory.method_info)}
+
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=JobOut,
+        dependencies=bearer,
+        responses=_ERRORS,
+        tags=["jobs"],
+    )
+    async def submit_job(
+        image: ImageField,
+        mask: MaskField = None,
+        mesh: MeshField = None,
+        method: MethodField = None,
+        options: OptionsField = "{}",
+    ) -> dict[str, Any]:
+        """Queue a reconstruction; the image, mask and mesh are validated now (4xx when unusable)."""
+        job = await run_in_threadpool(
+            lambda: accept_job(
+                store,
+                factory,
+                limits,
+                image=Upload(image.filename, image.file.read()),
+                mask=_optional_upload(mask),
+                mesh=_optional_upload(mesh),
+                method=method or factory.default_method,
+                options_text=options,
+            )
+        )
+        pool.submit(job.id)
+        return job.to_api()
+
+    @app.get("/v1/jobs", response_model=JobList, dependencies=bearer, responses=_ERRORS, tags=["jobs"])
+    async def list_jobs() -> dict[str, Any]:
+        """Every job the server knows, newest first."""
+        return {"jobs": [job.to_api() for job in store.list_jobs()]}
+
+    @app.get(
+        "/v1/jobs/{job_id}", response_model=JobOut, dependencies=bearer, responses=_ERRORS, tags=["jobs"]
+    )
+    async def get_job(
+        job_id: str,
+        wait: WaitQuery = 0.0,
+    ) -> dict[str, Any]:
+        """The job's status, progress, stage, error and (once succeeded) result URLs."""
+        find(job_id)
+        await store.wait_for_change(job_id, min(wait, config.long_poll_max))
+        return find(job_id).to_api()
+
+    @app.post(
+        "/v1/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        dependencies=bearer,
+        responses=_ERRORS,
+        tags=["jobs"],
+    )
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        """Cancel: a queued job at once, a running one at its next progress step (answered once it has
+        stopped, normally well within a second; poll if it still says running). 409 once finished."""
+        try:
+            job = store.cancel(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"no job with id {job_id!r}") from None
+        except JobConflict as error:
+            raise HTTPException(409, str(error)) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.cancel_wait
+        while job.status is JobStatus.RUNNING and (remaining := deadline - loop.time()) > 0:
+            await store.wait_for_change(job_id, remaining)
+            job = find(job_id)
+        return job.to_api()
+
+    for kind, (route, _, media_type) in RESULT_FILES.items():
+        _add_result_route(app, store, kind, route, media_type, bearer)
+
+    return app
+
+
+def _add_result_route(
+    app: FastAPI, store: JobStore, kind: str, route: str, media_type: str, dependencies: list[Any]
+) -> None:
+    async def download(job_id: str) -> FileResponse:
+        try:
+            job = store.get(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"no job with id {job_id!r}") from None
+        if job.status is not JobStatus.SUCCEEDED:
+            raise HTTPException(409, f"job {job_id} has no results: it is {job.status.value}")
+        path = store.result_path(job_id, kind)
+        if not path.is_file():
+            raise HTTPException(404, f"the {route} of job {job_id} is missing from its folder")
+        return FileResponse(path, media_type=media_type)
+
+    download.__doc__ = f"The {kind} result ({media_type}) of a succeeded job; 409 before it has succeeded."
+    app.add_api_route(
+        f"/v1/jobs/{{job_id}}/{route}",
+        download,
+        methods=["GET"],
+        name=f"download_{kind}",
+        dependencies=dependencies,
+        responses={**_ERRORS, 200: {"content": {media_type: {}}, "description": f"the {route}"}},
+        response_class=FileResponse,
+        tags=["results"],
+    )
+
+
+def _optional_upload(upload: UploadFile | None) -> Upload | None:
+    """The upload's name and bytes; None for an absent field or an empty part without a file name."""
+    if upload is None:
+        return None
+    data = upload.file.read()
+    if not data and not upload.filename:
+        return None
+    return Upload(upload.filename, data)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    problems = []
+    for item in error.errors() if isinstance(error, RequestValidationError) else []:
+        location = ".".join(
+            str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path")
+        )
+        problems.append(
+            f"{location}: {item.get('msg', 'invalid')}" if location else item.get("msg", "invalid")
+        )
+    return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": f"internal error: {type(error).__name__}: {error}"}, status_code=500)

@@ -1,0 +1,182 @@
+"""Accepting a job: validate everything a client sent, then store it as a queued job.
+
+``accept_job`` checks, in order, and answers the first problem with an ``HTTPException`` whose detail
+names it (and which upload it was in):
+
+- the method exists and can run (400), its options are a JSON object valid for it (400);
+- the image decodes within the byte and pixel limits (``backend.imaging.load_image``): 415 unsupported
+  format, 413 too many bytes or pixels, 422 corrupt;
+- the mask, if any, decodes within the same limits and is usable for this photo
+  (``backend.imaging.load_mask``): same codes, 422 for an empty or full mask or a wrong aspect ratio;
+  without a mask, an alpha channel that is empty or covers everything is a 422 as well (it would be
+  the mask); a photo without either is segmented by GrabCut when the job runs, and a failure there
+  fails the job with GrabCut's message;
+- the mesh, if any, is a readable GLB with triangles (``backend.geometry.io.load_glb``): 422.
+
+Only then is the job folder made (inputs under fixed names, see ``backend.server.jobs``) and the job
+added, queued. Blocking work (decoding, file IO): call it from a worker thread, not the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import HTTPException
+
+from backend.imaging import (
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    check_mask_coverage,
+    load_image,
+    load_mask,
+)
+from backend.methods.base import MethodError
+from backend.server.catalog import MethodFactory
+from backend.server.jobs import IMAGE_FILE, MASK_FILE, MESH_FILE, Job, JobStore, new_job_id
+
+_T = TypeVar("_T")
+
+_DECODE_SLOTS = threading.BoundedSemaphore(2)
+"""At most two submissions decode at once: a 40-megapixel photo is ~0.5 GB of float32 while checked."""
+
+MAX_NAME_LENGTH = 200
+"""Characters of a client's file name kept in ``image_name``."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: the client's file name (text only, never a path here) and its bytes."""
+
+    filename: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Byte and pixel limits for one image or mask."""
+
+    max_bytes: int
+    max_pixels: int
+
+
+def sanitize_name(name: str | None) -> str:
+    """A client file name reduced to display text: the last path part, printable, at most 200 characters.
+
+    >>> sanitize_name("C:\\\\photos\\\\bird.jpg"), sanitize_name("../../etc/passwd"), sanitize_name(None)
+    ('bird.jpg', 'passwd', 'image')
+    >>> sanitize_name("a\\x00b\\nc.png")
+    'abc.png'
+    """
+    text = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(char for char in text if unicodedata.category(char)[0] != "C").strip()
+    return text[:MAX_NAME_LENGTH] or "image"
+
+
+def parse_options_text(factory: MethodFactory, method: str, text: str) -> dict[str, Any]:
+    """The resolved (defaults filled in), JSON-ready options of ``method`` from the form's text.
+
+    Raises:
+        HTTPException: 400 for an unknown or unavailable method, or options that are not a JSON object
+            or not valid for the method.
+    """
+    try:
+        available, reason = factory.availability(method)
+    except MethodError as error:
+        raise HTTPException(400, str(error)) from None
+    if not available:
+        raise HTTPException(400, f"method {method!r} cannot run: {reason}")
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise HTTPException(400, f"options must be a JSON object; it is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, f"options must be a JSON object, got {type(data).__name__}")
+    try:
+        return factory.parse_options(method, data).model_dump(mode="json")
+    except MethodError as error:
+        raise HTTPException(400, str(error)) from None
+
+
+def accept_job(
+    store: JobStore,
+    factory: MethodFactory,
+    limits: Limits,
+    *,
+    image: Upload,
+    mask: Upload | None,
+    mesh: Upload | None,
+    method: str,
+    options_text: str,
+) -> Job:
+    """Validate a submission (module docstring) and add it to ``store`` as a queued job; returns it."""
+    options = parse_options_text(factory, method, options_text)
+    with _DECODE_SLOTS:
+        _check_images(image, mask, limits)
+    staging = store.staging_dir()
+    try:
+        (staging / IMAGE_FILE).write_bytes(image.data)
+        if mask is not None:
+            (staging / MASK_FILE).write_bytes(mask.data)
+        if mesh is not None:
+            (staging / MESH_FILE).write_bytes(mesh.data)
+            _check_mesh(staging / MESH_FILE)
+        job = Job(
+            id=new_job_id(),
+            method=method,
+            options=options,
+            image_name=sanitize_name(image.filename),
+            has_mask=mask is not None,
+            has_mesh=mesh is not None,
+        )
+        return store.add(job, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when add renamed it
+
+
+def _check_images(image: Upload, mask: Upload | None, limits: Limits) -> None:
+    photo = _checked(
+        "image", lambda: load_image(image.data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    )
+    if mask is not None:
+        # load_mask decodes with the default limits, so the server's own limits are checked first.
+        _checked(
+            "mask", lambda: load_image(mask.data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+        )
+        _checked("mask", lambda: load_mask(mask.data, photo.size))
+    elif photo.alpha is not None:  # the alpha channel will be the mask: check it now, like a mask file
+        alpha = photo.alpha
+        _checked("image", lambda: check_mask_coverage(alpha > 0.5, "the image's alpha channel"))
+
+
+def image_error_status(error: ImageError) -> int:
+    """The HTTP status for a bad image or mask: 415 unsupported, 413 too large, 422 otherwise."""
+    if isinstance(error, UnsupportedImageError):
+        return 415
+    if isinstance(error, ImageTooLargeError):
+        return 413
+    return 422
+
+
+def _checked(what: str, decode: Callable[[], _T]) -> _T:
+    try:
+        return decode()
+    except ImageError as error:
+        raise HTTPException(image_error_status(error), f"{what}: {error}") from None
+
+
+def _check_mesh(path: Path) -> None:
+    from backend.geometry.io import load_glb
+
+    try:
+        load_glb(path)
+    except (ValueError, TypeError, IndexError, KeyError, OSError) as error:
+        message = str(error).replace(str(path), "the mesh")
+        raise HTTPException(422, f"mesh: not a usable GLB file: {message}") from None
