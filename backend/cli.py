@@ -4,9 +4,11 @@ Subcommands:
     reconstruct    photos -> textured meshes (GLB, OBJ), previews, masks and reports.
     methods        the reconstruction methods, whether they can run, and their options.
     serve          the local backend server (HTTP API v1) the Blender add-on talks to.
+    addon build    the Blender extension zip, checked by Blender's own validator.
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
     bench reconstruct  per-stage wall time of a method on real photos.
     bench serve    overhead of a job through the HTTP server against calling the method directly.
+    bench blender  submit -> object in a Blender scene, split into backend, download and import time.
 Each command's module holds its arguments and its work; this one only dispatches.
 """
 
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.server import command as serve_command
 
     serve_command.add_arguments(commands.add_parser("serve", help="start the local backend server"))
+    from backend import addon_build
+
+    addon = commands.add_parser("addon", help="the Blender add-on")
+    addon_commands = addon.add_subparsers(dest="addon", required=True)
+    addon_build.add_arguments(addon_commands.add_parser("build", help="build and validate the extension zip"))
     methods = commands.add_parser("methods", help="list the reconstruction methods")
     methods.add_argument("--options", action="store_true", help="also list each method's options")
     methods.add_argument("--json", action="store_true", help="print JSON")
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.bench import serve as bench_serve
 
     bench_serve.add_arguments(benches.add_parser("serve", help="overhead of a job through HTTP"))
+    from backend.bench import blender as bench_blender
+
+    bench_blender.add_arguments(benches.add_parser("blender", help="submit -> object in a Blender scene"))
     return parser
 
 
@@ -114,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         from backend.server import command as serve_command
 
         return serve_command.main(args)
+    if args.command == "addon" and args.addon == "build":
+        from backend import addon_build
+
+        return addon_build.main(args)
+    if args.command == "bench" and args.bench == "blender":
+        from backend.bench import blender as bench_blender
+
+        return bench_blender.main(args)
     if args.command == "bench" and args.bench == "serve":
         from backend.bench import serve as bench_serve
 

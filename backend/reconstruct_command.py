@@ -93,7 +93,6 @@ def main(args: argparse.Namespace) -> int:
     for image, mask, stem in zip(args.images, masks, _unique_stems(args.images), strict=True):
         started = time.perf_counter()
         with tqdm(total=100, desc=stem, unit="%", disable=args.quiet, leave=False, file=sys.stderr) as bar:
-
             shown: list[Any] = [None, None]  # the (percent, stage) on the bar
 
             def progress(fraction: float, stage: str, bar: tqdm = bar, shown: list[Any] = shown) -> None:

@@ -17,8 +17,12 @@ echo "== import rules"
 echo "== pytest (main environment)"
 .venv/bin/python -m pytest -p no:cacheprovider tests backend training "$@"
 
-# tests that need bpy (*_bpy.py, tests/blender_addon) run inside Blender's own Python environment
-if compgen -G "tests/blender_addon/test_*.py" >/dev/null || [ -n "$(find tests -name '*_bpy.py' -print -quit)" ]; then
+# tests that need bpy (tests/blender_addon, *_bpy.py elsewhere) run inside Blender's own Python
+# environment; only their paths are given, so conftest files of torch-only folders are never imported
+bpy_tests=()
+[ -d tests/blender_addon ] && compgen -G "tests/blender_addon/test_*.py" >/dev/null && bpy_tests+=(tests/blender_addon)
+while IFS= read -r path; do bpy_tests+=("$path"); done < <(find tests -name '*_bpy.py' -not -path 'tests/blender_addon/*')
+if [ "${#bpy_tests[@]}" -gt 0 ]; then
   echo "== pytest (Blender environment)"
-  .venv-blender/bin/python -m pytest -p no:cacheprovider tests --blender-env
+  .venv-blender/bin/python -m pytest -p no:cacheprovider "${bpy_tests[@]}" --blender-env
 fi

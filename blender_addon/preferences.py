@@ -1,0 +1,63 @@
+"""Add-on preferences: how to reach the backend, where outputs go.
+
+``bl_idname = __package__`` (the extension's module name, ``bl_ext.<repo>.mono2mesh``); read them with
+``preferences.get(context)``. Backend modes: ``LOCAL`` starts ``<python> -m backend serve`` with the
+configured Python (state file, log and job folders under the extension's user directory); ``URL``
+connects to a running backend with a token.
+"""
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, StringProperty
+
+
+class Mono2MeshPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_mode: EnumProperty(
+        name="Backend",
+        items=[
+            ("LOCAL", "Start a Local Backend", "Run the backend with the Python of its environment"),
+            ("URL", "Connect to a URL", "Use a backend that is already running"),
+        ],
+        default="LOCAL",
+    )
+    python_path: StringProperty(
+        name="Backend Python",
+        description="Python executable of the environment where the mono2mesh backend is installed",
+        subtype="FILE_PATH",
+    )
+    url: StringProperty(
+        name="URL", description="Backend URL, e.g. http://127.0.0.1:8765", default="http://127.0.0.1:8765"
+    )
+    token: StringProperty(
+        name="Token", description="Bearer token of the backend (its state file has it)", subtype="PASSWORD"
+    )
+    output_dir: StringProperty(
+        name="Output Folder",
+        description="Where results (GLB, texture, preview, report) are saved; empty: the extension's "
+        "user folder",
+        subtype="DIR_PATH",
+    )
+    start_timeout: FloatProperty(
+        name="Start Timeout", description="Seconds to wait for a local backend", default=120.0, min=5.0
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.prop(self, "backend_mode", expand=True)
+        if self.backend_mode == "LOCAL":
+            layout.prop(self, "python_path")
+            layout.prop(self, "start_timeout")
+        else:
+            layout.prop(self, "url")
+            layout.prop(self, "token")
+        layout.prop(self, "output_dir")
+        row = layout.row()
+        row.operator("mono2mesh.start_backend", icon="PLAY")
+        row.operator("mono2mesh.stop_backend", icon="PAUSE")
+
+
+def get(context: bpy.types.Context | None = None) -> Mono2MeshPreferences:
+    """This add-on's preferences."""
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences

@@ -1,0 +1,241 @@
+"""Submitting reconstruction and refinement jobs, and finishing them (download + import).
+
+The operators are thin glue over these functions: ``submit_reconstruction`` and ``submit_refinement``
+send a job and hand it to ``session`` for polling (or, with ``wait=True``, block until it is done and
+finish it at once, the path for scripts and background mode where timers never fire).
+``finish_reconstruction`` and ``finish_refinement`` are the session's finishers: they run on the main
+thread, download the result files into the job's output folder and import them.
+"""
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import importer, session
+from .client import BackendClient, BackendError
+
+RESULT_KINDS = ("glb", "texture", "preview", "report")
+
+
+def safe_name(text: str) -> str:
+    """A file and object name made of the photo's stem (letters, digits, ``-``, ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(text).stem).strip("_") or "photo"
+
+
+def image_file(settings: Any, scratch: Path) -> Path:
+    """The photo to upload: the chosen file, or the chosen Blender image (saved to ``scratch`` if it
+    has no file on disk). Raises ``ValueError`` when nothing usable is chosen."""
+    if settings.image_source == "IMAGE":
+        image = settings.image
+        if image is None:
+            raise ValueError("Choose an image")
+        path = Path(bpy.path.abspath(image.filepath)) if image.filepath else None
+        if path is not None and path.is_file() and not image.is_dirty and image.packed_file is None:
+            return path
+        scratch.mkdir(parents=True, exist_ok=True)
+        target = scratch / f"{safe_name(image.name)}.png"
+        image.save(filepath=str(target))
+        return target
+    if not settings.image_path:
+        raise ValueError("Choose a photo")
+    path = Path(bpy.path.abspath(settings.image_path))
+    if not path.is_file():
+        raise ValueError(f"Photo not found: {path}")
+    return path
+
+
+def _job_folder(root: Path, stem: str, job_id: str) -> Path:
+    folder = root / f"{stem}-{job_id[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def submit_reconstruction(
+    context: bpy.types.Context, wait: bool = False, timeout: float = 600.0
+) -> session.ActiveJob | bpy.types.Object:
+    """Send the scene's chosen photo; return the tracked job (or, with ``wait``, the new object)."""
+    scene = context.scene
+    settings = scene.mono2mesh
+    root = session.output_root(context)
+    photo = image_file(settings, root / "_inputs")
+    mask = Path(bpy.path.abspath(settings.mask_path)) if settings.mask_path else None
+    if mask is not None and not mask.is_file():
+        raise ValueError(f"Mask not found: {mask}")
+    client = session.get_client(context)
+    if not session.methods():
+        session.refresh_methods(client)
+    info = session.method_info(settings.method)
+    if info is not None and not info["available"]:
+        raise ValueError(f"Method {settings.method} is unavailable: {info['reason']}")
+    options = settings.method_options(info["options_schema"] if info else None)
+    data = client.submit(photo, mask=mask, method=settings.method, options=options)
+    name = safe_name(photo.name)
+    job = session.ActiveJob(
+        job_id=data["id"],
+        kind="reconstruct",
+        scene_name=scene.name,
+        name=name,
+        image_path=str(photo),
+        output_dir=_job_folder(root, name, data["id"]),
+        method=settings.method,
+        location=tuple(scene.cursor.location),
+        target_size=settings.target_size,
+    )
+    _show_submitted(settings, data, "reconstruct")
+    return _track_or_wait(client, job, wait, timeout)
+
+
+def submit_refinement(
+    context: bpy.types.Context, mesh_object: bpy.types.Object, wait: bool = False, timeout: float = 600.0
+) -> session.ActiveJob | bpy.types.Object:
+    """Send ``mesh_object`` (with the artist's edits) and its source photo as a refinement job."""
+    scene = context.scene
+    settings = scene.mono2mesh
+    photo = Path(str(mesh_object.get(importer.PROPERTY_SOURCE, "")))
+    if not photo.is_file():
+        raise ValueError(f"The source photo of {mesh_object.name} is missing: {photo}")
+    root = session.output_root(context)
+    stem = safe_name(mesh_object.name)
+    scratch = root / "_inputs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    glb = importer.export_for_refinement(mesh_object, scratch / f"{stem}_edited.glb")
+    method = str(mesh_object.get(importer.PROPERTY_METHOD) or settings.method)
+    client = session.get_client(context)
+    if not session.methods():
+        session.refresh_methods(client)
+    info = session.method_info(method)
+    options = settings.method_options(info["options_schema"] if info else None)
+    data = client.submit(photo, mesh=glb, method=method, options=options)
+    job = session.ActiveJob(
+        job_id=data["id"],
+        kind="refine",
+        scene_name=scene.name,
+        name=mesh_object.name,
+        image_path=str(photo),
+        output_dir=_job_folder(root, stem, data["id"]),
+        method=method,
+        target_object=mesh_object.name,
+    )
+    _show_submitted(settings, data, "refine")
+    return _track_or_wait(client, job, wait, timeout)
+
+
+def _show_submitted(settings: Any, data: dict[str, Any], kind: str) -> None:
+    settings.job_id = data["id"]
+    settings.job_kind = kind
+    settings.job_status = data["status"]
+    settings.job_progress = float(data.get("progress") or 0.0)
+    settings.job_stage = data.get("stage") or ""
+    session.set_message(settings, "")
+
+
+def _track_or_wait(
+    client: BackendClient, job: session.ActiveJob, wait: bool, timeout: float
+) -> session.ActiveJob | bpy.types.Object:
+    if not wait:
+        session.track(job)
+        return job
+    settings = session.settings_of(job)
+    local = session.local_backend()
+    is_alive = local.is_alive if local is not None and local.client is client else None
+    try:
+        data = client.wait(job.job_id, timeout=timeout, is_alive=is_alive)
+    except (BackendError, TimeoutError):
+        if local is not None and is_alive is not None and not local.is_alive():
+            error = BackendError(f"The backend stopped during the job; see {local.log_file}")
+        settings.job_status = "failed"
+        session.set_message(settings, str(error), error=True)
+        raise BackendError(str(error)) from error
+    result = session.finish(job, data)
+    if result is None:
+        raise BackendError(settings.message or "import failed")
+    return result
+
+
+def download_results(client: BackendClient, job_id: str, folder: Path, stem: str) -> dict[str, Path]:
+    """Save the job's GLB, texture, preview and report as ``<stem>.glb``, ``<stem>_texture.png``, ..."""
+    names = {"glb": f"{stem}.glb", "texture": f"{stem}_texture.png", "preview": f"{stem}_preview.png"}
+    names["report"] = f"{stem}.json"
+    return {kind: client.download(job_id, kind, folder / names[kind]) for kind in RESULT_KINDS}
+
+
+def _client_for(job: session.ActiveJob) -> BackendClient:
+    local = session.local_backend()
+    if local is not None and local.client is not None:
+        return local.client
+    return session.get_client(start=False)
+
+
+def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types.Object:
+    """Download the result and import it into the job's scene at the recorded cursor location."""
+    import json
+
+    scene = bpy.data.scenes[job.scene_name]
+    started = time.perf_counter()
+    files = download_results(_client_for(job), job.job_id, job.output_dir, job.name)
+    report = json.loads(files["report"].read_text(encoding="utf-8"))
+    collection = _target_collection(scene)
+    mesh_object = importer.import_result(
+        collection,
+        files["glb"],
+        files["texture"],
+        name=job.name,
+        location=job.location,
+        target_size=job.target_size,
+        properties=importer.report_properties(report, data, job.image_path),
+    )
+    mesh_object["mono2mesh_fetch_seconds"] = time.perf_counter() - started
+    _select_only(mesh_object)
+    session.set_message(scene.mono2mesh, f"Imported {mesh_object.name} (IoU {report.get('silhouette_iou')})")
+    return mesh_object
+
+
+def finish_refinement(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types.Object:
+    """Download the refined result and swap it into the target object's mesh (one undo step)."""
+    import json
+
+    scene = bpy.data.scenes[job.scene_name]
+    mesh_object = bpy.data.objects.get(job.target_object)
+    if mesh_object is None:
+        raise RuntimeError(f"The object {job.target_object} to refine is gone")
+    files = download_results(_client_for(job), job.job_id, job.output_dir, safe_name(job.name))
+    report = json.loads(files["report"].read_text(encoding="utf-8"))
+    importer.replace_mesh(
+        mesh_object, files["glb"], files["texture"], importer.report_properties(report, data, job.image_path)
+    )
+    push_undo("Mono2Mesh Refine")
+    session.set_message(scene.mono2mesh, f"Refined {mesh_object.name}")
+    return mesh_object
+
+
+def push_undo(message: str) -> None:
+    """Record an undo step (needs a window; skipped when there is none)."""
+    window_manager = bpy.context.window_manager
+    if window_manager is None or not window_manager.windows:
+        return
+    window = window_manager.windows[0]
+    with bpy.context.temp_override(window=window):
+        bpy.ops.ed.undo_push(message=message)
+
+
+def _target_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    if bpy.context.scene == scene and bpy.context.view_layer is not None:
+        return bpy.context.view_layer.active_layer_collection.collection
+    return scene.collection
+
+
+def _select_only(mesh_object: bpy.types.Object) -> None:
+    view_layer = bpy.context.view_layer
+    if view_layer is None or mesh_object.name not in view_layer.objects:
+        return
+    for obj in view_layer.objects:
+        obj.select_set(False)
+    mesh_object.select_set(True)
+    view_layer.objects.active = mesh_object
+
+
+session.finishers["reconstruct"] = finish_reconstruction
+session.finishers["refine"] = finish_refinement

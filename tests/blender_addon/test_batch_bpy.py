@@ -1,0 +1,93 @@
+"""The headless batch script (``blender_addon/batch.py``) run as a separate process with the bpy module,
+on the real bird photos, against the session's backend (``--url``) and a backend it starts itself."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.blender_addon.helpers import FAST_OPTIONS, MAIN_PYTHON, PHOTOS, REPO
+
+BATCH = REPO / "blender_addon" / "batch.py"
+
+
+def run_batch(*arguments: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    command = [sys.executable, str(BATCH), "--", *arguments, "--options", json.dumps(FAST_OPTIONS)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+@pytest.fixture
+def birds() -> list[Path]:
+    photos = sorted(PHOTOS.glob("bird_*.jpg"))
+    if not photos:
+        pytest.skip(f"no bird photos in {PHOTOS}")
+    return photos
+
+
+def test_batch_all_succeed(tmp_path: Path, backend: Any, birds: list[Path]) -> None:
+    out = tmp_path / "out"
+    result = run_batch(
+        "--input", str(PHOTOS), "--out", str(out),
+        "--url", backend.client.url, "--token", backend.client.token,
+        "--blend", str(out / "scene.blend"), "--export", "glb", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("ok ", "FAILED "))]
+    assert [line.split()[1] for line in lines] == [photo.name for photo in birds]
+    assert f"summary: {len(birds)} succeeded, 0 failed" in result.stdout
+    assert (out / "batch.glb").is_file()
+    for photo in birds:
+        assert (out / photo.stem / f"{photo.stem}_texture.png").is_file()
+    # the saved scene: one object per photo, side by side along X, each textured from a file
+    check = (
+        "import bpy, json\n"
+        f"bpy.ops.wm.open_mainfile(filepath={str(out / 'scene.blend')!r})\n"
+        "print(json.dumps({o.name: [list(o.location), o['mono2mesh_template']] for o in bpy.data.objects}))\n"
+    )
+    opened = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    objects = json.loads(opened.stdout.strip().splitlines()[-1])
+    assert sorted(objects) == sorted(photo.stem for photo in birds)
+    xs = sorted(location[0] for location, _ in objects.values())
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(xs))
+
+
+def test_batch_exit_code_when_a_photo_fails(tmp_path: Path, birds: list[Path]) -> None:
+    if not MAIN_PYTHON.is_file():
+        pytest.skip("no backend Python")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    # this run starts (and must stop) its own backend
+    result = run_batch(
+        "--input", str(birds[0]), str(broken), "--out", str(out), "--backend-python", str(MAIN_PYTHON),
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"ok {birds[0].name}" in result.stdout
+    assert "FAILED broken.png" in result.stdout and "not an image" in result.stdout
+    assert "summary: 1 succeeded, 1 failed, of 2" in result.stdout
+    log = (out / ".backend" / "server.log").read_text()
+    assert "listening" in log
+    state = out / ".backend" / "server.json"
+    assert not state.exists() or not _alive(json.loads(state.read_text())["pid"])
+
+
+def test_batch_bad_arguments(tmp_path: Path) -> None:
+    result = run_batch("--input", str(tmp_path), "--out", str(tmp_path / "o"), tmp_path=tmp_path)
+    assert result.returncode == 2 and "exactly one of --backend-python and --url" in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
