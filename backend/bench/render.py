@@ -15,7 +15,6 @@ warm-up, which is the least noisy estimate on a shared machine.
 
 from __future__ import annotations
 
-import platform
 import resource
 import time
 import warnings
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.bench.machine import machine_info
 from backend.geometry import Camera
 from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
@@ -203,13 +203,7 @@ def run(
             "camera": CAMERA,
             "step": "render rgb (uv texture) + soft silhouette, sum, backward to vertices and texture",
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": machine_info(),
         "results": rows + deodr_rows,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

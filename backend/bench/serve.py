@@ -32,7 +32,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -45,10 +44,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from backend import __version__
+from backend.bench.machine import machine_info
 from backend.methods import registry
 from backend.methods.pipeline import export, reconstruct_photo
 
@@ -254,13 +253,7 @@ def run(
     return {
         "benchmark": "serve",
         "version": __version__,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "device": str(method.device),
         "method": method_name,
         "options": parsed.model_dump(mode="json"),
