@@ -8,6 +8,7 @@ Subcommands:
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
     bench reconstruct  per-stage wall time of a method on real photos.
     bench serve    overhead of a job through the HTTP server against calling the method directly.
+    bench fit-multiview  one mesh fitted to 120 real silhouettes with known cameras; IoU per view.
     bench blender  submit -> object in a Blender scene, split into backend, download and import time.
 Each command's module holds its arguments and its work; this one only dispatches.
 """
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.bench import serve as bench_serve
 
     bench_serve.add_arguments(benches.add_parser("serve", help="overhead of a job through HTTP"))
+    from backend.bench import fit_multiview as bench_fit_multiview
+
+    bench_fit_multiview.add_arguments(
+        benches.add_parser("fit-multiview", help="fit one mesh to SoftRas's 120 airplane silhouettes")
+    )
     from backend.bench import blender as bench_blender
 
     bench_blender.add_arguments(benches.add_parser("blender", help="submit -> object in a Blender scene"))
@@ -132,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.bench import blender as bench_blender
 
         return bench_blender.main(args)
+    if args.command == "bench" and args.bench == "fit-multiview":
+        from backend.bench import fit_multiview as bench_fit_multiview
+
+        return bench_fit_multiview.main(args)
     if args.command == "bench" and args.bench == "serve":
         from backend.bench import serve as bench_serve
 

@@ -4,12 +4,13 @@ Two templates, both unit spheres centred at the origin, bilaterally symmetric ab
 and UV-mapped by spherical coordinates, so every method that deforms one of them shares its UV
 layout (textures move between results by copying the image):
 
-- ``icosphere_template()``: an icosahedron with vertices (±1, ±t, 0), (0, ±1, ±t), (±t, 0, ±1)
-  (t the golden ratio) subdivided three times at edge midpoints and projected onto the sphere:
-  642 vertices, 1280 faces, the connectivity of SoftRas/CMR/UMR's 642-vertex sphere in another
-  orientation: here the poles (0, ±1, 0) are midpoints of icosahedron edges (valence 6). Vertex order
-  is deterministic: the 12 icosahedron vertices, then the midpoints in order of creation. Texture
-  (128, 256, 3).
+- ``icosphere_template(level=3)``: an icosahedron with vertices (±1, ±t, 0), (0, ±1, ±t), (±t, 0, ±1)
+  (t the golden ratio) subdivided ``level`` times at edge midpoints and projected onto the sphere.
+  Level 3 (the default) has 642 vertices, 1280 faces, the connectivity of SoftRas/CMR/UMR's
+  642-vertex sphere in another orientation: here the poles (0, ±1, 0) are midpoints of icosahedron
+  edges (valence 6). Level 4 has 2562 vertices and 5120 faces. Vertex order is deterministic: the 12
+  icosahedron vertices, then the midpoints in order of creation, so each level's vertices are the
+  first vertices of the next. Texture (128, 256, 3) at every level.
 - ``uv_sphere_template()``: a UV sphere with 32 segments and 16 latitude bands (ConvMesh/MeshInversion):
   15 rings of 32 vertices plus 2 poles = 482 vertices, 960 faces. Texture (512, 512, 3), the
   resolution of MeshInversion's GAN textures.
@@ -20,21 +21,21 @@ is at u = 0.5, v = 1 is the north pole. The seam is the back half of the symmetr
 (x = 0, z < 0), at u = 0 / u = 1. Mirroring x -> -x maps u -> 1 - u and keeps v, so the mirror of a
 texture is its left-right flip (``mirror_texture``). Vertices on the back seam get two UVs (u = 0 for
 faces on the left, x < 0; u = 1 for faces on the right). Each face touching a pole gets its own pole
-UV at the mean u of its other two corners. On the icosphere the symmetry plane cuts through 16 faces
-at the back (8 between each pole and the nearest on-plane icosahedron vertex); such a face is mapped
-onto the right half of the texture with its left corner clamped to u = 1 at its own v. So every UV
-lies in [0, 1] and no face spans more than 0.5 in u, at the cost of a squeezed texture on those 16
-thin faces near the back of the poles.
+UV at the mean u of its other two corners. On the level-3 icosphere the symmetry plane cuts through
+16 faces at the back (8 between each pole and the nearest on-plane icosahedron vertex; twice as many
+at each further level); such a face is mapped onto the right half of the texture with its left corner
+clamped to u = 1 at its own v. So every UV lies in [0, 1] and no face spans more than 0.5 in u, at
+the cost of a squeezed texture on those thin faces near the back of the poles.
 
 Symmetry bookkeeping: a vertex is on the plane when |x| < 1e-6; every other vertex with x > 0 (right)
 is paired with the vertex nearest to its mirror image (left); construction then snaps the pairs to
 exact mirror images. ``free_index`` (plane and right vertices, ascending) are the vertices a symmetric
 model predicts; ``symmetrize_vertices`` rebuilds the rest. A face is *right* when all its vertices have
 x > -1e-6 and at least one x > 1e-6 (vertices on the plane may touch it), *left* in the mirror case,
-and *plane* (straddling) when it has vertices strictly on both sides. The icosphere has 32 plane
-vertices, 305 pairs (337 free vertices), and 32 / 624 / 624 plane / right / left faces; the UV
-sphere, whose plane runs along two vertex columns, has 32 plane vertices, 225 pairs and 0 / 480 /
-480 faces.
+and *plane* (straddling) when it has vertices strictly on both sides. The level-3 icosphere has 32
+plane vertices, 305 pairs (337 free vertices), and 32 / 624 / 624 plane / right / left faces (level 4:
+64 plane vertices, 1249 pairs, 1313 free, 64 / 2528 / 2528 faces); the UV sphere, whose plane runs
+along two vertex columns, has 32 plane vertices, 225 pairs and 0 / 480 / 480 faces.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from backend.geometry.mesh import TexturedMesh
@@ -56,6 +58,9 @@ ICOSPHERE_TEXTURE_SIZE = (128, 256)
 
 UV_SPHERE_TEXTURE_SIZE = (512, 512)
 """(height, width) of the UV-sphere template's texture (MeshInversion's GAN texture size)."""
+
+MAX_ICOSPHERE_LEVEL = 6
+"""Most subdivisions ``icosphere_template`` accepts (40962 vertices)."""
 
 TEMPLATE_GREY = 0.5
 """Value of every texel of a template's default texture."""
@@ -104,15 +109,24 @@ class SymmetricTemplate:
         )
 
 
-def icosphere_template() -> SymmetricTemplate:
-    """The 642-vertex icosphere template (1280 faces, texture 128 x 256).
+def icosphere_template(level: int = 3) -> SymmetricTemplate:
+    """The icosphere subdivided ``level`` times: ``10 * 4**level + 2`` vertices, ``20 * 4**level`` faces.
+
+    The default, level 3, is the 642-vertex / 1280-face template; level 4 has 2562 vertices and 5120
+    faces. The vertices of level ``k`` are the first ``10 * 4**k + 2`` vertices of level ``k + 1``, and
+    every other vertex of level ``k + 1`` is the (projected) midpoint of an edge of level ``k``. The
+    texture is 128 x 256 at every level.
 
     >>> template = icosphere_template()
     >>> template.mesh.num_vertices, template.mesh.num_faces, template.num_free
     (642, 1280, 337)
+    >>> icosphere_template(level=4).mesh.num_vertices
+    2562
     """
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= MAX_ICOSPHERE_LEVEL:
+        raise ValueError(f"level must be an int in 0..{MAX_ICOSPHERE_LEVEL}, got {level!r}")
     vertices, faces = _icosahedron()
-    for _ in range(3):
+    for _ in range(level):
         vertices, faces = _subdivide(vertices, faces)
     return _make_template("icosphere", vertices, faces, ICOSPHERE_TEXTURE_SIZE)
 
@@ -342,10 +356,9 @@ def _make_template(
 def _mirror_index(vertices: np.ndarray, on_plane: np.ndarray) -> np.ndarray:
     """(V,) index of the vertex nearest to each vertex's mirror image; raises if none is close."""
     mirrored = vertices * np.array([-1.0, 1.0, 1.0])
-    distance = np.linalg.norm(mirrored[:, None] - vertices[None], axis=-1)  # (V, V)
-    mirror = distance.argmin(axis=1)
+    _, mirror = cKDTree(vertices).query(mirrored)  # (V,) nearest vertex: a k-d tree, not a (V, V) matrix
     mirror[on_plane] = np.flatnonzero(on_plane)
-    worst = distance[np.arange(len(vertices)), mirror].max()
+    worst = np.linalg.norm(mirrored - vertices[mirror], axis=1).max()
     if worst > 1e-5 or not (mirror[mirror] == np.arange(len(vertices))).all():
         raise ValueError(f"template is not symmetric about x = 0 (mirror distance {worst:.3g})")
     return mirror

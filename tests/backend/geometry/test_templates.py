@@ -51,13 +51,25 @@ def icosphere() -> SymmetricTemplate:
 
 
 @pytest.fixture(scope="module")
+def icosphere_level4() -> SymmetricTemplate:
+    return icosphere_template(level=4)
+
+
+@pytest.fixture(scope="module")
 def uv_sphere() -> SymmetricTemplate:
     return uv_sphere_template()
 
 
-@pytest.fixture(params=["icosphere", "uv_sphere"])
-def template(request: pytest.FixtureRequest, icosphere: SymmetricTemplate, uv_sphere: SymmetricTemplate):
-    return icosphere if request.param == "icosphere" else uv_sphere
+@pytest.fixture(params=["icosphere", "icosphere_level4", "uv_sphere"])
+def template(
+    request: pytest.FixtureRequest,
+    icosphere: SymmetricTemplate,
+    icosphere_level4: SymmetricTemplate,
+    uv_sphere: SymmetricTemplate,
+) -> SymmetricTemplate:
+    return {"icosphere": icosphere, "icosphere_level4": icosphere_level4, "uv_sphere": uv_sphere}[
+        request.param
+    ]
 
 
 def test_icosphere_matches_softras_sphere_counts(icosphere: SymmetricTemplate) -> None:
@@ -90,6 +102,51 @@ def test_icosphere_uv_count(icosphere: SymmetricTemplate) -> None:
     # 640 non-pole vertices + 15 back-seam vertices with a second UV (u = 0 and u = 1) + 8 left vertices
     # of seam-crossing faces clamped onto the seam + 6 pole UVs per pole.
     assert icosphere.mesh.uvs.shape[0] == 640 + 15 + 8 + 12
+
+
+def test_icosphere_level4_counts(icosphere_level4: SymmetricTemplate) -> None:
+    mesh = icosphere_level4.mesh
+    assert (mesh.num_vertices, mesh.num_faces) == (2562, 5120)
+    # Subdivision keeps the 12 valence-5 vertices; every new vertex has valence 6.
+    assert valence_histogram(mesh.faces.numpy()) == Counter({6: 2550, 5: 12})
+    # 2560 non-pole vertices + 31 back-seam vertices with a second UV + 16 left vertices of
+    # seam-crossing faces clamped onto the seam + 6 pole UVs per pole.
+    assert mesh.uvs.shape[0] == 2560 + 31 + 16 + 12
+    assert mesh.texture.shape == (128, 256, 3)
+    sides = [int((icosphere_level4.face_side == s).sum()) for s in (0, 1, -1)]
+    assert (len(icosphere_level4.plane_index), len(icosphere_level4.right_index), sides) == (
+        64,
+        1249,
+        [64, 2528, 2528],
+    )
+    assert icosphere_level4.num_free == 64 + 1249
+
+
+def test_icosphere_levels_nest(icosphere: SymmetricTemplate, icosphere_level4: SymmetricTemplate) -> None:
+    """Level 3's vertices come first in level 4; every other level-4 vertex is an edge midpoint."""
+    coarse, fine = icosphere.mesh, icosphere_level4.mesh
+    assert torch.equal(fine.vertices[: coarse.num_vertices], coarse.vertices)
+    coarse_edges = {tuple(sorted((f[k], f[(k + 1) % 3]))) for f in coarse.faces.tolist() for k in range(3)}
+    neighbours: dict[int, set[int]] = {}
+    for face in fine.faces.tolist():
+        for k in range(3):
+            neighbours.setdefault(face[k], set()).update((face[(k + 1) % 3], face[(k + 2) % 3]))
+    parents = []
+    for i in range(coarse.num_vertices, fine.num_vertices):
+        old = sorted(j for j in neighbours[i] if j < coarse.num_vertices)
+        assert len(old) == 2 and tuple(old) in coarse_edges
+        midpoint = (coarse.vertices[old[0]] + coarse.vertices[old[1]]).double()
+        assert torch.allclose(fine.vertices[i].double(), midpoint / midpoint.norm(), atol=1e-6)
+        parents.append(tuple(old))
+    assert len(set(parents)) == len(coarse_edges)  # one new vertex per coarse edge
+
+
+def test_icosphere_level_default_and_bounds() -> None:
+    assert icosphere_template(level=0).mesh.num_vertices == 12
+    assert torch.equal(icosphere_template(level=3).mesh.faces, icosphere_template().mesh.faces)
+    for bad in (-1, 7, 2.0, True):
+        with pytest.raises(ValueError, match="level must be an int"):
+            icosphere_template(level=bad)  # type: ignore[arg-type]
 
 
 def test_vertices_on_unit_sphere(template: SymmetricTemplate) -> None:
@@ -188,8 +245,10 @@ def test_uvs_follow_spherical_coordinates(template: SymmetricTemplate) -> None:
             elif abs(u - expected_u[i]) > 1e-6:  # only left corners of seam-crossing faces move onto the seam
                 assert x[i] < 0 and u == 1.0
                 clamped_faces.add(f)
-    # Only the icosphere has faces across the back seam: 8 between each pole and the icosahedron vertex.
-    assert len(clamped_faces) == (16 if template.name == "icosphere" else 0)
+    # Only the icosphere has faces across the back seam: 8 between each pole and the icosahedron vertex
+    # at level 3 (642 vertices), twice as many at level 4.
+    expected = {642: 16, 2562: 32}.get(mesh.num_vertices, 0) if template.name == "icosphere" else 0
+    assert len(clamped_faces) == expected
     pole_corners = pole[mesh.faces]
     assert pole_corners.sum() == len(torch.unique(mesh.face_uvs[pole_corners]))  # one pole UV per face
 
