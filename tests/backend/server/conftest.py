@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.server.app import create_app
-from tests.backend.server.fakes import FakeFactory, light_runner
+from tests.backend.server.fakes import FakeFactory
 from tests.backend.server.support import (
     ROOT,
     TEST_PORT,
@@ -38,8 +38,8 @@ def disc_png() -> bytes:
 def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """Builds started ``TestClient``s (lifespan run) over the fakes; closes them at the end.
 
-    Arguments: ``factory`` (default a new ``FakeFactory``), ``runner`` (default ``light_runner``),
-    ``jobs_dir`` (default ``tmp_path/jobs``) and ``ServerConfig`` fields.
+    Arguments: ``factory`` (default a new ``FakeFactory``), ``runner`` (default the server's own
+    ``PipelineRunner``), ``jobs_dir`` (default ``tmp_path/jobs``) and ``ServerConfig`` fields.
     """
     clients: list[TestClient] = []
 
@@ -49,7 +49,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
         app = create_app(
             make_config(jobs_dir or tmp_path / "jobs", **config),
             method_factory=factory if factory is not None else FakeFactory(),
-            job_runner=runner if runner is not None else light_runner,
+            job_runner=runner,
         )
         client = TestClient(
             app,

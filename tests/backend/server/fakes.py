@@ -1,12 +1,10 @@
-"""Test doubles for the server: a fake method, its factory, a light job runner, and a fake backend.
+"""Test doubles for the server: a fake method, its factory, and a backend serving them.
 
 - ``FakeMethod`` keeps the ``Method`` protocol: it calls ``progress`` ``steps`` times, sleeping ``delay``
   seconds between calls (so a test can hold a job in "running"), and returns the level-0 icosphere (or
   the ``init_mesh`` it was given) with a fixed camera.
 - ``FakeFactory`` offers "fake" (the default) and "needs-weights" (never available), counting the
   instances it creates.
-- ``light_runner`` runs the real ``reconstruct_photo`` (decode, mask, crop) and writes the result files
-  without rendering the preview sheet, which costs seconds on a CPU.
 
 Run as a module, it is ``mono2mesh serve`` with these fakes (same options), for the subprocess tests
 that need many or long jobs: ``python -m tests.backend.server.fakes --port 0 --state-file F --jobs-dir D``
@@ -16,19 +14,15 @@ that need many or long jobs: ``python -m tests.backend.server.fakes --port 0 --s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pydantic
 import torch
-from PIL import Image
 
 from backend.geometry import Camera, icosphere_template
-from backend.geometry.io import load_glb, save_glb, texture_to_image
 from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import (
     MethodError,
@@ -37,8 +31,6 @@ from backend.methods.base import (
     Reconstruction,
     Report,
 )
-from backend.methods.pipeline import reconstruct_photo
-from backend.server.jobs import IMAGE_FILE, MASK_FILE, MESH_FILE, RESULT_DIR, RESULT_FILES, Job
 
 
 class FakeOptions(MethodOptions):
@@ -137,33 +129,9 @@ class FakeFactory:
         return self._class(name)(torch.device(device))
 
 
-def light_runner(
-    method: Any, job: Job, folder: Path, options: MethodOptions, progress: ProgressCallback
-) -> None:
-    """``reconstruct_photo`` for real, then every result file but with the crop as the preview."""
-    result = reconstruct_photo(
-        method,
-        folder / IMAGE_FILE,
-        mask=folder / MASK_FILE if job.has_mask else None,
-        options=options,
-        progress=progress,
-        init_mesh=load_glb(folder / MESH_FILE) if job.has_mesh else None,
-    )
-    progress(0.0, "export")
-    out = folder / RESULT_DIR
-    out.mkdir(exist_ok=True)
-    files = {kind: out / name for kind, (_, name, _) in RESULT_FILES.items()}
-    save_glb(result.mesh, files["glb"])
-    texture_to_image(result.mesh.texture).save(files["texture"])
-    Image.fromarray((result.crop.rgb * 255).astype(np.uint8)).save(files["preview"])
-    Image.fromarray(result.photo_mask.astype(np.uint8) * 255).save(files["mask"])
-    files["report"].write_text(json.dumps(result.report()))
-    progress(1.0, "export")
-
-
 if __name__ == "__main__":
     from backend.server.command import add_arguments, main
 
     parser = argparse.ArgumentParser(prog="python -m tests.backend.server.fakes")
     add_arguments(parser)
-    sys.exit(main(parser.parse_args(), method_factory=FakeFactory(), job_runner=light_runner))
+    sys.exit(main(parser.parse_args(), method_factory=FakeFactory()))
