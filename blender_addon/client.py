@@ -12,8 +12,9 @@ runs on whichever thread calls it and touches no Blender data.
   failed or canceled).
 - ``LocalBackend(python, state_file, ...)``: runs ``<python> -m backend serve --port 0 --state-file F``,
   waits until the state file names a server that answers ``/v1/health``, and stops it (SIGTERM, then
-  SIGKILL). ``adopt_running`` reuses a backend a previous session left running with the same state
-  file.
+  SIGKILL). ``launch`` + ``check_ready`` do the start without blocking (the add-on polls from a
+  timer); ``start`` blocks (scripts). ``adopt_running`` reuses a backend a previous session left
+  running with the same state file.
 
 Job JSON (``submit``, ``job``, ``wait``, ``cancel``) is returned as the backend sends it:
 ``{"id", "status", "progress", "stage", "error", "method", "options", "image_name", "results", ...}``.
@@ -382,23 +383,27 @@ class LocalBackend:
             return None
         client = BackendClient(state["url"], state["token"])
         try:
-            client.health(timeout=2.0)
+            client.health(timeout=1.0)
         except BackendError:
             return None
         self.pid, self.client = state["pid"], client
         return client
 
-    def start(self, timeout: float = 120.0) -> BackendClient:
-        """Start the server and wait until it answers health; return its client.
+    def launch(self) -> BackendClient | None:
+        """Start the server process and return at once (it needs seconds to answer).
 
-        Raises ``BackendStartError`` when the interpreter is missing, the process exits early or the
-        server does not answer within ``timeout`` seconds (the process is then stopped).
+        Returns the client when a backend is already serving (this one, or one a previous session
+        left running with the same state file); otherwise None, and ``check_ready`` says when the
+        new process answers. Raises ``BackendStartError`` when the interpreter is missing or cannot
+        be run.
         """
         if self.is_alive() and self.client is not None:
             return self.client
         adopted = self.adopt_running()
         if adopted is not None:
             return adopted
+        if self.process is not None and self.process.poll() is None:
+            return None  # launched earlier, still coming up
         if not self.python or not Path(self.python).is_file():
             raise BackendStartError(
                 f"Backend Python not found: {self.python or '(not set)'}; set the path of the Python "
@@ -420,30 +425,55 @@ class LocalBackend:
             except OSError as error:
                 raise BackendStartError(f"Cannot run {self.python}: {error.strerror or error}") from error
         self.pid = self.process.pid
+        return None
+
+    def check_ready(self) -> BackendClient | None:
+        """One non-blocking look at a launched server: its client once it answers health, else None.
+
+        Raises ``BackendStartError`` when the process has exited (with the end of its log) or was
+        never launched. The health request goes to the loopback address with a 0.5 s timeout.
+        """
+        if self.client is not None and self.is_alive():
+            return self.client
+        if self.process is None:
+            raise BackendStartError("The local backend was not started")
+        code = self.process.poll()
+        if code is not None:
+            self.process = None
+            self.pid = None
+            raise BackendStartError(
+                f"The backend exited at start-up with status {code}: {self.log_tail()} (log: {self.log_file})"
+            )
+        state = read_state_file(self.state_file)
+        if state is None or state.get("pid") != self.pid:
+            return None
+        client = BackendClient(state["url"], state["token"])
+        try:
+            client.health(timeout=0.5)
+        except BackendError:
+            return None
+        self.client = client
+        return client
+
+    def start(self, timeout: float = 120.0) -> BackendClient:
+        """Start the server and wait until it answers health; return its client (blocking: for
+        scripts and background mode; the add-on's UI uses ``launch`` and ``check_ready``).
+
+        Raises ``BackendStartError`` when the interpreter is missing, the process exits early or the
+        server does not answer within ``timeout`` seconds (the process is then stopped).
+        """
+        client = self.launch()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                self.process = None
+        while client is None:
+            if time.monotonic() >= deadline:
+                self.stop()
                 raise BackendStartError(
-                    f"The backend exited at start-up with status {code}: {self.log_tail()} "
-                    f"(log: {self.log_file})"
+                    f"The backend did not answer within {timeout:g} s (log: {self.log_file}): "
+                    f"{self.log_tail()}"
                 )
-            state = read_state_file(self.state_file)
-            if state is not None and state.get("pid") == self.pid:
-                client = BackendClient(state["url"], state["token"])
-                try:
-                    client.health(timeout=2.0)
-                except BackendError:
-                    pass
-                else:
-                    self.client = client
-                    return client
             time.sleep(0.1)
-        self.stop()
-        raise BackendStartError(
-            f"The backend did not answer within {timeout:g} s (log: {self.log_file}): {self.log_tail()}"
-        )
+            client = self.check_ready()
+        return client
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds); no error if gone."""

@@ -1,16 +1,20 @@
 """Operators: thin glue between the panel and ``workflow``, ``transfer`` and ``session``.
 
 Each operator reports errors with ``self.report({'ERROR'}, message)`` and returns ``CANCELLED``;
-messages come from ``BackendError`` and ``ValueError`` texts, which name what to do. Reconstruct and
-Refine return at once (the timer in ``session`` polls); their hidden ``wait`` option blocks instead,
-for scripts.
+messages come from ``BackendError`` and ``ValueError`` texts, which name what to do. Reconstruct,
+Refine and Start Backend return at once: a local backend that is not running is launched and the
+submission waits for it in ``session.poll_start`` (a timer), and jobs are polled by
+``session.poll_once``. The hidden ``wait`` option of Reconstruct and Refine blocks instead, for
+scripts and background mode.
 """
+
+from functools import partial
 
 import bpy
 from bpy.props import BoolProperty
 
 from . import importer, session, transfer, workflow
-from .client import BackendError
+from .client import BackendClient, BackendError
 
 _ERRORS = (BackendError, ValueError, OSError, RuntimeError, TimeoutError)
 
@@ -31,17 +35,49 @@ class MONO2MESH_OT_reconstruct(bpy.types.Operator):
         return context.scene is not None and not context.scene.mono2mesh.busy
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = context.scene.mono2mesh
+        scene = context.scene
+        settings = scene.mono2mesh
+        settings.job_id = ""
         settings.job_status = "submitting"
         try:
-            workflow.submit_reconstruction(context, wait=self.wait)
+            workflow.check_inputs(scene)  # before a backend is started for nothing
+            if self.wait:
+                workflow.submit_reconstruction(scene, session.get_client(context), wait=True)
+                return {"FINISHED"}
+            client = session.ensure_backend(scene.name, partial(_submit_later, scene.name), context)
+            if client is None:
+                settings.job_status = "starting"
+                self.report({"INFO"}, "Starting the backend; the photo is sent when it answers")
+            else:
+                workflow.submit_reconstruction(scene, client)
         except _ERRORS as error:
-            if settings.job_status == "submitting":
+            if settings.job_status in ("submitting", "starting"):
                 settings.job_status = "failed"
             session.set_message(settings, str(error), error=True)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         return {"FINISHED"}
+
+
+def _submit_later(scene_name: str, client: BackendClient) -> None:
+    """Send the scene's reconstruction once a starting backend answers (from ``session.poll_start``)."""
+    scene = bpy.data.scenes.get(scene_name)
+    if scene is None or scene.mono2mesh.job_status != "starting":
+        return  # the scene is gone, or the artist canceled while the backend was starting
+    scene.mono2mesh.job_status = "submitting"
+    workflow.submit_reconstruction(scene, client)
+
+
+def _refine_later(scene_name: str, object_name: str, client: BackendClient) -> None:
+    """Send a refinement once a starting backend answers (from ``session.poll_start``)."""
+    scene = bpy.data.scenes.get(scene_name)
+    mesh_object = bpy.data.objects.get(object_name)
+    if scene is None or scene.mono2mesh.job_status != "starting":
+        return
+    if mesh_object is None:
+        raise ValueError(f"The object {object_name} to refine is gone")
+    scene.mono2mesh.job_status = "submitting"
+    workflow.submit_refinement(scene, mesh_object, client)
 
 
 class MONO2MESH_OT_cancel(bpy.types.Operator):
@@ -58,9 +94,12 @@ class MONO2MESH_OT_cancel(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.mono2mesh
         job_id = settings.job_id
+        was_starting = settings.job_status == "starting"
         session.jobs.pop(job_id, None)  # nothing will be imported for it, whatever the backend says
         settings.job_status = "canceled"
         session.set_message(settings, "Canceled")
+        if was_starting or not job_id:  # nothing was sent yet; the backend keeps starting
+            return {"FINISHED"}
         try:
             session.get_client(context, start=False).cancel(job_id)
         except BackendError as error:  # already finished (409) or backend gone: nothing to stop
@@ -90,12 +129,27 @@ class MONO2MESH_OT_refine(bpy.types.Operator):
         )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = context.scene.mono2mesh
-        if context.active_object.mode != "OBJECT":
+        scene = context.scene
+        settings = scene.mono2mesh
+        mesh_object = context.active_object
+        if mesh_object.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         try:
-            workflow.submit_refinement(context, context.active_object, wait=self.wait)
+            workflow.check_refinable(mesh_object)
+            if self.wait:
+                workflow.submit_refinement(scene, mesh_object, session.get_client(context), wait=True)
+                return {"FINISHED"}
+            later = partial(_refine_later, scene.name, mesh_object.name)
+            client = session.ensure_backend(scene.name, later, context)
+            if client is None:
+                settings.job_id = ""
+                settings.job_status = "starting"
+                self.report({"INFO"}, "Starting the backend; the mesh is sent when it answers")
+            else:
+                workflow.submit_refinement(scene, mesh_object, client)
         except _ERRORS as error:
+            if settings.job_status == "starting":
+                settings.job_status = "failed"
             session.set_message(settings, str(error), error=True)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -146,14 +200,23 @@ class MONO2MESH_OT_start_backend(bpy.types.Operator):
     bl_idname = "mono2mesh.start_backend"
     bl_label = "Start Backend"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not session.backend_starting()
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            client = session.get_client(context)
+            client = session.ensure_backend(context.scene.name, context=context)
+            if client is None:
+                self.report({"INFO"}, "Starting the backend")
+                return {"FINISHED"}
             session.refresh_methods(client)
-            health = client.health()
+            health = client.health(timeout=2.0)
         except BackendError as error:
+            session.set_message(context.scene.mono2mesh, str(error), error=True)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        session.set_message(context.scene.mono2mesh, f"Backend {health.get('version')} at {client.url}")
         self.report({"INFO"}, f"Backend {health.get('version')} at {client.url}")
         return {"FINISHED"}
 

@@ -79,8 +79,13 @@ class VIEW3D_PT_mono2mesh_backend(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         local = session.local_backend()
-        running = local is not None and local.is_alive()
-        self.layout.label(text="Local backend running" if running else "No local backend running")
+        if session.backend_starting():
+            text, icon = "Local backend starting…", "SORTTIME"
+        elif local is not None and local.is_alive():
+            text, icon = "Local backend running", "CHECKMARK"
+        else:
+            text, icon = "No local backend running", "DOT"
+        self.layout.label(text=text, icon=icon)
         row = self.layout.row()
         row.operator("mono2mesh.start_backend", icon="PLAY")
         row.operator("mono2mesh.stop_backend", icon="PAUSE")

@@ -105,5 +105,7 @@ class Mono2MeshSettings(bpy.types.PropertyGroup):
 
     @property
     def busy(self) -> bool:
-        """Whether a job of this scene is queued or running."""
+        """Whether this scene waits for a starting backend or has a job queued or running."""
+        if self.job_status == "starting":
+            return True
         return bool(self.job_id) and self.job_status in ("submitting", "queued", "running")

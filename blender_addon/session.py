@@ -1,11 +1,18 @@
 """The add-on's runtime state: the backend connection, the methods list, and the jobs in flight.
 
-Threading contract: nothing here starts a thread. Jobs are polled by ``poll_once()``, a plain
-function that ``bpy.app.timers`` calls on the main thread (every ``POLL_INTERVAL`` seconds while jobs
-are in flight) and that tests and scripts call directly (timers never fire in background mode).
-Each call does one short status request per job (loopback, 2 s timeout), updates the job's scene
-settings, and finishes succeeded jobs (download + import through ``finish``). A job whose backend
-stops answering fails with a message saying so; a failed job imports nothing.
+Threading contract: nothing here starts a thread, and nothing on the main thread waits for the
+backend to come up. Two plain functions run from ``bpy.app.timers`` on the main thread (tests and
+scripts call them directly: timers never fire in background mode):
+
+- ``poll_start()`` while a local backend is starting (``ensure_backend`` launched it and returned at
+  once): one look at the process and its state file, one loopback health request (0.5 s timeout);
+  when it answers, the methods list is fetched and the actions that waited for it run (e.g. the
+  submission of the Reconstruct that started it). A backend that exits or does not answer within
+  the preferences' start timeout fails those actions with the reason and the log's tail.
+- ``poll_once()`` while jobs are in flight: one short status request per job (loopback, 2 s
+  timeout), updates the job's scene settings, and finishes succeeded jobs (download + import
+  through ``finish``). A job whose backend stops answering fails with a message saying so; a failed
+  job imports nothing.
 
 State lives in module globals (not in Blender data) because it is about processes and sockets;
 ``shutdown()`` (from ``unregister`` and ``atexit``) stops a backend this session started.
@@ -21,9 +28,10 @@ from typing import Any
 
 import bpy
 
-from .client import BackendClient, BackendError, BackendUnavailable, LocalBackend
+from .client import BackendClient, BackendError, BackendStartError, BackendUnavailable, LocalBackend
 
 POLL_INTERVAL = 0.25
+START_POLL_INTERVAL = 0.2
 STATUS_TIMEOUT = 2.0
 MAX_FAILED_POLLS = 8
 
@@ -47,7 +55,17 @@ class ActiveJob:
     on_done: Callable[["ActiveJob", Any], None] | None = None
 
 
+@dataclass
+class _Starting:
+    """A local backend being started: when to give up, and who waits for it."""
+
+    deadline: float
+    # (scene name for messages, action to run with the client once it answers, or None)
+    waiting: list[tuple[str, Callable[[BackendClient], None] | None]] = field(default_factory=list)
+
+
 _local: LocalBackend | None = None
+_starting: _Starting | None = None
 _client: BackendClient | None = None
 _methods: list[dict[str, Any]] = []
 _method_items: list[tuple[str, str, str, str, int]] = []
@@ -85,40 +103,140 @@ def local_backend() -> LocalBackend | None:
 
 
 def get_client(context: bpy.types.Context | None = None, start: bool = True) -> BackendClient:
-    """A client of the configured backend; in LOCAL mode starts it (blocking) when ``start``.
+    """A client of the configured backend; in LOCAL mode starts it, **blocking**, when ``start``
+    (scripts and background mode; the UI uses ``ensure_backend``).
 
     Raises ``BackendError`` with a message for the artist.
     """
-    global _local, _client
     from . import preferences
 
     prefs = preferences.get(context)
     if prefs.backend_mode == "URL":
-        if _client is None or _client.url != prefs.url.strip().rstrip("/") or _client.token != prefs.token:
-            _client = BackendClient(prefs.url, prefs.token)
-        return _client
-    if _local is not None and _local.is_alive() and _local.client is not None:
-        return _local.client
-    python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
-    folder = user_path("backend")
-    if _local is None or _local.python != python:
-        _local = LocalBackend(
-            python,
-            folder / "server.json",
-            folder / "server.log",
-            jobs_dir=folder / "jobs",
-        )
+        return _url_client(prefs)
+    local = _local_for(prefs)
+    if local.client is not None and local.is_alive():
+        return local.client
     if not start:
-        if _local.adopt_running() is None:
+        if local.adopt_running() is None:
             raise BackendUnavailable("The local backend is not running; press Start Backend")
-        assert _local.client is not None
-        return _local.client
-    return _local.start(timeout=prefs.start_timeout)
+        assert local.client is not None
+        return local.client
+    return local.start(timeout=prefs.start_timeout)
+
+
+def ensure_backend(
+    scene_name: str,
+    then: Callable[[BackendClient], None] | None = None,
+    context: bpy.types.Context | None = None,
+) -> BackendClient | None:
+    """Without blocking: the client when the backend can be asked now, else None.
+
+    In URL mode the client is returned at once (requests say whether it answers). In LOCAL mode a
+    backend that is not running is launched, ``poll_start`` is put on a timer, and ``then(client)``
+    runs from it once the backend answers (or the scene ``scene_name`` gets the error message).
+    Raises ``BackendError`` when the backend cannot even be launched (e.g. no Python configured).
+    """
+    global _starting
+    from . import preferences
+
+    prefs = preferences.get(context)
+    if prefs.backend_mode == "URL":
+        return _url_client(prefs)
+    local = _local_for(prefs)
+    if _starting is None:
+        client = local.launch()
+        if client is not None:
+            return client
+        _starting = _Starting(deadline=time.monotonic() + prefs.start_timeout)
+    _starting.waiting.append((scene_name, then))
+    set_message(_scene_settings(scene_name), "Starting the backend…")
+    if not bpy.app.timers.is_registered(poll_start):
+        bpy.app.timers.register(poll_start, first_interval=START_POLL_INTERVAL)
+    return None
+
+
+def backend_starting() -> bool:
+    """Whether a local backend has been launched and is not answering yet."""
+    return _starting is not None
+
+
+def poll_start() -> float | None:
+    """One look at a starting local backend (main thread); the next interval, or None when done."""
+    global _starting
+    attempt = _starting
+    if attempt is None or _local is None:
+        _starting = None
+        return None
+    try:
+        client = _local.check_ready()
+        if client is None:
+            if time.monotonic() < attempt.deadline:
+                return START_POLL_INTERVAL
+            _local.stop()
+            raise BackendStartError(
+                f"The backend did not answer within the start timeout (log: {_local.log_file}): "
+                f"{_local.log_tail()}"
+            )
+        refresh_methods(client)
+    except BackendError as error:
+        _starting = None
+        for scene_name, _then in attempt.waiting:
+            settings = _scene_settings(scene_name)
+            if settings is not None and settings.job_status == "starting":
+                settings.job_status = "failed"
+            set_message(settings, str(error), error=True)
+        print(f"Mono2Mesh: {error}")
+        _redraw()
+        return None
+    _starting = None
+    for scene_name, then in attempt.waiting:
+        set_message(_scene_settings(scene_name), f"Backend running at {client.url}")
+        if then is None:
+            continue
+        try:
+            then(client)
+        except (BackendError, OSError, RuntimeError, ValueError) as error:
+            settings = _scene_settings(scene_name)
+            if settings is not None and settings.job_status == "starting":
+                settings.job_status = "failed"
+            set_message(settings, str(error), error=True)
+            print(f"Mono2Mesh: {error}")
+    _redraw()
+    return None
+
+
+def _url_client(prefs: Any) -> BackendClient:
+    global _client
+    if _client is None or _client.url != prefs.url.strip().rstrip("/") or _client.token != prefs.token:
+        _client = BackendClient(prefs.url, prefs.token)
+    return _client
+
+
+def _local_for(prefs: Any) -> LocalBackend:
+    """The LocalBackend of the configured Python (a new one when the path changed)."""
+    global _local
+    python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+    if _local is None or _local.python != python:
+        folder = user_path("backend")
+        _local = LocalBackend(python, folder / "server.json", folder / "server.log", jobs_dir=folder / "jobs")
+    return _local
+
+
+def _scene_settings(scene_name: str) -> Any:
+    scene = bpy.data.scenes.get(scene_name)
+    return scene.mono2mesh if scene is not None else None
 
 
 def stop_backend() -> bool:
-    """Stop the local backend this session started; True if there was one."""
-    global _local
+    """Stop the local backend this session started (or is starting); True if there was one."""
+    global _local, _starting
+    if _starting is not None:
+        for scene_name, _then in _starting.waiting:
+            settings = _scene_settings(scene_name)
+            if settings is not None and settings.job_status == "starting":
+                settings.job_status = "canceled"
+            set_message(settings, "Backend stopped before it answered")
+        _starting = None
     if _local is None:
         return False
     was_alive = _local.is_alive()
@@ -130,8 +248,9 @@ def stop_backend() -> bool:
 def shutdown() -> None:
     """Forget jobs and stop the local backend (add-on disabled or Blender quitting)."""
     jobs.clear()
-    if bpy.app.timers.is_registered(poll_once):
-        bpy.app.timers.unregister(poll_once)
+    for timer in (poll_once, poll_start):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
     stop_backend()
 
 
@@ -177,8 +296,7 @@ def track(job: ActiveJob) -> None:
 
 def settings_of(job: ActiveJob) -> Any:
     """The scene settings group of the job's scene (None if the scene is gone)."""
-    scene = bpy.data.scenes.get(job.scene_name)
-    return scene.mono2mesh if scene is not None else None
+    return _scene_settings(job.scene_name)
 
 
 def set_message(settings: Any, text: str, error: bool = False) -> None:

@@ -1,8 +1,10 @@
 """Submitting reconstruction and refinement jobs, and finishing them (download + import).
 
 The operators are thin glue over these functions: ``submit_reconstruction`` and ``submit_refinement``
-send a job and hand it to ``session`` for polling (or, with ``wait=True``, block until it is done and
-finish it at once, the path for scripts and background mode where timers never fire).
+send a job of a scene to ``client`` and hand it to ``session`` for polling (or, with ``wait=True``,
+block until it is done and finish it at once, the path for scripts and background mode where timers
+never fire). They take the scene, not the operator's context, because the UI may call them later,
+from the timer that sees a starting backend answer.
 ``finish_reconstruction`` and ``finish_refinement`` are the session's finishers: they run on the main
 thread, download the result files into the job's output folder and import them.
 """
@@ -53,18 +55,23 @@ def _job_folder(root: Path, stem: str, job_id: str) -> Path:
     return folder
 
 
-def submit_reconstruction(
-    context: bpy.types.Context, wait: bool = False, timeout: float = 600.0
-) -> session.ActiveJob | bpy.types.Object:
-    """Send the scene's chosen photo; return the tracked job (or, with ``wait``, the new object)."""
-    scene = context.scene
+def check_inputs(scene: bpy.types.Scene) -> tuple[Path, Path | None]:
+    """The scene's photo and mask files; ``ValueError`` naming what is missing."""
     settings = scene.mono2mesh
-    root = session.output_root(context)
-    photo = image_file(settings, root / "_inputs")
+    photo = image_file(settings, session.output_root() / "_inputs")
     mask = Path(bpy.path.abspath(settings.mask_path)) if settings.mask_path else None
     if mask is not None and not mask.is_file():
         raise ValueError(f"Mask not found: {mask}")
-    client = session.get_client(context)
+    return photo, mask
+
+
+def submit_reconstruction(
+    scene: bpy.types.Scene, client: BackendClient, wait: bool = False, timeout: float = 600.0
+) -> session.ActiveJob | bpy.types.Object:
+    """Send the scene's chosen photo; return the tracked job (or, with ``wait``, the new object)."""
+    settings = scene.mono2mesh
+    root = session.output_root()
+    photo, mask = check_inputs(scene)
     if not session.methods():
         session.refresh_methods(client)
     info = session.method_info(settings.method)
@@ -88,22 +95,30 @@ def submit_reconstruction(
     return _track_or_wait(client, job, wait, timeout)
 
 
-def submit_refinement(
-    context: bpy.types.Context, mesh_object: bpy.types.Object, wait: bool = False, timeout: float = 600.0
-) -> session.ActiveJob | bpy.types.Object:
-    """Send ``mesh_object`` (with the artist's edits) and its source photo as a refinement job."""
-    scene = context.scene
-    settings = scene.mono2mesh
+def check_refinable(mesh_object: bpy.types.Object) -> Path:
+    """The source photo of a result; ``ValueError`` when it is gone."""
     photo = Path(str(mesh_object.get(importer.PROPERTY_SOURCE, "")))
     if not photo.is_file():
         raise ValueError(f"The source photo of {mesh_object.name} is missing: {photo}")
-    root = session.output_root(context)
+    return photo
+
+
+def submit_refinement(
+    scene: bpy.types.Scene,
+    mesh_object: bpy.types.Object,
+    client: BackendClient,
+    wait: bool = False,
+    timeout: float = 600.0,
+) -> session.ActiveJob | bpy.types.Object:
+    """Send ``mesh_object`` (with the artist's edits) and its source photo as a refinement job."""
+    settings = scene.mono2mesh
+    photo = check_refinable(mesh_object)
+    root = session.output_root()
     stem = safe_name(mesh_object.name)
     scratch = root / "_inputs"
     scratch.mkdir(parents=True, exist_ok=True)
     glb = importer.export_for_refinement(mesh_object, scratch / f"{stem}_edited.glb")
     method = str(mesh_object.get(importer.PROPERTY_METHOD) or settings.method)
-    client = session.get_client(context)
     if not session.methods():
         session.refresh_methods(client)
     info = session.method_info(method)

@@ -68,12 +68,18 @@ def test_batch_exit_code_when_a_photo_fails(tmp_path: Path, birds: list[Path]) -
     # this run starts (and must stop) its own backend
     result = run_batch(
         "--input", str(birds[0]), str(broken), "--out", str(out), "--backend-python", str(MAIN_PYTHON),
-        tmp_path=tmp_path,
+        "--export", "obj", tmp_path=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"ok {birds[0].name}" in result.stdout
     assert "FAILED broken.png" in result.stdout and "not an image" in result.stdout
     assert "summary: 1 succeeded, 1 failed, of 2" in result.stdout
+    # the OBJ export holds the one imported object, its UVs and its material with the texture copied
+    obj_text = (out / "batch.obj").read_text()
+    assert obj_text.count("\no ") == 1 and "\nvt " in obj_text and "mtllib batch.mtl" in obj_text
+    mtl = (out / "batch.mtl").read_text()
+    texture = next(line.split()[-1] for line in mtl.splitlines() if line.startswith("map_Kd"))
+    assert (out / texture).is_file() and texture.endswith("_texture.png")
     log = (out / ".backend" / "server.log").read_text()
     assert "listening" in log
     state = out / ".backend" / "server.json"

@@ -172,33 +172,109 @@ def test_unavailable_backend_is_a_clear_error(
     assert "Backend Python not found" in settings.message
 
 
-def test_local_backend_killed_mid_job(
-    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path
-) -> None:
+def wait_for_start(addon: ModuleType, timeout: float = 120.0) -> None:
+    """Call the start timer's function (what Blender's timer would) until it is done."""
+    deadline = time.monotonic() + timeout
+    while addon.session.poll_start() is not None:
+        assert time.monotonic() < deadline, "the backend did not start"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def local_mode(blender: ModuleType, addon: ModuleType, scene: Any) -> Any:
+    """Preferences in LOCAL mode with the main environment's Python; stops the backend afterwards."""
     from tests.blender_addon.helpers import MAIN_PYTHON
 
     if not MAIN_PYTHON.is_file():
         pytest.skip("no backend Python")
-    bpy = blender
-    prefs = bpy.context.preferences.addons[addon.__name__].preferences
+    prefs = blender.context.preferences.addons[addon.__name__].preferences
     prefs.backend_mode = "LOCAL"
     prefs.python_path = str(MAIN_PYTHON)
-    try:
-        assert bpy.ops.mono2mesh.start_backend() == {"FINISHED"}
-        local = addon.session.local_backend()
-        assert local is not None and local.is_alive()
-        assert Path(local.state_file).is_relative_to(bpy.utils.extension_path_user(addon.__name__))
-        settings = scene.mono2mesh
-        settings.image_path = str(photo)
-        settings.extra_options = json.dumps({**FAST_OPTIONS, "iterations": 3000})
-        assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
-        addon.session.poll_once()
-        local.process.kill()
-        local.process.wait(10)
-        assert addon.session.poll_once() is None  # the job is given up at once
-        assert settings.job_status == "failed" and settings.message_is_error
-        assert "backend stopped during the job" in settings.message
-        assert len(bpy.data.objects) == 0
-    finally:
-        assert bpy.ops.mono2mesh.stop_backend() == {"FINISHED"}
-    assert addon.session.local_backend() is None
+    yield prefs
+    blender.ops.mono2mesh.stop_backend()
+    assert addon.session.local_backend() is None and not addon.session.backend_starting()
+
+
+def test_reconstruct_starts_the_local_backend_without_blocking(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path, local_mode: Any
+) -> None:
+    bpy = blender
+    settings = scene.mono2mesh
+    settings.image_path = str(photo)
+    settings.extra_options = json.dumps(FAST_OPTIONS)
+    started = time.perf_counter()
+    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
+    returned = time.perf_counter() - started
+    # the operator launched the process and returned; the backend takes seconds to answer
+    assert returned < 1.0, f"Reconstruct blocked the UI for {returned:.2f} s"
+    assert settings.job_status == "starting" and settings.busy and not settings.job_id
+    assert addon.session.backend_starting() and bpy.app.timers.is_registered(addon.session.poll_start)
+    assert not bpy.ops.mono2mesh.start_backend.poll()  # no second start while one is under way
+    wait_for_start(addon)
+    local = addon.session.local_backend()
+    assert local is not None and local.is_alive() and local.client is not None
+    assert settings.job_id in addon.session.jobs  # the photo went out once the backend answered
+    assert [method["name"] for method in addon.session.methods()][:1] == ["fit"]
+    run_jobs(addon)
+    assert settings.job_status == "succeeded", settings.message
+    assert [obj.name for obj in bpy.data.objects] == ["disk_photo"]
+
+
+def test_cancel_while_the_backend_starts_sends_nothing(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path, local_mode: Any
+) -> None:
+    bpy = blender
+    settings = scene.mono2mesh
+    settings.image_path = str(photo)
+    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
+    assert settings.job_status == "starting"
+    assert bpy.ops.mono2mesh.cancel() == {"FINISHED"}
+    assert settings.job_status == "canceled" and not settings.busy
+    wait_for_start(addon)
+    assert addon.session.local_backend().is_alive()  # the backend itself keeps running
+    assert not settings.job_id and not addon.session.jobs
+    assert addon.session.poll_once() is None and len(bpy.data.objects) == 0
+
+
+def test_backend_that_exits_at_start_up(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path, tmp_path: Path, local_mode: Any
+) -> None:
+    bpy = blender
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'No module named backend' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    local_mode.python_path = str(fake)
+    settings = scene.mono2mesh
+    settings.image_path = str(photo)
+    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}  # launching worked; the failure comes later
+    wait_for_start(addon, timeout=30)
+    assert settings.job_status == "failed" and settings.message_is_error
+    assert "exited at start-up with status 3" in settings.message
+    assert "No module named backend" in settings.message
+    assert not settings.busy and not addon.session.jobs and len(bpy.data.objects) == 0
+
+
+def test_local_backend_killed_mid_job(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path, local_mode: Any
+) -> None:
+    bpy = blender
+    started = time.perf_counter()
+    assert bpy.ops.mono2mesh.start_backend() == {"FINISHED"}
+    assert time.perf_counter() - started < 1.0
+    wait_for_start(addon)
+    local = addon.session.local_backend()
+    assert local is not None and local.is_alive()
+    assert Path(local.state_file).is_relative_to(bpy.utils.extension_path_user(addon.__name__))
+    settings = scene.mono2mesh
+    assert settings.message.startswith("Backend running at http://127.0.0.1:")
+    settings.image_path = str(photo)
+    settings.extra_options = json.dumps({**FAST_OPTIONS, "iterations": 3000})
+    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
+    assert settings.job_id in addon.session.jobs  # sent at once: the backend was running
+    addon.session.poll_once()
+    local.process.kill()
+    local.process.wait(10)
+    assert addon.session.poll_once() is None  # the job is given up at once
+    assert settings.job_status == "failed" and settings.message_is_error
+    assert "backend stopped during the job" in settings.message
+    assert len(bpy.data.objects) == 0
