@@ -274,11 +274,12 @@ def replace_mesh(
     The refined mesh gets the object's recorded import scale and offset (so it sits where the old
     one did); the material's Image Texture node now shows the refined texture. Returns the new mesh.
     """
-    with _rollback_on_error():
+    with _rollback_on_error():  # everything that can fail happens before the object is touched
         created = import_glb(glb_path)
         donor = _single_mesh(created)
         mesh = donor.data
         bpy.data.objects.remove(donor)
+        image = load_texture(texture_path, f"{mesh_object.name}_texture")
     scale = float(mesh_object.get(PROPERTY_SCALE, 1.0))
     offset = Vector(mesh_object.get(PROPERTY_OFFSET, (0.0, 0.0, 0.0)))
     mesh.transform(Matrix.Scale(scale, 4) @ Matrix.Translation(-offset))
@@ -299,8 +300,9 @@ def replace_mesh(
     mesh.name = name
     mesh_object.data = mesh
     if mesh_object.active_material is not None:
-        image = load_texture(texture_path, f"{mesh_object.name}_texture")
         ensure_textured_material(mesh_object, image, mesh_object.name)
+    elif image.users == 0:
+        bpy.data.images.remove(image)
     for key, value in (properties or {}).items():
         if key != PROPERTY_SOURCE:
             mesh_object[key] = value

@@ -51,6 +51,9 @@ class ActiveJob:
     target_size: float = 2.0
     target_object: str = ""  # the object a refinement replaces the mesh of
     submitted: float = field(default_factory=time.perf_counter)
+    # the backend the job was sent to (polls and downloads go there even if the preferences change)
+    client: BackendClient | None = None
+    local: LocalBackend | None = None  # the local process serving it, when there is one
     failed_polls: int = 0
     on_done: Callable[["ActiveJob", Any], None] | None = None
 
@@ -321,15 +324,16 @@ def _poll_job(job: ActiveJob) -> None:
     if settings is None:  # the scene was deleted: nothing to show it in
         jobs.pop(job.job_id, None)
         return
+    local = job.local
     try:
-        client = _client_for_poll()
-        data = _job_quick(client, job.job_id)
+        if local is not None and not local.is_alive():
+            raise BackendUnavailable("The local backend process has exited")
+        data = _job_quick(job_client(job), job.job_id)
     except BackendUnavailable as error:
         job.failed_polls += 1
-        if _local is not None and not _local.is_alive() and _local_mode():
-            code = _local.process.returncode if _local.process is not None else None
-            log = _local.log_file
-            _fail(job, f"The backend stopped during the job (exit status {code}); see {log}")
+        if local is not None and not local.is_alive():
+            code = local.process.returncode if local.process is not None else None
+            _fail(job, f"The backend stopped during the job (exit status {code}); see {local.log_file}")
         elif job.failed_polls >= MAX_FAILED_POLLS:
             _fail(job, str(error))
         return
@@ -358,23 +362,9 @@ def _job_quick(client: BackendClient, job_id: str) -> dict[str, Any]:
         client.timeout = saved
 
 
-def _local_mode() -> bool:
-    from . import preferences
-
-    try:
-        return preferences.get().backend_mode == "LOCAL"
-    except KeyError:
-        return _local is not None
-
-
-def _client_for_poll() -> BackendClient:
-    if _local_mode():
-        if _local is None or _local.client is None:
-            raise BackendUnavailable("The local backend is not running")
-        if not _local.is_alive():
-            raise BackendUnavailable("The local backend process has exited")
-        return _local.client
-    return get_client(start=False)
+def job_client(job: ActiveJob) -> BackendClient:
+    """The client of the backend ``job`` was sent to (the configured one for jobs made without)."""
+    return job.client if job.client is not None else get_client(start=False)
 
 
 def finish(job: ActiveJob, data: dict[str, Any]) -> Any:

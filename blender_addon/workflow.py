@@ -150,20 +150,23 @@ def _show_submitted(settings: Any, data: dict[str, Any], kind: str) -> None:
 def _track_or_wait(
     client: BackendClient, job: session.ActiveJob, wait: bool, timeout: float
 ) -> session.ActiveJob | bpy.types.Object:
+    local = session.local_backend()
+    job.client = client
+    job.local = local if local is not None and local.client is client else None
     if not wait:
         session.track(job)
         return job
     settings = session.settings_of(job)
-    local = session.local_backend()
-    is_alive = local.is_alive if local is not None and local.client is client else None
+    is_alive = job.local.is_alive if job.local is not None else None
     try:
         data = client.wait(job.job_id, timeout=timeout, is_alive=is_alive)
-    except (BackendError, TimeoutError):
-        if local is not None and is_alive is not None and not local.is_alive():
-            error = BackendError(f"The backend stopped during the job; see {local.log_file}")
+    except (BackendError, TimeoutError) as error:
+        message = str(error)
+        if job.local is not None and not job.local.is_alive():
+            message = f"The backend stopped during the job; see {job.local.log_file}"
         settings.job_status = "failed"
-        session.set_message(settings, str(error), error=True)
-        raise BackendError(str(error)) from error
+        session.set_message(settings, message, error=True)
+        raise BackendError(message) from error
     result = session.finish(job, data)
     if result is None:
         raise BackendError(settings.message or "import failed")
@@ -177,20 +180,13 @@ def download_results(client: BackendClient, job_id: str, folder: Path, stem: str
     return {kind: client.download(job_id, kind, folder / names[kind]) for kind in RESULT_KINDS}
 
 
-def _client_for(job: session.ActiveJob) -> BackendClient:
-    local = session.local_backend()
-    if local is not None and local.client is not None:
-        return local.client
-    return session.get_client(start=False)
-
-
 def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types.Object:
     """Download the result and import it into the job's scene at the recorded cursor location."""
     import json
 
     scene = bpy.data.scenes[job.scene_name]
     started = time.perf_counter()
-    files = download_results(_client_for(job), job.job_id, job.output_dir, job.name)
+    files = download_results(session.job_client(job), job.job_id, job.output_dir, job.name)
     report = json.loads(files["report"].read_text(encoding="utf-8"))
     collection = _target_collection(scene)
     mesh_object = importer.import_result(
@@ -216,7 +212,7 @@ def finish_refinement(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types
     mesh_object = bpy.data.objects.get(job.target_object)
     if mesh_object is None:
         raise RuntimeError(f"The object {job.target_object} to refine is gone")
-    files = download_results(_client_for(job), job.job_id, job.output_dir, safe_name(job.name))
+    files = download_results(session.job_client(job), job.job_id, job.output_dir, safe_name(job.name))
     report = json.loads(files["report"].read_text(encoding="utf-8"))
     importer.replace_mesh(
         mesh_object, files["glb"], files["texture"], importer.report_properties(report, data, job.image_path)

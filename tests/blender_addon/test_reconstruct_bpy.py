@@ -133,6 +133,21 @@ def test_blender_image_as_input(blender: ModuleType, addon: ModuleType, scene: A
     assert bpy.context.view_layer.objects.active.name == "disk_photo"
 
 
+def test_failed_job_in_the_blocking_path(
+    blender: ModuleType, addon: ModuleType, scene: Any, tmp_path: Path
+) -> None:
+    bpy = blender
+    blank = tmp_path / "blank.png"
+    bpy.data.images.new("blank", 64, 64).save(filepath=str(blank))  # all black: no object to find
+    settings = scene.mono2mesh
+    settings.image_path = str(blank)
+    settings.extra_options = json.dumps(FAST_OPTIONS)
+    with pytest.raises(RuntimeError, match=r"Job \S+ failed: .*mask"):
+        bpy.ops.mono2mesh.reconstruct(wait=True)
+    assert settings.job_status == "failed" and settings.message_is_error and "mask" in settings.message
+    assert len(bpy.data.objects) == 0 and not addon.session.jobs
+
+
 def test_failed_import_leaves_nothing(
     blender: ModuleType, addon: ModuleType, scene: Any, tmp_path: Path
 ) -> None:
