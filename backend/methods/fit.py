@@ -26,6 +26,12 @@ UVs, with free (not mirrored) offsets, the Laplacian taken on the offsets (so th
 kept, only changes are smoothed) and ``keep_shape_weight * mean |offset|^2`` holding it near the given
 shape. Texels the photo does not see keep the given mesh's texture.
 
+**Other methods' meshes** (``FitMethod.fit_mesh``): a learned method (e.g. ``softras``) predicts a
+shape but not the camera that explains the photo; ``fit_mesh`` finds that camera with the mesh frozen
+(``shape="pose"``: the hypotheses, losses and schedule above, on the camera only) or lets the shape
+move as in refinement (``shape="refine"``), then textures the mesh from the photo (mirror fill for
+symmetric template layouts, or the mesh's own texture for unseen texels).
+
 The world frame of the result is the template's: Y up, the object's symmetry plane x = 0.
 """
 
@@ -36,7 +42,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -101,6 +107,10 @@ class FitOptions(MethodOptions):
     cpu_threads: int = Field(
         1, ge=1, le=256, description="torch CPU threads while fitting on a CPU (small tensors: 1 is fastest)"
     )
+
+
+ShapeMode = Literal["template", "refine", "pose"]
+"""How ``FitMethod.fit_mesh`` treats the shape (see its docstring)."""
 
 
 @dataclass
@@ -227,8 +237,31 @@ class FitMethod:
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
         opts = _fit_options(options)
+        if init_mesh is None:
+            return self.fit_mesh(None, image, mask, opts, progress, shape="template")
+        return self.fit_mesh(init_mesh, image, mask, opts, progress, shape="refine", mirror_texture=False)
+
+    def fit_mesh(
+        self,
+        mesh: TexturedMesh | None,
+        image: np.ndarray,
+        mask: np.ndarray,
+        opts: FitOptions,
+        progress: ProgressCallback,
+        *,
+        shape: ShapeMode,
+        mirror_texture: bool = True,
+        template_id: str | None = None,
+    ) -> Reconstruction:
+        """Fit ``mesh`` (or, with ``shape="template"``, the icosphere) and a camera to the mask; texture it.
+
+        ``shape``: "template" (the default method), "refine" (free offsets held near ``mesh``) or
+        "pose" (``mesh`` frozen, only the camera moves). ``mirror_texture``: fill the unseen half by
+        mirroring (the mesh has a symmetric template layout) instead of keeping ``mesh``'s texture.
+        ``template_id``: the report's topology id (default: the icosphere's, or ``mesh``'s own).
+        """
         with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
-            return self._reconstruct(image, mask, opts, progress, init_mesh)
+            return self._reconstruct(image, mask, opts, progress, mesh, shape, mirror_texture, template_id)
 
     def _reconstruct(
         self,
@@ -237,6 +270,9 @@ class FitMethod:
         opts: FitOptions,
         progress: ProgressCallback,
         init_mesh: TexturedMesh | None,
+        shape: ShapeMode,
+        mirror_texture: bool,
+        template_id: str | None,
     ) -> Reconstruction:
         size = image.shape[0]
         if image.shape != (size, size, 3) or mask.shape != (size, size):
@@ -245,19 +281,23 @@ class FitMethod:
             )
         if not mask.any():
             raise ValueError("the mask is empty")
+        if (init_mesh is None) != (shape == "template"):
+            raise ValueError(f"shape={shape!r} {'needs' if init_mesh is None else 'takes no'} mesh")
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if init_mesh is None:
             fitted = self._fit_template(mask, opts, progress)
             base = self.template.mesh
+            template_id = template_id or self.template_id
         else:
-            fitted = self._fit_refinement(init_mesh.to(self.device), mask, opts, progress)
+            fitted = self._fit_refinement(init_mesh.to(self.device), mask, opts, progress, shape == "refine")
             base = init_mesh
+            template_id = template_id or topology_id(init_mesh)
         timings["shape"] = time.perf_counter() - started
 
         started = time.perf_counter()
         progress(0.0, "texture")
-        texture = self._texture(fitted, base, image, mask, opts, mirror=init_mesh is None)
+        texture = self._texture(fitted, base, image, mask, opts, mirror=mirror_texture)
         mesh = TexturedMesh(
             vertices=fitted.vertices.detach().cpu(),
             faces=base.faces.cpu(),
@@ -286,26 +326,31 @@ class FitMethod:
             silhouette_iou=round(iou, 4),
             num_vertices=mesh.num_vertices,
             num_faces=mesh.num_faces,
-            template=self.template_id if init_mesh is None else topology_id(mesh),
+            template=template_id,
             extra={
                 "hypothesis": fitted.hypothesis,
                 "hypothesis_losses": [round(v, 5) for v in fitted.hypothesis_losses],
                 "final_loss": round(fitted.final_loss, 5),
-                "refined": init_mesh is not None,
+                "refined": shape == "refine",
+                "shape": shape,
             },
         )
         return Reconstruction(mesh=mesh, camera=fitted.camera.to("cpu"), mask=mask.copy(), report=report)
 
     # -- shape -------------------------------------------------------------------------------------
 
-    def _initial_camera(self, target: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
-        """log scale (B,), translation (B, 2) at the mask's centroid, rotations (B, 4)."""
+    def _initial_camera(self, target: Tensor, count: int, radius: float) -> tuple[Tensor, Tensor, Tensor]:
+        """log scale (B,), translation (B, 2) at the mask's centroid, rotations (B, 4).
+
+        The scale starts at 0.6 / ``radius`` (the mesh's largest vertex norm): the unit template
+        starts at 0.6, a predicted or given mesh of another size projects to the same extent.
+        """
         size = target.shape[0]
         coords = (2 * torch.arange(size, device=self.device, dtype=torch.float32) + 1) / size - 1
         total = target.sum().clamp_min(1e-6)
         centre_x = (target.sum(0) * coords).sum() / total
         centre_y = -(target.sum(1) * coords).sum() / total
-        log_scale = torch.full((count,), math.log(0.6), device=self.device)
+        log_scale = torch.full((count,), math.log(0.6 / max(radius, 1e-6)), device=self.device)
         translation = torch.stack([centre_x, centre_y]).expand(count, 2).clone()
         return log_scale, translation, initial_rotations(count).to(self.device)
 
@@ -328,7 +373,12 @@ class FitMethod:
         return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress)
 
     def _fit_refinement(
-        self, mesh: TexturedMesh, mask: np.ndarray, opts: FitOptions, progress: ProgressCallback
+        self,
+        mesh: TexturedMesh,
+        mask: np.ndarray,
+        opts: FitOptions,
+        progress: ProgressCallback,
+        train_shape: bool = True,
     ) -> ShapeFit:
         base = mesh.vertices.float()  # (V, 3)
         faces = mesh.faces
@@ -343,7 +393,7 @@ class FitMethod:
                 offsets, faces, laplacian=laplacian
             ) + opts.keep_shape_weight * offsets.pow(2).sum(-1).mean(-1)
 
-        return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress)
+        return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress, train_shape)
 
     def _optimise(
         self,
@@ -354,8 +404,9 @@ class FitMethod:
         regularisers: Callable[[Tensor, Tensor], Tensor],
         opts: FitOptions,
         progress: ProgressCallback,
+        train_shape: bool = True,
     ) -> ShapeFit:
-        """Adam on offsets (B, ...) and B cameras.
+        """Adam on offsets (B, ...) (unless not ``train_shape``: they stay zero) and B cameras.
 
         All hypotheses run the first ``selection_fraction`` of the iterations at half the resolution;
         the one with the lowest loss then continues alone at the full resolution.
@@ -365,7 +416,8 @@ class FitMethod:
         select_at = round(opts.selection_fraction * opts.iterations) if count > 1 else 0
         full = _Target.build(mask, opts.resolution, generator, self.device)
         coarse = _Target.build(mask, max(opts.resolution // 2, 16), generator, self.device)
-        log_scale, translation, rotation = self._initial_camera(full.mask, count)
+        radius = float(vertices_of(offsets[:1]).detach().norm(dim=-1).max())
+        log_scale, translation, rotation = self._initial_camera(full.mask, count, radius)
         params = [offsets, log_scale, translation, rotation]
         adjacency = edge_adjacent_faces(faces)
         hypothesis_losses: list[float] = []
@@ -402,7 +454,7 @@ class FitMethod:
                 offsets, log_scale, translation, rotation = choose(losses)
                 optimiser = None
             if optimiser is None:
-                params = [offsets, log_scale, translation, rotation]
+                params = [log_scale, translation, rotation] + ([offsets] if train_shape else [])
                 for param in params:
                     param.requires_grad_(True)
                 optimiser = torch.optim.Adam(params, lr=opts.learning_rate, betas=(0.5, 0.99))

@@ -1,0 +1,7 @@
+"""Every ``nn.Module`` a method needs, so the backend rebuilds networks from checkpoints without
+importing ``training``. Each model module holds its config dataclass (``to_dict`` / ``from_dict``),
+which a checkpoint's JSON carries as ``config["model"]``.
+
+- ``encoders``: image encoders for small inputs (SoftRas conv, ResNet-like, attention).
+- ``softras``: the Soft Rasterizer ShapeNet reconstruction network on the 642-vertex icosphere.
+"""
