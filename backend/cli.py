@@ -112,6 +112,10 @@ def _methods(args: argparse.Namespace) -> int:
     for entry in info:
         state = "ready" if entry["available"] else f"unavailable: {entry['reason']}"
         print(f"{entry['name']:<20} {state}\n    {entry['description']}")
+        for index, checkpoint in enumerate(entry["checkpoints"]):
+            metrics = ", ".join(f"{k} {v:.3g}" for k, v in sorted(checkpoint["metrics"].items())[:4])
+            default = " (default)" if index == 0 else ""
+            print(f"    checkpoint {checkpoint['path']}{default}: step {checkpoint['step']}; {metrics}")
         if args.options:
             for key, field in entry["options_schema"]["properties"].items():
                 print(f"    -o {key}={field.get('default')!s:<26} {field.get('description', '')}"[:110])

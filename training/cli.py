@@ -1,10 +1,26 @@
-"""The ``mono2mesh-train`` command. Trainers register their subcommands here as they land."""
+"""The ``mono2mesh-train`` command.
+
+Every subcommand lives with its code and registers itself: a function ``register(subparsers)`` adds its
+parser to the ``add_subparsers`` object and sets ``run`` (``args -> exit status``) as a default. To add one,
+append its register function to ``COMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from backend import __version__
+from training import bench_softras, softras
+from training.datasets import make_synthetic
+
+COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
+    make_synthetic.register,
+    softras.register,
+    bench_softras.register,
+]
+"""The register functions of the subcommands, in the order ``--help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mono2mesh-train", description="Train the checkpoints the Mono2Mesh backend loads."
     )
     parser.add_argument("--version", action="version", version=f"mono2mesh-train {__version__}")
-    parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
     return parser
 
 
@@ -21,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        print("\nno trainer is available in this version yet")
         return 2
-    return 0
+    run: Callable[[argparse.Namespace], int] = args.run
+    return int(run(args))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ differentiable in the points and in the camera parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -151,6 +152,17 @@ class Camera:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Camera:
         return Camera(self.kind, {k: v.to(device=device, dtype=dtype) for k, v in self.params.items()})
+
+    @staticmethod
+    def cat(cameras: Sequence[Camera]) -> Camera:
+        """One batch holding the cameras of ``cameras`` in order (all of one kind)."""
+        if not cameras:
+            raise ValueError("Camera.cat needs at least one camera batch")
+        kinds = {camera.kind for camera in cameras}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot concatenate cameras of different kinds: {sorted(kinds)}")
+        names = cameras[0].params
+        return Camera(cameras[0].kind, {k: torch.cat([c.params[k] for c in cameras]) for k in names})
 
     def __getitem__(self, index: int | slice | Tensor) -> Camera:
         """The sub-batch ``index`` (an int keeps a batch of one)."""

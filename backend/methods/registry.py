@@ -13,12 +13,14 @@ from typing import Any
 import pydantic
 import torch
 
+from backend.checkpoints import installed_checkpoints
 from backend.methods.base import Method, MethodError, MethodOptions
 from backend.methods.fit import FitMethod
+from backend.methods.softras import SoftRasMethod
 
 DEFAULT_METHOD = "fit"
 
-_METHODS: dict[str, type[Any]] = {FitMethod.name: FitMethod}
+_METHODS: dict[str, type[Any]] = {cls.name: cls for cls in (FitMethod, SoftRasMethod)}
 
 
 def method_names() -> list[str]:
@@ -47,11 +49,13 @@ def availability(name: str) -> tuple[bool, str | None]:
 
 
 def method_info() -> list[dict[str, Any]]:
-    """JSON-ready descriptions: name, description, needs_checkpoint, available, reason, options_schema."""
+    """JSON-ready descriptions: name, description, needs_checkpoint, available, reason, options_schema,
+    checkpoints (the installed ones under ``checkpoint_root()``, newest first; the first is the default)."""
     info = []
     for name in method_names():
         cls = method_class(name)
         available, reason = availability(name)
+        installed = installed_checkpoints(name) if cls.needs_checkpoint else []
         info.append(
             {
                 "name": name,
@@ -60,6 +64,16 @@ def method_info() -> list[dict[str, Any]]:
                 "available": available,
                 "reason": reason,
                 "options_schema": cls.Options.model_json_schema(),
+                "checkpoints": [
+                    {
+                        "name": checkpoint.name,
+                        "path": str(checkpoint.path),
+                        "created": checkpoint.meta.created,
+                        "step": checkpoint.meta.step,
+                        "metrics": checkpoint.meta.metrics,
+                    }
+                    for checkpoint in installed
+                ],
             }
         )
     return info

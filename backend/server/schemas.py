@@ -26,6 +26,10 @@ class MethodDescription(BaseModel):
     available: bool
     reason: str | None = Field(description="why the method cannot run now, else null")
     options_schema: dict[str, Any] = Field(description="JSON schema of the method's options")
+    checkpoints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="installed checkpoints, newest first: name, path, created, step, metrics",
+    )
 
 
 class Methods(BaseModel):

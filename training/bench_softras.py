@@ -1,0 +1,149 @@
+"""``mono2mesh-train bench-softras``: evidence that the ``softras`` network learns, as JSON.
+
+1. Generates a synthetic category in the SoftRas layout (``training.datasets.synthetic``; train and
+   held-out val objects, ``views`` random views each, 64 x 64).
+2. For each encoder (conv, resnet, attention): evaluates the untrained network, trains it with
+   SoftRas's loss for ``iterations`` steps, and evaluates it again on the held-out objects:
+   3D IoU x 100 on SoftRas's 32^3 grid (``iou3d``), silhouette IoU of the hard render at the input
+   view (``silhouette_iou``), Chamfer x 100 against the ground-truth mesh (``chamfer``).
+3. Runs ``fit`` on one view of each held-out object. ``fit`` finds its own weak-perspective camera and
+   a shape in its own frame, so only its silhouette IoU (at its fitted camera) is comparable; a 3D
+   IoU would need an alignment that this benchmark does not do, and it is not reported.
+
+Machine and date come with the figures (``backend.bench.machine.machine_info``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.bench.machine import machine_info
+from backend.methods.base import no_progress
+from backend.methods.fit import FitMethod, FitOptions
+from backend.models.encoders import ENCODER_KINDS
+from training.datasets.synthetic import SyntheticConfig, generate
+from training.loop import train
+from training.softras import SoftRasTrainConfig, SoftRasTraining, datasets
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "bench-softras",
+        help="train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--category", default="bird", help="synthetic category (default bird)")
+    parser.add_argument("--objects", type=int, default=400, help="objects generated (default 400)")
+    parser.add_argument("--views", type=int, default=8, help="views per object (default 8)")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out share (default 0.15)")
+    parser.add_argument("--iterations", type=int, default=600, help="training steps per encoder")
+    parser.add_argument("--batch-size", type=int, default=16, help="objects per step (default 16)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--encoders", default=",".join(ENCODER_KINDS), help="comma-separated encoders")
+    parser.add_argument("--eval-views", type=int, default=2, help="input views per held-out object")
+    parser.add_argument("--fit-objects", type=int, default=20, help="held-out objects fit runs on")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-softras"), help="work folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    encoders = [name.strip() for name in args.encoders.split(",") if name.strip()]
+    unknown = sorted(set(encoders) - set(ENCODER_KINDS))
+    if unknown:
+        print(f"mono2mesh-train bench-softras: error: unknown encoders {unknown}")
+        return 2
+    data = args.out / "data"
+    started = time.perf_counter()
+    if not (data / f"{args.category}_val_images.npz").is_file():
+        generate(
+            data,
+            SyntheticConfig(
+                category=args.category, n=args.objects, layout="shapenet", views=args.views,
+                seed=args.seed, splits=(("train", 1 - args.val_fraction), ("val", args.val_fraction)),
+            ),
+        )  # fmt: skip
+    generation_s = time.perf_counter() - started
+    results: dict[str, Any] = {
+        "benchmark": "softras",
+        "machine": machine_info(),
+        "category": args.category,
+        "objects": args.objects,
+        "views": args.views,
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "generation_s": round(generation_s, 1),
+        "encoders": {},
+    }
+    for encoder in encoders:
+        config = SoftRasTrainConfig.from_dict(
+            {
+                "data": str(data), "out": str(args.out / f"run-{encoder}"), "device": args.device,
+                "iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr,
+                "lr_milestones": [int(args.iterations * 0.8)], "eval_views": args.eval_views,
+                "eval_every": 0, "image_every": args.iterations, "checkpoint_every": 0,
+                "log_every": max(args.iterations // 20, 1), "seed": args.seed, "progress": False,
+                "tensorboard": False, "model": {"encoder": encoder}, "resume": "",
+            }
+        )  # fmt: skip
+        train_set, eval_set = datasets(config)
+        assert eval_set is not None, "the synthetic set has a val split"
+        method = SoftRasTraining(config)
+        torch.manual_seed(args.seed)
+        untrained_model = method.build_model().to(args.device).eval()
+        loader = torch.utils.data.DataLoader(eval_set, batch_size=8)
+        untrained = method.evaluate(untrained_model, loader)
+        clock = time.perf_counter()
+        result = train(method, config, train_set, eval_set)
+        seconds = time.perf_counter() - clock
+        results["encoders"][encoder] = {
+            "untrained": _rounded(untrained),
+            "trained": _rounded(result.metrics),
+            "train_s": round(seconds, 1),
+            "s_per_step": round(seconds / max(args.iterations, 1), 3),
+            "parameters": sum(p.numel() for p in result.model.parameters()),
+            "checkpoint": str(result.checkpoint),
+        }
+        print(json.dumps({encoder: results["encoders"][encoder]}), flush=True)
+    results["fit"] = _fit_baseline(data, args)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _fit_baseline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    config = SoftRasTrainConfig(data=str(data), eval_views=1, device="cpu", iterations=1)
+    _, eval_set = datasets(config)
+    assert eval_set is not None
+    fit = FitMethod("cpu")
+    options = FitOptions(crop_size=64, resolution=64, texture_size=32)
+    scores, seconds = [], []
+    for index in range(min(args.fit_objects, len(eval_set))):
+        item = eval_set[index]
+        image = item["image"][0].permute(1, 2, 0).numpy().astype(np.float32)
+        mask = item["mask"][0, 0].numpy() > 0.5
+        clock = time.perf_counter()
+        result = fit.reconstruct(image, mask, options, no_progress)
+        seconds.append(time.perf_counter() - clock)
+        scores.append(float(result.report.silhouette_iou or 0.0))
+    return {
+        "objects": len(scores),
+        "silhouette_iou": round(float(np.mean(scores)), 4),
+        "s_per_object": round(float(np.mean(seconds)), 2),
+        "note": "fit's silhouette IoU at its own fitted camera; no 3D IoU (fit's frame is not aligned)",
+    }
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: round(float(value), 4) for key, value in metrics.items()}
