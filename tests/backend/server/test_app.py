@@ -66,7 +66,9 @@ def test_methods_lists_every_method_with_its_schema(client: TestClient) -> None:
         "available",
         "reason",
         "options_schema",
+        "checkpoints",
     }
+    assert methods["fake"]["checkpoints"] == []
     assert methods["fake"]["available"] and methods["fake"]["reason"] is None
     assert not methods["needs-weights"]["available"] and "checkpoint" in methods["needs-weights"]["reason"]
     assert "steps" in methods["fake"]["options_schema"]["properties"]
