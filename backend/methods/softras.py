@@ -45,37 +45,16 @@ NETWORK_SHARE = 0.05
 """Share of the "shape" stage's progress given to the network's forward pass."""
 
 
-class SoftRasOptions(MethodOptions):
-    """Options of the ``softras`` method (the network has none: they steer the camera fit and texture)."""
+class SoftRasOptions(FitOptions):
+    """Options of the ``softras`` method: the network has none, so these are ``fit``'s options for the
+    camera fit and the texture (every one of them, for the refinement), plus ``refine``."""
 
     iterations: int = Field(100, ge=0, le=20000, description="camera (and, with refine, shape) fit steps")
     refine: bool = Field(False, description="let the shape move during the fit, held near the prediction")
-    keep_shape_weight: float = Field(
-        10.0, ge=0.0, description="with refine: weight of the mean squared offset from the prediction"
-    )
-    resolution: int = Field(128, ge=16, le=1024, description="side of the silhouettes compared with the mask")
-    hypotheses: int = Field(4, ge=1, le=12, description="camera azimuth hypotheses tried at first")
-    texture_size: int = Field(512, ge=16, le=4096, description="texture height; its width is twice that")
-    crop_size: int = Field(
-        512, ge=32, le=2048, description="side of the photo crop the texture is taken from"
-    )
-    seed: int = Field(0, description="seed of the random choices of the camera fit")
-    cpu_threads: int = Field(
-        1, ge=1, le=256, description="torch CPU threads on a CPU (small tensors: 1 is fastest)"
-    )
 
     def fit_options(self) -> FitOptions:
         """The ``fit`` options of the camera fit and texturing."""
-        return FitOptions(
-            iterations=self.iterations,
-            resolution=self.resolution,
-            hypotheses=self.hypotheses,
-            keep_shape_weight=self.keep_shape_weight,
-            texture_size=self.texture_size,
-            crop_size=self.crop_size,
-            seed=self.seed,
-            cpu_threads=self.cpu_threads,
-        )
+        return FitOptions(**self.model_dump(exclude={"refine"}))
 
 
 class SoftRasMethod:
