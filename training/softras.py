@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import chamfer_distance, mask_iou, voxel_iou
-from backend.geometry.ops import edge_adjacent_faces, face_areas, uniform_laplacian
+from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, face_areas, uniform_laplacian
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
 from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
@@ -134,6 +134,8 @@ class SoftRasTraining:
 
     def __init__(self, config: SoftRasTrainConfig) -> None:
         self.config = config
+        self._laplacian_cache: Tensor | None = None  # built once per device
+        self._adjacency_cache: EdgeAdjacency | None = None
 
     def build_model(self) -> nn.Module:
         return SoftRasModel(self.config.model)
@@ -167,14 +169,14 @@ class SoftRasTraining:
         return {"loss": loss, "silhouette": silhouette, "laplacian": laplacian, "flatten": flatten}
 
     def _laplacian(self, network: SoftRasModel) -> Tensor:
-        cached = getattr(self, "_laplacian_cache", None)
+        cached = self._laplacian_cache
         if cached is None or cached.device != network.faces.device:
             cached = uniform_laplacian(network.faces, network.num_vertices, device=network.faces.device)
             self._laplacian_cache = cached
         return cached
 
-    def _adjacency(self, network: SoftRasModel) -> Any:
-        cached = getattr(self, "_adjacency_cache", None)
+    def _adjacency(self, network: SoftRasModel) -> EdgeAdjacency:
+        cached = self._adjacency_cache
         if cached is None or cached.edges.device != network.faces.device:
             cached = edge_adjacent_faces(network.faces)
             self._adjacency_cache = cached
@@ -184,21 +186,17 @@ class SoftRasTraining:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader[Any]) -> dict[str, float]:
         network: SoftRasModel = unwrap_model(model)  # type: ignore[assignment]
-        dataset, limit = _base_dataset(loader.dataset), self.config.eval_objects
+        dataset = _base_dataset(loader.dataset)  # eval_objects is applied by ``datasets`` (a Subset)
         per_category: dict[str, list[float]] = defaultdict(list)
         silhouettes: list[float] = []
         chamfers: list[float] = []
         generator = torch.Generator().manual_seed(0)
-        seen = 0
         for batch in loader:
             image, mask = batch["image"], batch["mask"]  # (B, V', 3, S, S), (B, V', 1, S, S)
             items, views, size = image.shape[0], image.shape[1], image.shape[-1]
             vertices = network(model_input(image.flatten(0, 1), mask.flatten(0, 1)))
             vertices = vertices.view(items, views, -1, 3)
             for item in range(items):
-                if limit and seen >= limit:
-                    break
-                seen += 1
                 category = str(batch["category"][item])
                 for view in range(views):
                     predicted = vertices[item, view].float().cpu()
@@ -219,8 +217,6 @@ class SoftRasTraining:
                         ours = sample_surface(predicted, network.faces.cpu(), CHAMFER_POINTS, generator)
                         theirs = sample_surface(truth[0], truth[1], CHAMFER_POINTS, generator)
                         chamfers.append(float(chamfer_distance(ours, theirs).total))
-            if limit and seen >= limit:
-                break
         metrics: dict[str, float] = {"silhouette_iou": _mean(silhouettes)}
         if per_category:
             for category, values in sorted(per_category.items()):
