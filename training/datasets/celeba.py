@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from training.datasets._io import IMAGE_SUFFIXES, read_rgb
-from training.datasets.transforms import resize_square
+from training.datasets.transforms import augments, resize_square
 
 BOX_FILE = "celeba_crop_bbox.txt"
 PHOTO_DIR = "img_celeba"
@@ -93,7 +93,7 @@ class CelebACrops(Dataset[dict[str, Any]]):
         self.root = Path(root)
         self.split = split
         self.image_size = image_size
-        self.augment = (split == "train") if augment is None else augment
+        self.augment = augments(split, augment)
         self.seed = seed
         self.epoch = 0
         boxes = self.root / BOX_FILE

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from training.datasets._io import read_metadata
 from training.datasets.cmr import AugmentConfig, CmrAnnotatedImages, PartMaps, part_maps_from_metadata
-from training.datasets.transforms import CUB_KEYPOINT_PERMUTATION
+from training.datasets.transforms import CUB_KEYPOINT_PERMUTATION, augments
 
 
 class CubDataset(CmrAnnotatedImages):
@@ -63,7 +63,7 @@ class CubDataset(CmrAnnotatedImages):
             image_size=image_size,
             padding=padding,
             jitter=jitter,
-            augment=(split == "train") if augment is None else augment,
+            augment=augments(split, augment),
             seed=seed,
         )
         sfm_path = annotations / "sfm" / f"anno_{split}.mat"

@@ -23,6 +23,7 @@ import numpy as np
 
 from training.datasets._io import load_mat
 from training.datasets.cmr import AugmentConfig, CmrAnnotatedImages
+from training.datasets.transforms import augments
 
 
 class Pascal3DCars(CmrAnnotatedImages):
@@ -59,7 +60,7 @@ class Pascal3DCars(CmrAnnotatedImages):
             image_size=image_size,
             padding=padding,
             jitter=jitter,
-            augment=(split == "train") if augment is None else augment,
+            augment=augments(split, augment),
             seed=seed,
         )
         sfm_path = annotations / "sfm" / f"{category}_{split}.mat"

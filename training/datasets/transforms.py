@@ -76,6 +76,12 @@ class CropBox:
         return np.stack([x, y], axis=-1)
 
 
+def augments(split: str, augment: bool | None) -> bool:
+    """Whether a loader augments (jitter, mirror): ``augment`` when given, else CMR's rule, on for the
+    "train" split only."""
+    return split == "train" if augment is None else augment
+
+
 def box_from_cmr(x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
     """CMR's 1-based inclusive pixel box -> (4,) continuous (x_min, y_min, x_max, y_max).
 
