@@ -28,6 +28,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from backend.devices import resolve_device
+
 ENV_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -53,32 +55,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         """True on rank 0, the process that logs, evaluates and writes checkpoints."""
         return self.rank == 0
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda, then mps, then cpu; other names checked against what this machine has.
-
-    Raises:
-        ValueError: an unknown device name, or cuda / mps asked for where it is not available.
-    """
-    if isinstance(name, torch.device):
-        device = name
-    elif name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    else:
-        try:
-            device = torch.device(name)
-        except RuntimeError as error:
-            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but this machine has no usable CUDA GPU")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps was asked for but MPS is not available here")
-    return device
 
 
 def launched_by_torchrun() -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import pydantic
 import torch
 
+from backend import devices
 from backend.checkpoints import installed_checkpoints
 from backend.methods.base import Method, MethodError, MethodOptions
 from backend.methods.fit import FitMethod
@@ -99,24 +100,11 @@ def parse_options(name: str, data: dict[str, Any] | MethodOptions | None) -> Met
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> cuda, then mps, then cpu; otherwise the named device, checked to exist."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    """``backend.devices.resolve_device`` with its errors as ``MethodError`` (a client can cause them)."""
     try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise MethodError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MethodError("device cuda was asked for but this machine has no usable CUDA GPU")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise MethodError("device mps was asked for but MPS is not available here")
-    return resolved
+        return devices.resolve_device(device)
+    except ValueError as error:
+        raise MethodError(str(error)) from None
 
 
 def create_method(name: str, device: str | torch.device = "auto", checkpoint: str | None = None) -> Method:

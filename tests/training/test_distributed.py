@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.distributed import ShardedSampler, init_distributed, resolve_device
+from backend.devices import resolve_device
+from training.distributed import ShardedSampler, init_distributed
 
 from .toy import ToyMethod, run, toy_config
 
