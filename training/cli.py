@@ -12,13 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import __version__
-from training import bench_softras, softras
+from training import adaptive_flow, bench_adaptive_flow, bench_softras, softras
 from training.datasets import make_synthetic
 
 COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
     make_synthetic.register,
     softras.register,
     bench_softras.register,
+    adaptive_flow.register,
+    bench_adaptive_flow.register,
 ]
 """The register functions of the subcommands, in the order ``--help`` lists them."""
 

@@ -252,6 +252,7 @@ class FitMethod:
         shape: ShapeMode,
         mirror_texture: bool = True,
         template_id: str | None = None,
+        initial_camera: Camera | None = None,
     ) -> Reconstruction:
         """Fit ``mesh`` (or, with ``shape="template"``, the icosphere) and a camera to the mask; texture it.
 
@@ -259,9 +260,13 @@ class FitMethod:
         "pose" (``mesh`` frozen, only the camera moves). ``mirror_texture``: fill the unseen half by
         mirroring (the mesh has a symmetric template layout) instead of keeping ``mesh``'s texture.
         ``template_id``: the report's topology id (default: the icosphere's, or ``mesh``'s own).
+        ``initial_camera``: a batch-of-one camera (e.g. a network's prediction) to start from instead of
+        the azimuth hypotheses around the mask's centroid (``opts.hypotheses`` is then ignored).
         """
         with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
-            return self._reconstruct(image, mask, opts, progress, mesh, shape, mirror_texture, template_id)
+            return self._reconstruct(
+                image, mask, opts, progress, mesh, shape, mirror_texture, template_id, initial_camera
+            )
 
     def _reconstruct(
         self,
@@ -273,6 +278,7 @@ class FitMethod:
         shape: ShapeMode,
         mirror_texture: bool,
         template_id: str | None,
+        initial_camera: Camera | None = None,
     ) -> Reconstruction:
         size = image.shape[0]
         if image.shape != (size, size, 3) or mask.shape != (size, size):
@@ -290,7 +296,9 @@ class FitMethod:
             base = self.template.mesh
             template_id = template_id or self.template_id
         else:
-            fitted = self._fit_refinement(init_mesh.to(self.device), mask, opts, progress, shape == "refine")
+            fitted = self._fit_refinement(
+                init_mesh.to(self.device), mask, opts, progress, shape == "refine", initial_camera
+            )
             base = init_mesh
             template_id = template_id or topology_id(init_mesh)
         timings["shape"] = time.perf_counter() - started
@@ -379,11 +387,13 @@ class FitMethod:
         opts: FitOptions,
         progress: ProgressCallback,
         train_shape: bool = True,
+        initial_camera: Camera | None = None,
     ) -> ShapeFit:
         base = mesh.vertices.float()  # (V, 3)
         faces = mesh.faces
         laplacian = uniform_laplacian(faces, mesh.num_vertices, device=self.device)
-        offsets = torch.zeros(opts.hypotheses, mesh.num_vertices, 3, device=self.device)
+        count = 1 if initial_camera is not None else opts.hypotheses
+        offsets = torch.zeros(count, mesh.num_vertices, 3, device=self.device)
 
         def vertices_of(offsets: Tensor) -> Tensor:
             return base + offsets
@@ -393,7 +403,9 @@ class FitMethod:
                 offsets, faces, laplacian=laplacian
             ) + opts.keep_shape_weight * offsets.pow(2).sum(-1).mean(-1)
 
-        return self._optimise(mask, faces, offsets, vertices_of, regularisers, opts, progress, train_shape)
+        return self._optimise(
+            mask, faces, offsets, vertices_of, regularisers, opts, progress, train_shape, initial_camera
+        )
 
     def _optimise(
         self,
@@ -405,6 +417,7 @@ class FitMethod:
         opts: FitOptions,
         progress: ProgressCallback,
         train_shape: bool = True,
+        initial_camera: Camera | None = None,
     ) -> ShapeFit:
         """Adam on offsets (B, ...) (unless not ``train_shape``: they stay zero) and B cameras.
 
@@ -417,7 +430,13 @@ class FitMethod:
         full = _Target.build(mask, opts.resolution, generator, self.device)
         coarse = _Target.build(mask, max(opts.resolution // 2, 16), generator, self.device)
         radius = float(vertices_of(offsets[:1]).detach().norm(dim=-1).max())
-        log_scale, translation, rotation = self._initial_camera(full.mask, count, radius)
+        if initial_camera is None:
+            log_scale, translation, rotation = self._initial_camera(full.mask, count, radius)
+        else:
+            start = initial_camera.to(self.device)
+            log_scale = start.params["scale"].float().log().clone()
+            translation = start.params["translation"].float().clone()
+            rotation = start.params["rotation"].float().clone()
         params = [offsets, log_scale, translation, rotation]
         adjacency = edge_adjacent_faces(faces)
         hypothesis_losses: list[float] = []

@@ -28,7 +28,6 @@ import numpy as np
 import pydantic
 import torch
 
-from backend.checkpoints import CheckpointError, checkpoint_root, default_checkpoint, load_checkpoint
 from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import (
     MethodError,
@@ -37,6 +36,7 @@ from backend.methods.base import (
     Reconstruction,
     cpu_threads,
 )
+from backend.methods.checkpointed import checkpoint_availability, load_method_checkpoint
 from backend.methods.fit import FitMethod, FitOptions, ShapeMode
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
 
@@ -70,18 +70,13 @@ class SoftRasMethod:
 
     def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
         self.device = torch.device(device)
-        path = Path(checkpoint).expanduser() if checkpoint is not None else default_checkpoint(self.name)
-        if path is None:
-            raise MethodError(self.availability()[1] or "no softras checkpoint")
+        loaded = load_method_checkpoint(self.name, checkpoint, TEMPLATE_ID, self.device)
         try:
-            loaded = load_checkpoint(path, method=self.name, template=TEMPLATE_ID, device=self.device)
             model_settings = loaded.meta.config.get("model", {})
             self.model = SoftRasModel(SoftRasModelConfig.from_dict(dict(model_settings)))
             self.model.load_state_dict(loaded.weights)
-        except CheckpointError as error:
-            raise MethodError(str(error)) from error
         except (ValueError, RuntimeError) as error:  # config or weights that do not fit the network
-            raise MethodError(f"{path} does not hold a usable softras network: {error}") from error
+            raise MethodError(f"{loaded.path} does not hold a usable softras network: {error}") from error
         self.model.to(self.device).eval()
         self.checkpoint_id = loaded.path.name
         self.fit = FitMethod(self.device)
@@ -89,12 +84,7 @@ class SoftRasMethod:
     @classmethod
     def availability(cls) -> tuple[bool, str | None]:
         """Whether a checkpoint is installed (``checkpoint_root()``); the reason when not."""
-        if default_checkpoint(cls.name) is not None:
-            return True, None
-        return False, (
-            f"no softras checkpoint installed in {checkpoint_root()}; train one with "
-            "`mono2mesh-train softras` or pass a checkpoint"
-        )
+        return checkpoint_availability(cls.name, "mono2mesh-train softras")
 
     def crop_size(self, options: MethodOptions) -> int:
         return _options(options).crop_size

@@ -4,4 +4,6 @@ which a checkpoint's JSON carries as ``config["model"]``.
 
 - ``encoders``: image encoders for small inputs (SoftRas conv, ResNet-like, attention).
 - ``softras``: the Soft Rasterizer ShapeNet reconstruction network on the 642-vertex icosphere.
+- ``adaptive_flow``: the adaptive-flow network (UMR's texture-flow model plus the variance decoder D_var).
+- ``discriminator``: the WGAN critic for renders (UMR's discriminator without batch norm).
 """

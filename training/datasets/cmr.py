@@ -22,8 +22,10 @@ it is read in one epoch (``set_epoch`` moves to the next), and DataLoader worker
 
 Part maps (optional, ``part_dir``): for a photo ``a/b.jpg`` the file ``part_dir/a/b.png`` is a label map
 (0 background, k part k, the photo's size) turned into ``1 + P`` one-hot channels, or ``part_dir/a/b.npy``
-is an (H, W, C) float array of part probabilities with the background first (SCOPS's layout). Without
-part maps, items simply have no "parts" key.
+is an (H, W, C) float array of part probabilities with the background first (SCOPS's layout). UMR names
+its SCOPS files ``<class dir>/<image name>_<number>.npy``; when ``b.npy`` is absent the single file
+``b_<anything>.npy`` beside it is read (two candidates are an error naming both). Without part maps, items
+simply have no "parts" key.
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ class CmrAnnotatedImages(Dataset[Sample]):
         label_path = self.part_maps.directory / f"{stem}.png"
         array_path = self.part_maps.directory / f"{stem}.npy"
         channels = self.part_maps.num_channels
+        if not label_path.is_file() and not array_path.is_file():
+            array_path = _indexed_array(array_path)
         if label_path.is_file():
             labels = read_label_map(label_path)
             if labels.max() >= channels:
@@ -254,3 +258,12 @@ def part_maps_from_metadata(directory: Path, metadata: dict[str, Any] | None) ->
         inner = transforms.check_permutation(permutation, len(names), "part_permutation")
         channels = (0, *(p + 1 for p in inner))
     return PartMaps(directory=directory, num_channels=len(names) + 1, channel_permutation=channels)
+
+
+def _indexed_array(path: Path) -> Path:
+    """UMR's SCOPS name for ``dir/b.npy``: the one ``dir/b_<suffix>.npy``; ``path`` itself when none."""
+    candidates = sorted(path.parent.glob(f"{path.stem}_*.npy")) if path.parent.is_dir() else []
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates[:2])
+        raise ValueError(f"part map of {path.stem} is ambiguous: {names} both match {path.stem}_*.npy")
+    return candidates[0] if candidates else path

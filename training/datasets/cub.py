@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backend.geometry import TexturedMesh
 from training.datasets._io import read_metadata
 from training.datasets.cmr import AugmentConfig, CmrAnnotatedImages, PartMaps, part_maps_from_metadata
+from training.datasets.meshes import MeshArchive
 from training.datasets.transforms import CUB_KEYPOINT_PERMUTATION, augments
 
 
@@ -76,3 +78,20 @@ class CubDataset(CmrAnnotatedImages):
             part_maps=part_maps or part_maps_from_metadata(root / "parts", metadata),
         )
         self.split = split
+        self.root = root
+        self._archives: dict[str, MeshArchive] = {}
+
+    def ground_truth_mesh(self, index: int) -> TexturedMesh | None:
+        """The object's ground-truth mesh (synthetic "cub" layout: the record's ``object`` in
+        ``<category>_<split>_meshes.npz``, the category being the first folder of ``rel_path``), else None.
+
+        The mesh is in the world frame of the item's ``"camera"`` (which follows crops and mirroring).
+        """
+        record = self.records[index]
+        category = self.rel_path(index).split("/")[0]
+        path = self.root / f"{category}_{self.split}_meshes.npz"
+        if not hasattr(record, "object") or not path.is_file():
+            return None
+        if category not in self._archives:
+            self._archives[category] = MeshArchive(path)
+        return self._archives[category].mesh(int(record.object))
