@@ -177,3 +177,55 @@ def test_sfm_and_annotations_must_correspond(tmp_path: Path, write_cmr: WriteCmr
     scipy.io.savemat(str(sfm), {"sfm_anno": data["sfm_anno"][:, :1]})
     with pytest.raises(ValueError, match="1 sfm_anno entries but"):
         CubDataset(tmp_path)
+
+
+def test_umr_scops_file_names_are_found_and_ambiguity_is_an_error(
+    tmp_path: Path, write_cmr: WriteCmr
+) -> None:
+    from training.datasets.cmr import PartMaps
+
+    photo = _write_cub(tmp_path, write_cmr, count=1)[0]
+    height, width = photo.mask.shape
+    parts = np.zeros((height, width, 3), dtype=np.float32)
+    parts[..., 0] = 1 - photo.mask
+    parts[..., 1] = photo.mask
+    stem = Path(photo.rel_path).with_suffix("")
+    folder = tmp_path / "scops" / stem.parent
+    folder.mkdir(parents=True)
+    np.save(folder / f"{stem.name}_17.npy", parts)  # UMR: <class dir>/<image name>_<number>.npy
+    maps = PartMaps(tmp_path / "scops", num_channels=3)
+    item = CubDataset(tmp_path, image_size=32, augment=False, part_maps=maps)[0]
+    np.testing.assert_allclose(item["parts"][1].numpy(), item["mask"][0].numpy(), atol=1e-5)
+    np.save(folder / f"{stem.name}_18.npy", parts)
+    with pytest.raises(ValueError, match="ambiguous"):
+        CubDataset(tmp_path, image_size=32, augment=False, part_maps=maps)[0]
+
+
+def test_the_synthetic_layout_gives_the_ground_truth_mesh_of_each_photo(tmp_path: Path) -> None:
+    from backend.render.renderer import render
+    from backend.render.settings import RasterSettings
+    from training.datasets.synthetic import SyntheticConfig, generate
+
+    generate(
+        tmp_path,
+        SyntheticConfig(category="bird", n=3, layout="cub", size=64, views=2, splits=(("train", 1.0),)),
+    )
+    dataset = CubDataset(tmp_path, image_size=64, augment=False)
+    assert len(dataset) == 6
+    for index in (0, 3, 5):
+        item, mesh = dataset[index], dataset.ground_truth_mesh(index)
+        assert mesh is not None
+        camera = item["camera"][None]
+        rendered = render(
+            mesh.vertices, mesh.faces, Camera.weak_perspective(camera[:, 0], camera[:, 1:3], camera[:, 3:7]),
+            RasterSettings(64, soft=False),
+        ).alpha[0, ..., 0]  # fmt: skip
+        overlap = (rendered * item["mask"][0]).sum() / (
+            rendered + item["mask"][0] - rendered * item["mask"][0]
+        ).sum()
+        assert overlap > 0.85, (index, float(overlap))  # hard edges of a 64-pixel render
+
+
+def test_real_cub_has_no_ground_truth_mesh(tmp_path: Path, write_cmr: WriteCmr) -> None:
+    _write_cub(tmp_path, write_cmr, count=1)
+    assert CubDataset(tmp_path, image_size=32, augment=False).ground_truth_mesh(0) is None
