@@ -71,7 +71,8 @@ from backend.models.adaptive_flow import (
 from backend.models.discriminator import Discriminator
 from backend.render.renderer import Lighting, RenderOutput, render
 from backend.render.settings import RasterSettings
-from training.config import TrainConfig, add_config_arguments, config_from_args
+from training.commands import register_training_command
+from training.config import TrainConfig
 from training.datasets.cmr import PartMaps
 from training.datasets.cub import CubDataset
 from training.distributed import unwrap_model
@@ -335,6 +336,8 @@ class AdaptiveFlowTraining:
         network = AdaptiveFlowModel(config.model, encoder_weights=encoder.model)
         if config.stage == 2 and config.stage1_checkpoint:
             _load_stage1(network, Path(config.stage1_checkpoint), config.stage1_init)
+        elif config.stage == 2:
+            log.warning("stage 2 without stage1_checkpoint: the template is the sphere, no part losses run")
         critic = Discriminator(in_channels=4, image_size=config.render_size)
         return AdaptiveFlowNetwork(network, critic)
 
@@ -839,30 +842,12 @@ def _unaugmented(dataset: Dataset[Any]) -> Dataset[Any]:
 # -- command line ---------------------------------------------------------------------------------------
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """``mono2mesh-train adaptive-flow``: every field of ``AdaptiveFlowTrainConfig`` as a flag."""
-    parser = subparsers.add_parser(
+    return register_training_command(
+        subparsers,
         "adaptive-flow",
-        help="train the adaptive-gradient texture-flow model (method adaptive-flow; two stages)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train the adaptive-gradient texture-flow model (method adaptive-flow; two stages)",
+        __doc__,
+        AdaptiveFlowTrainConfig,
+        datasets,
+        run,
     )
-    add_config_arguments(parser, AdaptiveFlowTrainConfig)
-    parser.set_defaults(run=_run_command)
-    return parser
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(AdaptiveFlowTrainConfig, args)
-        if config.stage == 2 and not config.stage1_checkpoint:
-            log.warning(
-                "stage 2 without stage1_checkpoint: the template is the sphere and no part losses run"
-            )
-        train_set, eval_set = datasets(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"mono2mesh-train adaptive-flow: error: {error}")
-        return 2
-    result = run(config, train_set, eval_set)
-    if result.checkpoint is not None:
-        print(f"checkpoint: {result.checkpoint}")
-        print(f"metrics: {result.metrics}")
-    return 0

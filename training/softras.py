@@ -37,7 +37,8 @@ from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, face_areas,
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
 from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
-from training.config import TrainConfig, add_config_arguments, config_from_args, lr_factor
+from training.commands import register_training_command
+from training.config import TrainConfig, lr_factor
 from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
 from training.distributed import unwrap_model
 from training.loop import RunResult, train
@@ -330,26 +331,12 @@ def run(
 # -- command line ---------------------------------------------------------------------------------------
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """``mono2mesh-train softras``: every field of ``SoftRasTrainConfig`` as a flag, presets, --set."""
-    parser = subparsers.add_parser(
+    return register_training_command(
+        subparsers,
         "softras",
-        help="train the Soft Rasterizer baseline (method softras)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train the Soft Rasterizer baseline (method softras)",
+        __doc__,
+        SoftRasTrainConfig,
+        datasets,
+        run,
     )
-    add_config_arguments(parser, SoftRasTrainConfig)
-    parser.set_defaults(run=_run_command)
-    return parser
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(SoftRasTrainConfig, args)
-        train_set, eval_set = datasets(config)
-    except (ValueError, FileNotFoundError) as error:  # ConfigError is a ValueError
-        print(f"mono2mesh-train softras: error: {error}")
-        return 2
-    result = run(config, train_set, eval_set)
-    if result.checkpoint is not None:
-        print(f"checkpoint: {result.checkpoint}")
-        print(f"metrics: {result.metrics}")
-    return 0

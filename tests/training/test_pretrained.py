@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,6 @@ from training.pretrained import (
 )
 
 ARCH = "resnet18"
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty torch hub cache; any attempt to download fails the test."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-
-    def no_download(*args: object, **kwargs: object) -> None:
-        pytest.fail("a download was attempted")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
 
 
 def _reference() -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +22,6 @@ def _scipy_fid(features1: np.ndarray, features2: np.ndarray) -> float:
     cov1, cov2 = np.cov(features1, rowvar=False), np.cov(features2, rowvar=False)
     root = scipy.linalg.sqrtm(cov1 @ cov2).real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty torch hub cache; any attempt to download fails the test."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-
-    def no_download(*args: object, **kwargs: object) -> None:
-        pytest.fail("a download was attempted")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
 
 
 def test_feature_statistics_match_numpy() -> None:

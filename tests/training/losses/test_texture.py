@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,6 @@ from training.losses.texture import (
     perceptual_loss,
     texture_dt_loss,
 )
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty torch hub cache; any attempt to download fails the test."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-
-    def no_download(*args: object, **kwargs: object) -> None:
-        pytest.fail("a download was attempted")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
 
 
 class _Taps(nn.Module):
