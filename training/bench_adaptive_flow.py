@@ -55,6 +55,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--objects", type=int, default=600, help="synthetic birds to generate (80/10/10 split)"
     )
     parser.add_argument("--stage1-iterations", type=int, default=200, help="stage-1 optimiser steps")
+    parser.add_argument(
+        "--stage1-checkpoint", default="", help="reuse this stage-1 checkpoint instead of training one"
+    )
     parser.add_argument("--stage2-iterations", type=int, default=300, help="stage-2 steps per variant")
     parser.add_argument("--preset", default="cpu", help="configuration preset applied to both stages")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -158,16 +161,24 @@ def _run_command(args: argparse.Namespace) -> int:
     results["eval_items"] = len(eval_set) if eval_set is not None else 0  # type: ignore[arg-type]
     untrained = AdaptiveFlowTraining(stage1).build_model()
     results["untrained"] = _evaluate(stage1, untrained, eval_set)
-    started = time.perf_counter()
-    first = run(stage1, train_set, eval_set)
-    results["stage1"] = {"metrics": {k: round(v, 4) for k, v in first.metrics.items()},
-                         "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    stage2_base = [f"iterations={args.stage2_iterations}", f"stage1_checkpoint={first.checkpoint}"]
+    if args.stage1_checkpoint:
+        checkpoint = Path(args.stage1_checkpoint)
+        meta = json.loads(checkpoint.with_suffix(".json").read_text())
+        results["stage1"] = {"metrics": meta["metrics"], "steps": meta["step"], "reused": str(checkpoint)}
+    else:
+        started = time.perf_counter()
+        first = run(stage1, train_set, eval_set)
+        checkpoint = first.checkpoint  # type: ignore[assignment]
+        results["stage1"] = {"metrics": {k: round(v, 4) for k, v in first.metrics.items()},
+                             "steps": args.stage1_iterations,
+                             "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    stage2_base = [f"iterations={args.stage2_iterations}", f"stage1_checkpoint={checkpoint}"]
     for name in [v for v in args.variants.split(",") if v]:
         config = _config(args, 2, out / f"stage2_{name}", [*stage2_base, *VARIANTS[name]])
         started = time.perf_counter()
         result = run(config, *datasets(config))
         results[name] = {"metrics": {k: round(v, 4) for k, v in result.metrics.items()},
+                         "steps": args.stage2_iterations,
                          "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
         if name == "full":
             results["inference_cpu"] = inference_ms(
