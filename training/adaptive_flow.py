@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from backend.checkpoints import load_checkpoint
+from backend.devices import resolve_device
 from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
 from backend.geometry.metrics import mask_iou, ssim
 from backend.geometry.ops import EdgeAdjacency, deformation_loss, edge_adjacent_faces, uniform_laplacian
@@ -579,10 +580,12 @@ class AdaptiveFlowTraining:
         """The Inception network for the FID metric when its ImageNet weights are on this machine."""
         if self.config.pretrained == "none":
             return None
-        features = FidFeatures.build("inception", "auto", self.config.pretrained_path or None)
-        if features.kind != "inception" or not features.pretrained:
-            return None
-        return features.to(device)
+        if "inception" not in self._caches:  # looked up once per run, not at every evaluation
+            features = FidFeatures.build("inception", "auto", self.config.pretrained_path or None)
+            usable = features.kind == "inception" and features.pretrained
+            self._caches["inception"] = features if usable else None
+        features = self._caches["inception"]
+        return None if features is None else features.to(device)
 
     def _textured(
         self,
@@ -810,7 +813,7 @@ def run(
         assert isinstance(wrapper, AdaptiveFlowNetwork)
         network = wrapper.network
         loader = DataLoader(_unaugmented(base), batch_size=config.batch_size, shuffle=False)
-        device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
+        device = resolve_device(config.device)
         vertex_parts = vertex_segmentation(network, loader, stage1.settings(), permutation, device)
         if vertex_parts is not None:
             Path(config.out).mkdir(parents=True, exist_ok=True)
