@@ -34,14 +34,13 @@ from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
 from backend.geometry.metrics import mask_iou
 from backend.methods.base import (
-    MethodError,
     MethodOptions,
     ProgressCallback,
     Reconstruction,
     Report,
     cpu_threads,
 )
-from backend.methods.checkpointed import checkpoint_availability, load_method_checkpoint
+from backend.methods.checkpointed import checkpoint_availability, load_method_network
 from backend.methods.fit import FitMethod, FitOptions
 from backend.models.adaptive_flow import (
     TEMPLATE_ID,
@@ -85,17 +84,10 @@ class AdaptiveFlowMethod:
 
     def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
         self.device = torch.device(device)
-        loaded = load_method_checkpoint(self.name, checkpoint, TEMPLATE_ID, self.device)
-        try:
-            settings = dict(loaded.meta.config.get("model", {}))
-            self.model = AdaptiveFlowModel(AdaptiveFlowModelConfig.from_dict(settings))
-            self.model.load_state_dict(loaded.weights)
-        except (ValueError, RuntimeError) as error:  # config or weights that do not fit the network
-            raise MethodError(
-                f"{loaded.path} does not hold a usable adaptive-flow network: {error}"
-            ) from error
-        self.model.to(self.device).eval()
-        self.checkpoint_id = loaded.path.name
+        self.model, self.checkpoint_id = load_method_network(
+            self.name, checkpoint, TEMPLATE_ID, self.device,
+            lambda settings: AdaptiveFlowModel(AdaptiveFlowModelConfig.from_dict(settings)),
+        )  # fmt: skip
         self.fit = FitMethod(self.device)
 
     @classmethod

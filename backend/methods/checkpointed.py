@@ -3,15 +3,21 @@
 ``load_method_checkpoint(method, checkpoint, template, device)`` resolves the path (the given one, or the
 newest installed checkpoint of ``method`` under ``checkpoint_root()``) and loads it with the method and
 template checks of ``backend.checkpoints``; every failure is a ``MethodError`` naming the file and the
-problem. ``checkpoint_availability(method, train_command)`` is the ``availability()`` of such a method:
-available when a checkpoint is installed, otherwise the reason and the command that trains one.
+problem. ``load_method_network(method, checkpoint, template, device, build)`` goes on to rebuild the
+network from the checkpoint's ``config["model"]`` with ``build`` and load the weights into it (a config or
+weights that do not fit are a ``MethodError`` too). ``checkpoint_availability(method, train_command)``
+is the ``availability()`` of such a method: available when a checkpoint is installed, otherwise the
+reason and the command that trains one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from backend.checkpoints import (
     Checkpoint,
@@ -21,6 +27,8 @@ from backend.checkpoints import (
     load_checkpoint,
 )
 from backend.methods.base import MethodError
+
+Network = TypeVar("Network", bound=nn.Module)
 
 
 def checkpoint_availability(method: str, train_command: str) -> tuple[bool, str | None]:
@@ -48,3 +56,27 @@ def load_method_checkpoint(
         return load_checkpoint(path, method=method, template=template, device=device)
     except CheckpointError as error:
         raise MethodError(str(error)) from error
+
+
+def load_method_network(
+    method: str,
+    checkpoint: str | Path | None,
+    template: str,
+    device: torch.device,
+    build: Callable[[dict[str, Any]], Network],
+) -> tuple[Network, str]:
+    """The network of a ``method`` checkpoint, in eval mode on ``device``, and the checkpoint's file name.
+
+    ``build`` makes the network from the checkpoint's ``config["model"]`` settings (a dict).
+
+    Raises:
+        MethodError: as ``load_method_checkpoint``, or settings / weights that do not fit the network.
+    """
+    loaded = load_method_checkpoint(method, checkpoint, template, device)
+    try:
+        network = build(dict(loaded.meta.config.get("model", {})))
+        network.load_state_dict(loaded.weights)
+    except (ValueError, RuntimeError) as error:  # config or weights that do not fit the network
+        raise MethodError(f"{loaded.path} does not hold a usable {method} network: {error}") from error
+    network.to(device).eval()
+    return network, loaded.path.name

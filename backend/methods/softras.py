@@ -30,13 +30,12 @@ import torch
 
 from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import (
-    MethodError,
     MethodOptions,
     ProgressCallback,
     Reconstruction,
     cpu_threads,
 )
-from backend.methods.checkpointed import checkpoint_availability, load_method_checkpoint
+from backend.methods.checkpointed import checkpoint_availability, load_method_network
 from backend.methods.fit import FitMethod, FitOptions, ShapeMode
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
 
@@ -70,15 +69,10 @@ class SoftRasMethod:
 
     def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
         self.device = torch.device(device)
-        loaded = load_method_checkpoint(self.name, checkpoint, TEMPLATE_ID, self.device)
-        try:
-            model_settings = loaded.meta.config.get("model", {})
-            self.model = SoftRasModel(SoftRasModelConfig.from_dict(dict(model_settings)))
-            self.model.load_state_dict(loaded.weights)
-        except (ValueError, RuntimeError) as error:  # config or weights that do not fit the network
-            raise MethodError(f"{loaded.path} does not hold a usable softras network: {error}") from error
-        self.model.to(self.device).eval()
-        self.checkpoint_id = loaded.path.name
+        self.model, self.checkpoint_id = load_method_network(
+            self.name, checkpoint, TEMPLATE_ID, self.device,
+            lambda settings: SoftRasModel(SoftRasModelConfig.from_dict(settings)),
+        )  # fmt: skip
         self.fit = FitMethod(self.device)
 
     @classmethod
