@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import pydantic
 import torch
@@ -32,7 +31,6 @@ import torch.nn.functional as F
 
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-from backend.geometry.metrics import mask_iou
 from backend.methods.base import (
     MethodOptions,
     ProgressCallback,
@@ -41,15 +39,13 @@ from backend.methods.base import (
     cpu_threads,
 )
 from backend.methods.checkpointed import checkpoint_availability, load_method_network
-from backend.methods.fit import FitMethod, FitOptions
+from backend.methods.fit import FitMethod, FitOptions, reprojection_iou
 from backend.models.adaptive_flow import (
     TEMPLATE_ID,
     AdaptiveFlowModel,
     AdaptiveFlowModelConfig,
     sample_texture,
 )
-from backend.render.renderer import render
-from backend.render.settings import RasterSettings
 
 Field = pydantic.Field
 
@@ -175,13 +171,17 @@ class AdaptiveFlowMethod:
             )  # fmt: skip
             timings.update(refined.report.timings)
             mesh, camera = refined.mesh, refined.camera
+            iou = refined.report.silhouette_iou or 0.0
+        else:
+            vertices, faces = mesh.vertices.to(self.device), mesh.faces.to(self.device)
+            iou = reprojection_iou(vertices, faces, camera, mask, opts.resolution)
         report = Report(
             method=self.name,
             options=opts.model_dump(),
             device=str(self.device),
             checkpoint=self.checkpoint_id,
             timings=timings,
-            silhouette_iou=round(self._silhouette_iou(mesh, camera, mask, opts.resolution), 4),
+            silhouette_iou=round(iou, 4),
             num_vertices=mesh.num_vertices,
             num_faces=mesh.num_faces,
             template=TEMPLATE_ID,
@@ -194,15 +194,6 @@ class AdaptiveFlowMethod:
             iterations=opts.refine_iterations, resolution=opts.resolution, crop_size=opts.crop_size,
             texture_size=self.model.config.flow_height * opts.texture_scale,
         )  # fmt: skip
-
-    @torch.no_grad()
-    def _silhouette_iou(self, mesh: TexturedMesh, camera: Camera, mask: np.ndarray, resolution: int) -> float:
-        hard = render(
-            mesh.vertices.to(self.device), mesh.faces.to(self.device), camera.to(self.device),
-            RasterSettings(resolution, soft=False),
-        ).alpha[0, ..., 0]  # fmt: skip
-        target = cv2.resize(mask.astype(np.float32), (resolution,) * 2, interpolation=cv2.INTER_AREA) > 0.5
-        return float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
 
 
 def _options(options: MethodOptions) -> AdaptiveFlowOptions:

@@ -132,6 +132,20 @@ def topology_id(mesh: TexturedMesh) -> str:
     return f"{mesh.num_vertices}v-{digest.hexdigest()[:12]}"
 
 
+@torch.no_grad()
+def reprojection_iou(
+    vertices: Tensor, faces: Tensor, camera: Camera, mask: np.ndarray, resolution: int
+) -> float:
+    """Hard silhouette IoU of a mesh (V, 3), (F, 3) seen by a batch-of-one ``camera`` against the crop mask
+    (S, S), both at ``resolution`` pixels (the mask area-resized, then thresholded at 0.5): the report's
+    ``silhouette_iou``."""
+    hard = render(vertices, faces, camera.to(vertices.device), RasterSettings(resolution, soft=False)).alpha[
+        0, ..., 0
+    ]
+    target = cv2.resize(mask.astype(np.float32), (resolution,) * 2, interpolation=cv2.INTER_AREA) > 0.5
+    return float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
+
+
 def initial_rotations(count: int, elevation_degrees: float = 0.0) -> Tensor:
     """(count, 4) quaternions: azimuths 360/count apart starting at half a step, then ``elevation``.
 
@@ -316,16 +330,9 @@ class FitMethod:
         progress(1.0, "texture")
         timings["texture"] = time.perf_counter() - started
 
-        hard = render(
-            fitted.vertices,
-            base.faces.to(self.device),
-            fitted.camera,
-            RasterSettings(opts.resolution, soft=False),
-        ).alpha[0, ..., 0]
-        target = (
-            cv2.resize(mask.astype(np.float32), (opts.resolution,) * 2, interpolation=cv2.INTER_AREA) > 0.5
+        iou = reprojection_iou(
+            fitted.vertices, base.faces.to(self.device), fitted.camera, mask, opts.resolution
         )
-        iou = float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
         report = Report(
             method=self.name,
             options=opts.model_dump(),
