@@ -77,7 +77,7 @@ from training.config import TrainConfig
 from training.datasets.cmr import PartMaps
 from training.datasets.cub import CubDataset
 from training.distributed import unwrap_model
-from training.loop import RunResult, move_to_device, train
+from training.loop import RunResult, base_dataset, move_to_device, train
 from training.losses.adversarial import grad_reverse, wgan_critic_loss
 from training.losses.camera import camera_entropy, weighted_by_hypothesis
 from training.losses.fid import FidFeatures, feature_statistics, fid_loss, frechet_distance
@@ -542,7 +542,7 @@ class AdaptiveFlowTraining:
     def evaluate(self, model: nn.Module, loader: DataLoader[Any]) -> dict[str, float]:
         wrapper: AdaptiveFlowNetwork = unwrap_model(model)  # type: ignore[assignment]
         network = wrapper.network
-        dataset = _base_dataset(loader.dataset)
+        dataset = base_dataset(loader.dataset)
         settings = self.settings()
         hard = replace(settings, soft=False)
         values: dict[str, list[float]] = {"mask_iou": [], "ssim": [], "novel_iou": [], "novel_ssim": []}
@@ -700,12 +700,6 @@ def _mean(values: list[float]) -> float:
     return float(sum(finite) / len(finite)) if finite else float("nan")
 
 
-def _base_dataset(dataset: Dataset[Any]) -> Dataset[Any]:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
 def _load_stage1(network: AdaptiveFlowModel, path: Path, init: str) -> None:
     """Copy the stage-1 template (for ``init="all"`` every weight of matching shape) into ``network``."""
     loaded = load_checkpoint(path, method=AdaptiveFlowTraining.name, template=TEMPLATE_ID)
@@ -804,7 +798,7 @@ def run(
     size = len(train_set)  # type: ignore[arg-type]
     steps_per_epoch = max(1, size // config.batch_size)
     vertex_parts, permutation = None, None
-    base = _base_dataset(train_set)
+    base = base_dataset(train_set)
     part_maps: PartMaps | None = getattr(base, "part_maps", None)
     if config.stage == 2 and config.stage1_checkpoint and part_maps is not None:
         permutation = part_maps.channel_permutation

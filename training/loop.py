@@ -125,6 +125,13 @@ class RunResult:
     model: nn.Module = field(repr=False)
 
 
+def base_dataset(dataset: Dataset[Any]) -> Dataset[Any]:
+    """The dataset under any number of ``Subset`` wrappers (where methods find ``ground_truth_mesh``)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
     random.seed(seed)

@@ -41,7 +41,7 @@ from training.commands import register_training_command
 from training.config import TrainConfig, lr_factor
 from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
 from training.distributed import unwrap_model
-from training.loop import RunResult, train
+from training.loop import RunResult, base_dataset, train
 from training.losses.regularisers import softras_flatten, softras_laplacian
 from training.losses.silhouette import multiview_iou_loss
 
@@ -187,7 +187,7 @@ class SoftRasTraining:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader[Any]) -> dict[str, float]:
         network: SoftRasModel = unwrap_model(model)  # type: ignore[assignment]
-        dataset = _base_dataset(loader.dataset)  # eval_objects is applied by ``datasets`` (a Subset)
+        dataset = base_dataset(loader.dataset)  # eval_objects is applied by ``datasets`` (a Subset)
         per_category: dict[str, list[float]] = defaultdict(list)
         silhouettes: list[float] = []
         chamfers: list[float] = []
@@ -265,12 +265,6 @@ def sample_surface(vertices: Tensor, faces: Tensor, count: int, generator: torch
     u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
     corners = vertices[faces[chosen]]  # (count, 3, 3)
     return corners[:, 0] + u * (corners[:, 1] - corners[:, 0]) + v * (corners[:, 2] - corners[:, 0])
-
-
-def _base_dataset(dataset: Dataset[Any]) -> Dataset[Any]:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
 
 
 def _ground_truth(dataset: Dataset[Any], index: int) -> tuple[Tensor, Tensor] | None:
