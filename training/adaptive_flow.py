@@ -62,7 +62,7 @@ from backend.devices import resolve_device
 from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
 from backend.geometry.metrics import mask_iou, ssim
 from backend.geometry.ops import EdgeAdjacency, deformation_loss, edge_adjacent_faces, uniform_laplacian
-from backend.methods.texturing import uv_rasterize
+from backend.meshing.texturing import uv_rasterize
 from backend.models.adaptive_flow import (
     TEMPLATE_ID,
     AdaptiveFlowModel,

@@ -18,7 +18,7 @@ No checkpoint, no download; seconds on a laptop CPU. Given the square crop and i
    batch for the first ``selection_fraction`` of the iterations; the one with the lowest loss is kept
    for the rest.
 2. **Texture** (stage "texture"). Each texel takes the photo colour where its surface point projects,
-   when that point is visible and faces the camera (``backend.methods.texturing.project_photo``); the
+   when that point is visible and faces the camera (``backend.meshing.texturing.project_photo``); the
    hidden side is filled from the mirrored visible side, and what is still empty is inpainted.
 
 **Refinement** (``init_mesh`` given): the optimisation starts from that mesh with its own topology and
@@ -62,8 +62,8 @@ from backend.geometry.ops import (
     uniform_laplacian,
 )
 from backend.geometry.templates import SymmetricTemplate, icosphere_template, symmetrize_vertices
+from backend.meshing.texturing import fill_mirrored, inpaint, project_photo
 from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Report, cpu_threads
-from backend.methods.texturing import fill_mirrored, inpaint, project_photo
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 

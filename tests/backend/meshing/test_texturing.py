@@ -10,7 +10,7 @@ import torch
 
 from backend.geometry.camera import Camera
 from backend.geometry.templates import icosphere_template
-from backend.methods.texturing import fill_mirrored, inpaint, project_photo, texel_surface, uv_rasterize
+from backend.meshing.texturing import fill_mirrored, inpaint, project_photo, texel_surface, uv_rasterize
 
 
 def naive_uv_faces(uvs: np.ndarray, face_uvs: np.ndarray, height: int, width: int) -> np.ndarray:
