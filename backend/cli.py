@@ -10,6 +10,7 @@ Subcommands:
     bench serve    overhead of a job through the HTTP server against calling the method directly.
     bench fit-multiview  one mesh fitted to 120 real silhouettes with known cameras; IoU per view.
     bench blender  submit -> object in a Blender scene, split into backend, download and import time.
+    bench meshing  point cloud -> mesh stage against the raw Open3D Poisson call; unwrap and bake times.
 Each command's module holds its arguments and its work; this one only dispatches.
 """
 
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.bench import blender as bench_blender
 
     bench_blender.add_arguments(benches.add_parser("blender", help="submit -> object in a Blender scene"))
+    from backend.bench import meshing as bench_meshing
+
+    bench_meshing.add_arguments(
+        benches.add_parser("meshing", help="meshing stage vs raw Open3D Poisson on 8k points (JSON)")
+    )
     return parser
 
 
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend import addon_build
 
         return addon_build.main(args)
+    if args.command == "bench" and args.bench == "meshing":
+        from backend.bench import meshing as bench_meshing
+
+        return bench_meshing.main(args)
     if args.command == "bench" and args.bench == "blender":
         from backend.bench import blender as bench_blender
 

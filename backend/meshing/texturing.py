@@ -10,7 +10,8 @@ Contract:
   tolerance of the depth buffer rendered from the same camera, at a covered pixel), *faces the
   camera* (view-space normal z above ``min_facing``) and lands *inside the object mask* (eroded a
   little, so background does not bleed in at the silhouette). It returns the colours and the mask of
-  texels that got one.
+  texels that got one. ``sample_photo(points, normals, ...)`` is the same lookup for any surface points
+  (``backend.meshing.bake`` uses it for the mirror images of hidden points).
 - ``fill_mirrored(colors, known)`` fills unknown texels of a template texture (whose mirror image is
   its left-right flip, ``backend.geometry.templates``) from their mirror texel, for bilaterally
   symmetric objects.
@@ -126,15 +127,54 @@ def project_photo(
         known: (H, W) bool, texels that got a photo colour.
     """
     height, width = texture_size
+    vertices = vertices.detach().float().cpu()
+    faces, uvs, face_uvs = faces.cpu(), uvs.float().cpu(), face_uvs.cpu()
+    texel_face, texel_bary = uv_rasterize(uvs, face_uvs, height, width)
+    index, points, normals = texel_surface(vertices, faces, texel_face, texel_bary)
+    sampled, good = sample_photo(
+        points, normals, vertices, faces, camera, image, mask,
+        min_facing=min_facing, depth_tolerance=depth_tolerance, erode_pixels=erode_pixels,
+    )  # fmt: skip
+    colors = np.zeros((height, width, 3), np.float32)
+    known = np.zeros((height, width), bool)
+    rows, columns = index[good, 0].numpy(), index[good, 1].numpy()
+    colors[rows, columns] = sampled[good].numpy()
+    known[rows, columns] = True
+    return colors, known
+
+
+def sample_photo(
+    points: Tensor,
+    normals: Tensor,
+    vertices: Tensor,
+    faces: Tensor,
+    camera: Camera,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    min_facing: float = 0.1,
+    depth_tolerance: float | Tensor = 0.02,
+    erode_pixels: int = 2,
+) -> tuple[Tensor, Tensor]:
+    """Photo colours at surface points the camera sees: the lookup behind ``project_photo``.
+
+    Args:
+        points: (N, 3) points on (or near) the mesh surface; normals: (N, 3) their unit normals.
+        vertices: (V, 3), faces: (F, 3): the mesh that occludes (its depth buffer decides visibility).
+        camera, image, mask, min_facing, erode_pixels: as ``project_photo``.
+        depth_tolerance: visibility slack as a fraction of the bounding-box diagonal; a float, or (N,)
+            per point.
+
+    Returns:
+        colors: (N, 3) float32 bilinear photo colours (meaningless where not ``good``).
+        good: (N,) bool, the point faces the camera, is not occluded and lands inside the mask.
+    """
     size = image.shape[0]
     if image.shape != (size, size, 3) or mask.shape != (size, size):
         raise ValueError(f"image must be (S, S, 3) with an (S, S) mask, got {image.shape} and {mask.shape}")
-    vertices = vertices.detach().float().cpu()
-    faces, uvs, face_uvs = faces.cpu(), uvs.float().cpu(), face_uvs.cpu()
+    vertices, faces = vertices.detach().float().cpu(), faces.cpu()
+    points, normals = points.detach().float().cpu(), normals.detach().float().cpu()
     camera = camera.to("cpu", torch.float32)
-    texel_face, texel_bary = uv_rasterize(uvs, face_uvs, height, width)
-    index, points, normals = texel_surface(vertices, faces, texel_face, texel_bary)
-
     projected = camera.project(points)[0]  # (N, 3) x_ndc, y_ndc, depth
     rotation, _ = camera.view_transform()
     facing = (normals @ rotation[0].T)[:, 2] > min_facing  # view-space normal towards the camera (+z)
@@ -159,14 +199,7 @@ def project_photo(
     inside &= (grid.abs() <= 1).all(-1)[0, 0]
     image_tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     sampled = F.grid_sample(image_tensor, grid, mode="bilinear", align_corners=False)[0, :, 0].T  # (N, 3)
-
-    good = facing & visible & inside
-    colors = np.zeros((height, width, 3), np.float32)
-    known = np.zeros((height, width), bool)
-    rows, columns = index[good, 0].numpy(), index[good, 1].numpy()
-    colors[rows, columns] = sampled[good].numpy()
-    known[rows, columns] = True
-    return colors, known
+    return sampled, facing & visible & inside
 
 
 def fill_mirrored(colors: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
