@@ -12,6 +12,9 @@
 - ``fid``: differentiable FID (eq. 42-47): ``feature_statistics``, ``frechet_distance``, ``FidFeatures``,
   ``fid_loss``.
 - ``camera``: multi-hypothesis cameras: ``weighted_by_hypothesis``, ``camera_entropy``.
+- ``effective``: seed 001's rendering-free loss (eq. 1-6): ``effective_loss`` -> ``EffectiveLoss``,
+  ``distance_field`` (eq. 2), ``first_term``, ``second_term``, ``boundary_bias``, ``sample_bilinear``,
+  ``pairwise_kernel_sum`` (chunked forward and backward).
 
 Import from the submodules (``from training.losses.fid import fid_loss``): nothing is re-exported
 here, so importing one loss does not import the others' dependencies.

@@ -1,0 +1,209 @@
+"""``mono2mesh-train bench-effective-loss``: the effective loss vs. a soft-rasterised silhouette loss (JSON).
+
+The seed paper's claim (Table 3): its loss, computed from point projections alone, makes a training step
+cheaper than rendering does. This times the loss part of one training step, forward and backward to the
+geometry, on the same batch (B objects x G views, SoftRas look-at cameras at 30 degrees elevation and
+evenly spaced azimuths) and image size:
+
+- ``effective``: ``training.losses.effective.effective_loss`` (eq. 6, both terms, the module's defaults)
+  of N points per object, projected into the G views; the distance fields (eq. 2) are computed from the
+  masks inside the step, as a trainer that does not cache them would.
+- ``effective_first_term``: the same with ``beta = 0`` (M1 only, eq. 3; the O(N^2) pairs are skipped).
+- ``distance_field``: eq. 2's processed silhouettes of the B x G masks alone (a cacheable part of the
+  above).
+- ``softras_<V>``: ``backend.render.renderer.render`` (soft silhouette, ``RasterSettings(image_size,
+  sigma)``) of an icosphere of V vertices in the G views and ``1 - soft IoU``
+  (``training.losses.silhouette.iou_loss``) against the masks, as ``softras`` trains: the 642-vertex
+  template the softras model uses, and the icosphere whose vertex count is closest to N.
+
+The target masks are hard renders of an ellipsoid; the points fill it and the meshes approximate it, so
+both losses work on realistic, mostly-covered silhouettes. Variants run interleaved (one step of each per
+round, after one warm-up round); medians in milliseconds and the ratios ``softras / effective`` are
+reported. Machine and date come with the figures (``backend.bench.machine.machine_info``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from backend.bench.machine import machine_info
+from backend.geometry.camera import Camera
+from backend.geometry.templates import MAX_ICOSPHERE_LEVEL, icosphere_template
+from backend.render.renderer import render
+from backend.render.settings import RasterSettings
+from training.losses.effective import (
+    DEFAULT_BETA,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_THETA,
+    distance_field,
+    effective_loss,
+)
+from training.losses.silhouette import iou_loss
+
+ELLIPSOID = (0.42, 0.3, 0.36)
+"""Semi-axes of the target shape (the unit box of the meshes is [-0.5, 0.5]^3)."""
+
+SOFTRAS_TEMPLATE_LEVEL = 3
+"""Icosphere level of the softras model's template (642 vertices)."""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "bench-effective-loss",
+        help="time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--points", type=int, default=8000, help="points per object (default 8000)")
+    parser.add_argument("--views", type=int, default=4, help="views per object (default 4)")
+    parser.add_argument("--batch-size", type=int, default=2, help="objects per step (default 2)")
+    parser.add_argument("--image-size", type=int, default=64, help="silhouette side in pixels (default 64)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, medians reported (default 5)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="pairwise rows per block")
+    parser.add_argument("--sigma", type=float, default=1e-4, help="SoftRas sigma (default 1e-4)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("points", "views", "batch_size", "image_size", "repeats", "chunk_size", "threads"):
+        if getattr(args, name) < 1:
+            print(f"mono2mesh-train bench-effective-loss: error: --{name.replace('_', '-')} must be >= 1")
+            return 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    batch, views, size = args.batch_size, args.views, args.image_size
+    cameras = _cameras(batch, views, device)  # B * G cameras, object-major
+    settings = RasterSettings(image_size=size, sigma=args.sigma)
+    masks = _target_masks(cameras, size).view(batch, views, size, size)  # (B, G, S, S)
+    points = _ellipsoid_points(batch, args.points, device)  # (B, N, 3)
+    levels = sorted({SOFTRAS_TEMPLATE_LEVEL, _closest_level(args.points)})
+    meshes = {level: _ellipsoid_mesh(level, batch, device) for level in levels}
+
+    def effective_step(beta: float) -> Callable[[], None]:
+        def step() -> None:
+            leaf = points.detach().requires_grad_(True)
+            per_view = leaf.repeat_interleave(views, dim=0)  # (B * G, N, 3)
+            points_ndc = cameras.project(per_view)[..., :2].view(batch, views, -1, 2)  # (B, G, N, 2)
+            loss = effective_loss(points_ndc, masks, beta=beta, chunk_size=args.chunk_size)
+            loss.total.backward()
+
+        return step
+
+    def softras_step(level: int) -> Callable[[], None]:
+        vertices, faces = meshes[level]
+
+        def step() -> None:
+            leaf = vertices.detach().requires_grad_(True)
+            per_view = leaf.repeat_interleave(views, dim=0)  # (B * G, V, 3)
+            alpha = render(per_view, faces, cameras, settings).alpha[..., 0]  # (B * G, S, S)
+            iou_loss(alpha, masks.flatten(0, 1)).mean().backward()
+
+        return step
+
+    def field_step() -> None:
+        distance_field(masks.flatten(0, 1))
+
+    steps: dict[str, Callable[[], None]] = {
+        "effective": effective_step(DEFAULT_BETA),
+        "effective_first_term": effective_step(0.0),
+        "distance_field": field_step,
+        **{f"softras_{meshes[level][0].shape[1]}": softras_step(level) for level in levels},
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(args.repeats + 1):
+        for name, step in steps.items():
+            seconds = _timed(step, device)
+            if round_index > 0:  # the first round warms up
+                times[name].append(seconds)
+    median_ms = {name: round(1000 * statistics.median(values), 3) for name, values in times.items()}
+    ratios = {
+        f"{name}_over_{reference}": round(median_ms[name] / median_ms[reference], 3)
+        for name in steps
+        if name.startswith("softras_")
+        for reference in ("effective", "effective_first_term")
+    }
+    results: dict[str, Any] = {
+        "benchmark": "effective-loss",
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_info(),
+        "device": str(device),
+        "points": args.points,
+        "views": views,
+        "batch_size": batch,
+        "image_size": size,
+        "repeats": args.repeats,
+        "chunk_size": args.chunk_size,
+        "theta": DEFAULT_THETA,
+        "beta": DEFAULT_BETA,
+        "sigma": args.sigma,
+        "meshes": {
+            f"softras_{v.shape[1]}": {"vertices": int(v.shape[1]), "faces": int(f.shape[0])}
+            for v, f in meshes.values()
+        },
+        "median_ms": median_ms,
+        "ratios": ratios,
+    }
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call of ``step`` (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _cameras(batch: int, views: int, device: torch.device) -> Camera:
+    """B * G SoftRas look-at cameras (object-major): elevation 30, azimuths 360 k / G (+ 15 per object)."""
+    azimuth = torch.tensor([360.0 * k / views + 15.0 * b for b in range(batch) for k in range(views)])
+    return Camera.look_at(2.732, torch.full_like(azimuth, 30.0), azimuth).to(device)
+
+
+def _target_masks(cameras: Camera, size: int) -> Tensor:
+    """(B * G, S, S) hard silhouettes of the ellipsoid in every view."""
+    vertices, faces = _ellipsoid_mesh(4, 1, cameras.device)
+    hard = RasterSettings(image_size=size, soft=False)
+    with torch.no_grad():
+        alpha = render(vertices[0], faces, cameras, hard).alpha[..., 0]  # (B * G, S, S)
+    return (alpha > 0.5).float()
+
+
+def _ellipsoid_points(batch: int, count: int, device: torch.device) -> Tensor:
+    """(B, N, 3) points uniform in the ellipsoid."""
+    direction = torch.nn.functional.normalize(torch.randn(batch, count, 3), dim=-1)
+    radius = torch.rand(batch, count, 1) ** (1 / 3)
+    return (direction * radius * torch.tensor(ELLIPSOID)).to(device)
+
+
+def _ellipsoid_mesh(level: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Icosphere of ``level`` scaled to the ellipsoid, slightly perturbed per object: (B, V, 3), (F, 3)."""
+    mesh = icosphere_template(level).mesh
+    vertices = mesh.vertices.float() * torch.tensor(ELLIPSOID)  # (V, 3)
+    noisy = vertices + 0.005 * torch.randn(batch, *vertices.shape)  # (B, V, 3)
+    return noisy.to(device), mesh.faces.to(device)
+
+
+def _closest_level(count: int) -> int:
+    """Icosphere level whose vertex count ``10 * 4**level + 2`` is closest to ``count`` (in ratio)."""
+    levels = range(MAX_ICOSPHERE_LEVEL + 1)
+    return min(levels, key=lambda level: abs(math.log((10 * 4**level + 2) / count)))
