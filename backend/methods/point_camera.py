@@ -109,5 +109,7 @@ def fit_point_camera(
         optimiser.step()
     with torch.no_grad():
         final = float(loss())
-        camera = Camera.weak_perspective(log_scale.exp()[None], shift[None], current_rotation()[None])
+        camera = Camera.weak_perspective(
+            log_scale.exp()[None].detach(), shift[None].detach(), current_rotation()[None].detach()
+        )
     return camera, final

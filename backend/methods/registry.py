@@ -18,11 +18,14 @@ from backend.checkpoints import installed_checkpoints
 from backend.methods.adaptive_flow import AdaptiveFlowMethod
 from backend.methods.base import Method, MethodError, MethodOptions
 from backend.methods.fit import FitMethod
+from backend.methods.pointcloud_poisson import PointCloudPoissonMethod
 from backend.methods.softras import SoftRasMethod
 
 DEFAULT_METHOD = "fit"
 
-_METHODS: dict[str, type[Any]] = {cls.name: cls for cls in (FitMethod, SoftRasMethod, AdaptiveFlowMethod)}
+_METHODS: dict[str, type[Any]] = {
+    cls.name: cls for cls in (FitMethod, SoftRasMethod, AdaptiveFlowMethod, PointCloudPoissonMethod)
+}
 
 
 def method_names() -> list[str]:

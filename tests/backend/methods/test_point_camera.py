@@ -79,3 +79,12 @@ def test_bad_input_is_named(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         fit_point_camera(points, mask, rotation)
+
+
+def test_the_camera_holds_no_autograd_state() -> None:
+    vertices, faces = ellipsoid()
+    mask = silhouette(
+        vertices, faces, Camera.weak_perspective(1.0, torch.zeros(1, 2), torch.tensor([[1.0, 0, 0, 0]]))
+    )
+    camera, _ = fit_point_camera(vertices, mask.numpy() > 0.5, torch.tensor([1.0, 0, 0, 0]), iterations=2)
+    assert not any(value.requires_grad for value in camera.params.values())
