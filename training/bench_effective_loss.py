@@ -8,6 +8,8 @@ evenly spaced azimuths) and image size:
 - ``effective``: ``training.losses.effective.effective_loss`` (eq. 6, both terms, the module's defaults)
   of N points per object, projected into the G views; the distance fields (eq. 2) are computed from the
   masks inside the step, as a trainer that does not cache them would.
+- ``effective_local`` (with ``--cutoff C``): the same with the neighbour-limited second term
+  (``cutoff=C``, pairs farther apart than C theta dropped, each below ``exp(-C)`` of the kernel's peak).
 - ``effective_first_term``: the same with ``beta = 0`` (M1 only, eq. 3; the O(N^2) pairs are skipped).
 - ``distance_field``: eq. 2's processed silhouettes of the B x G masks alone (a cacheable part of the
   above).
@@ -73,6 +75,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--sigma", type=float, default=1e-4, help="SoftRas sigma (default 1e-4)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--cutoff",
+        type=float,
+        default=None,
+        help="also time the neighbour-limited second term with this cutoff (units of theta), "
+        "as effective_local",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
     return parser
@@ -83,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"mono2mesh-train bench-effective-loss: error: --{name.replace('_', '-')} must be >= 1")
             return 2
+    if args.cutoff is not None and not (args.cutoff > 0 and math.isfinite(args.cutoff)):
+        print("mono2mesh-train bench-effective-loss: error: --cutoff must be a positive number")
+        return 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -94,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
     levels = sorted({SOFTRAS_TEMPLATE_LEVEL, _closest_level(args.points)})
     meshes = {level: _ellipsoid_mesh(level, batch, device) for level in levels}
 
-    def effective_step(beta: float) -> Callable[[], None]:
+    def effective_step(beta: float, cutoff: float | None = None) -> Callable[[], None]:
         def step() -> None:
             leaf = points.detach().requires_grad_(True)
             per_view = leaf.repeat_interleave(views, dim=0)  # (B * G, N, 3)
             points_ndc = cameras.project(per_view)[..., :2].view(batch, views, -1, 2)  # (B, G, N, 2)
-            loss = effective_loss(points_ndc, masks, beta=beta, chunk_size=args.chunk_size)
+            loss = effective_loss(points_ndc, masks, beta=beta, chunk_size=args.chunk_size, cutoff=cutoff)
             loss.total.backward()
 
         return step
@@ -120,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     steps: dict[str, Callable[[], None]] = {
         "effective": effective_step(DEFAULT_BETA),
+        **({} if args.cutoff is None else {"effective_local": effective_step(DEFAULT_BETA, args.cutoff)}),
         "effective_first_term": effective_step(0.0),
         "distance_field": field_step,
         **{f"softras_{meshes[level][0].shape[1]}": softras_step(level) for level in levels},
@@ -135,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         f"{name}_over_{reference}": round(median_ms[name] / median_ms[reference], 3)
         for name in steps
         if name.startswith("softras_")
-        for reference in ("effective", "effective_first_term")
+        for reference in ("effective", "effective_local", "effective_first_term")
+        if reference in steps
     }
     results: dict[str, Any] = {
         "benchmark": "effective-loss",
@@ -151,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "theta": DEFAULT_THETA,
         "beta": DEFAULT_BETA,
         "sigma": args.sigma,
+        "cutoff": args.cutoff,
         "meshes": {
             f"softras_{v.shape[1]}": {"vertices": int(v.shape[1]), "faces": int(f.shape[0])}
             for v, f in meshes.values()

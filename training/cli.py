@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import __version__
-from training import adaptive_flow, bench_adaptive_flow, bench_softras, softras
+from training import (
+    adaptive_flow,
+    bench_adaptive_flow,
+    bench_effective_loss,
+    bench_softras,
+    pointcloud_poisson,
+    softras,
+    texture_gan,
+)
 from training.datasets import make_synthetic
 
 COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
@@ -21,6 +29,9 @@ COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
     bench_softras.register,
     adaptive_flow.register,
     bench_adaptive_flow.register,
+    pointcloud_poisson.register,
+    bench_effective_loss.register,
+    texture_gan.register,
 ]
 """The register functions of the subcommands, in the order ``--help`` lists them."""
 

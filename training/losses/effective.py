@@ -60,6 +60,20 @@ Our readings of the paper, which gives the equations but no code or hyperparamet
 Memory: the pairwise term never holds an N x N matrix. ``pairwise_kernel_sum`` is a custom autograd
 function whose forward and backward both loop over blocks of ``chunk_size`` rows (several views per block
 when ``chunk_size >= N``), recomputing the kernel in backward; peak memory is O(chunk_size * N).
+
+Neighbour limit (``cutoff``, in units of theta; ``second_term``, ``effective_loss``, ``local_kernel_sum``):
+pairs at distance ``d >= cutoff * theta`` are dropped, the kernel being kept as it is (reading 3) below.
+Every dropped pair had a kernel below ``exp(-cutoff)`` of its peak (4.5e-5 at cutoff 10): a point's sum
+of eq. 5 is off by less than ``exp(-cutoff)`` times the weight of the points it drops, its L2 (a mean over
+N) by less than ``w exp(mu) exp(-cutoff)``, and the force of each dropped pair is below
+``exp(-cutoff) / theta``. ``cutoff >= KERNEL_CUTOFF`` drops nothing the truncation did not already zero.
+The weighted points of each view are binned into square cells of side ``cutoff * theta /
+LOCAL_SUBDIVISION`` and sorted by (view, cell); a point's candidates are the points of the
+``(2 s + 1)^2`` cells around its own (s = ``LOCAL_SUBDIVISION``), read as ``2 s + 1`` runs of consecutive
+cells of the sorted order. The candidate pairs are processed as flat lists in blocks of about
+``chunk_size * N`` pairs, forward and backward (scatter-adds of both points' gradients). Time and memory
+are O(candidate pairs); when they exceed ``LOCAL_FALLBACK_SHARE`` of all pairs (points crowded in a few
+cells) the chunked all-pairs path runs instead, with the same truncation at the cutoff.
 """
 
 from __future__ import annotations
@@ -97,6 +111,15 @@ OUTSIDE_EPS = 1e-6
 
 KERNEL_CUTOFF = 40.0
 """The kernel is ``max(exp(-d / theta) - exp(-40), 0)``: exactly 0 beyond d = 40 theta (reading 3)."""
+
+LOCAL_SUBDIVISION = 2
+"""Cells per cutoff distance of the neighbour grid of ``local_kernel_sum`` (candidates in 5 x 5 cells)."""
+
+LOCAL_FALLBACK_SHARE = 0.25
+"""``local_kernel_sum`` runs the all-pairs path when its candidate pairs exceed this share of all pairs."""
+
+_CELL_MARGIN = 1e-4
+"""Relative enlargement of the grid cells: rounding never moves a pair closer than the cutoff out of reach."""
 
 _EDT_BLOCK = 1 << 24
 """Elements of the (masks, H, W, W) block of the exact distance transform's second pass."""
@@ -275,6 +298,7 @@ def second_term(
     theta: float = DEFAULT_THETA,
     scales: Sequence[float] = DEFAULT_SCALES,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    cutoff: float | None = None,
 ) -> Tensor:
     """L2 (eq. 5) per point and view, normalised by N (reading 6).
 
@@ -287,18 +311,24 @@ def second_term(
         theta: kernel decay in image sides.
         scales: ``boundary_bias`` scales in pixels.
         chunk_size: rows of the pairwise matrix per block (memory O(chunk_size * N)).
+        cutoff: None: all pairs. A number: pairs farther apart than ``cutoff * theta`` are dropped
+            (``local_kernel_sum``; each dropped pair's kernel is below ``exp(-cutoff)``).
 
     Returns:
         (B, G, N), 0 for projections on the background.
     """
     if not (theta > 0 and math.isfinite(theta)):
         raise ValueError(f"theta must be a positive finite number, got {theta}")
+    _check_cutoff(cutoff)
     points, images = _flatten(points_ndc, masks)  # (M, N, 2), (M, H, W)
     count = points.shape[1]
     binary = (images > 0.5).to(points.dtype)
     weights = sample_bilinear(binary, points.detach())  # (M, N) w
     bias = boundary_bias(points_ndc, masks, scales=scales).reshape(weights.shape)  # (M, N) mu
-    sums = pairwise_kernel_sum(points / 2, weights, theta, chunk_size=chunk_size)  # (M, N)
+    if cutoff is None:
+        sums = pairwise_kernel_sum(points / 2, weights, theta, chunk_size=chunk_size)  # (M, N)
+    else:  # rows on the background are skipped: their L2 is 0 and gets no gradient either way
+        sums = _local_kernel_sum(points / 2, weights, theta, cutoff, chunk_size, weighted_rows_only=True)
     values = weights * torch.exp(bias) / count * sums  # (M, N)
     return values.reshape(points_ndc.shape[:-1])
 
@@ -314,6 +344,7 @@ def effective_loss(
     scales: Sequence[float] = DEFAULT_SCALES,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     field: Tensor | None = None,
+    cutoff: float | None = None,
 ) -> EffectiveLoss:
     """Eq. 6: ``mean over views and points of alpha * M1 + beta * L2``.
 
@@ -326,21 +357,30 @@ def effective_loss(
         scales: ``boundary_bias`` square half sides in pixels.
         chunk_size: rows of the pairwise matrix per block.
         field: optional (B, G, H, W) precomputed ``distance_field`` of the masks.
+        cutoff: None: the second term sums all pairs; a number: only pairs closer than ``cutoff * theta``
+            (``second_term``).
     """
     if alpha < 0 or beta < 0:
         raise ValueError(f"alpha and beta must be >= 0, got {alpha} and {beta}")
+    _check_cutoff(cutoff)
     first = first_term(points_ndc, masks, distance_transform=distance_transform, field=field).mean()
     if beta > 0:
-        second = second_term(points_ndc, masks, theta=theta, scales=scales, chunk_size=chunk_size).mean()
+        second = second_term(
+            points_ndc, masks, theta=theta, scales=scales, chunk_size=chunk_size, cutoff=cutoff
+        ).mean()
     else:
         second = torch.zeros((), dtype=points_ndc.dtype, device=points_ndc.device)
     return EffectiveLoss(total=alpha * first + beta * second, first=first, second=second)
 
 
-def pairwise_kernel_sum(points: Tensor, weights: Tensor, theta: float, *, chunk_size: int) -> Tensor:
+def pairwise_kernel_sum(
+    points: Tensor, weights: Tensor, theta: float, *, chunk_size: int, cutoff: float = KERNEL_CUTOFF
+) -> Tensor:
     """``sum_{j' != j} weights_j' * exp(-|points_j - points_j'| / theta)`` for every j, chunked.
 
-    The kernel is truncated at ``KERNEL_CUTOFF`` (module docstring, reading 3).
+    The kernel is truncated at ``KERNEL_CUTOFF`` (module docstring, reading 3); with ``cutoff`` below it,
+    pairs at ``d >= cutoff * theta`` are dropped too (still all pairs computed: ``local_kernel_sum``'s
+    reference and fallback).
 
     Forward and backward loop over blocks of ``chunk_size`` rows; the backward recomputes the kernel of
     each block and gives the gradient of both points of every pair. ``weights`` gets no gradient.
@@ -350,17 +390,255 @@ def pairwise_kernel_sum(points: Tensor, weights: Tensor, theta: float, *, chunk_
         weights: (M, N) weights of the other points (detached here).
         theta: kernel decay, in the points' units.
         chunk_size: rows per block (>= 1).
+        cutoff: pairs at ``d >= cutoff * theta`` are dropped (in units of theta).
 
     Returns:
         (M, N).
     """
+    _check_pairwise_arguments(points, weights, chunk_size)
+    _check_cutoff(cutoff)
+    return _pairwise_kernel_sum(points, weights, theta, chunk_size, cutoff)
+
+
+def local_kernel_sum(
+    points: Tensor, weights: Tensor, theta: float, *, cutoff: float, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Tensor:
+    """``pairwise_kernel_sum(..., cutoff=cutoff)`` over the pairs closer than ``cutoff * theta`` only.
+
+    Equal to the all-pairs sum with the kernel truncated at the cutoff (values and gradients), in time and
+    memory O(candidate pairs) rather than O(N^2): neighbour grid of the module docstring. Points of
+    weight 0 are no one's neighbours (they add nothing) but get their own sum and its gradient.
+
+    Args:
+        points: (M, N, 2) points of M independent sets (the distance is ``max(|dp|, DISTANCE_EPS)``).
+        weights: (M, N) weights of the other points (detached here).
+        theta: kernel decay, in the points' units.
+        cutoff: pairs at ``d >= cutoff * theta`` are dropped; each had a kernel below ``exp(-cutoff)``.
+        chunk_size: candidate pairs per block are about ``chunk_size * N`` (memory O(chunk_size * N)).
+
+    Returns:
+        (M, N).
+    """
+    _check_pairwise_arguments(points, weights, chunk_size)
+    _check_cutoff(cutoff)
+    return _local_kernel_sum(points, weights, theta, cutoff, chunk_size, weighted_rows_only=False)
+
+
+def _check_pairwise_arguments(points: Tensor, weights: Tensor, chunk_size: int) -> None:
     if points.dim() != 3 or points.shape[-1] != 2 or weights.shape != points.shape[:-1]:
         raise ValueError(f"expected points (M, N, 2) and weights (M, N), got {tuple(points.shape)} and "
                          f"{tuple(weights.shape)}")  # fmt: skip
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    result: Tensor = _PairwiseKernelSum.apply(points, weights.detach().to(points.dtype), theta, chunk_size)
+
+
+def _check_cutoff(cutoff: float | None) -> None:
+    if cutoff is not None and not (cutoff > 0 and math.isfinite(cutoff)):
+        raise ValueError(f"cutoff must be None or a positive finite number (units of theta), got {cutoff}")
+
+
+def _pairwise_kernel_sum(
+    points: Tensor, weights: Tensor, theta: float, chunk_size: int, cutoff: float
+) -> Tensor:
+    result: Tensor = _PairwiseKernelSum.apply(
+        points, weights.detach().to(points.dtype), theta, chunk_size, cutoff
+    )
     return result
+
+
+def _local_kernel_sum(
+    points: Tensor, weights: Tensor, theta: float, cutoff: float, chunk_size: int, *, weighted_rows_only: bool
+) -> Tensor:
+    """``local_kernel_sum``; with ``weighted_rows_only`` the sums of points of weight 0 are left at 0."""
+    weights = weights.detach().to(points.dtype)
+    views, count = weights.shape
+    flat_weights = weights.reshape(-1)
+    if weighted_rows_only:
+        rows = flat_weights.nonzero()[:, 0]  # (R,) flat indices
+    else:
+        rows = torch.arange(views * count, device=points.device)
+    reach = min(cutoff, KERNEL_CUTOFF) * theta
+    grid = _neighbour_grid(points.detach(), flat_weights, rows, reach, chunk_size * count)
+    if grid is None:
+        return _pairwise_kernel_sum(points, weights, theta, chunk_size, cutoff)
+    result: Tensor = _LocalKernelSum.apply(points, weights, theta, cutoff, grid)
+    return result
+
+
+@dataclass
+class _NeighbourGrid:
+    """The rows of ``local_kernel_sum`` grouped by grid cell, and each cell's candidate runs of columns.
+
+    Attributes:
+        rows: (R,) flat point indices of the rows, sorted by (view, cell).
+        row_starts, row_counts: (Q,) each occupied cell's slice of ``rows``.
+        columns: (C,) flat indices of the weighted points, sorted by (view, cell).
+        run_starts, run_counts: (Q, 2 s + 1) the slices of ``columns`` holding each cell's candidates.
+        blocks: cells of each block (index tensors, cells of similar sizes together), with the block's
+            padded rows per cell and candidates per cell.
+    """
+
+    rows: Tensor
+    row_starts: Tensor
+    row_counts: Tensor
+    columns: Tensor
+    run_starts: Tensor
+    run_counts: Tensor
+    blocks: list[tuple[Tensor, int, int]]
+
+
+def _neighbour_grid(
+    points: Tensor, weights: Tensor, rows: Tensor, reach: float, budget: int
+) -> _NeighbourGrid | None:
+    """Bin the points of each view into cells of side ``reach / s`` (s = ``LOCAL_SUBDIVISION``).
+
+    The candidates of a cell are the weighted points of the ``(2 s + 1)^2`` cells around it: every pair
+    closer than ``reach`` is among them. Keys ``(view, cell x, cell y)`` are sorted, so that the candidates
+    are ``2 s + 1`` runs of consecutive keys (the cells of one x step). Rows farther than s cells outside
+    the weighted points' box have no candidates and are pulled to s cells outside it (keys stay small).
+
+    Args:
+        points: (M, N, 2) detached.
+        weights: (M * N,) flat weights; points of weight 0 are nobody's candidates.
+        rows: (R,) flat indices of the points whose sums are wanted.
+        reach: the cutoff distance, in the points' units.
+        budget: elements of a block's (cells, rows, candidates) buffers, about.
+
+    Returns:
+        The grid, or None when the all-pairs path is cheaper (``LOCAL_FALLBACK_SHARE``) or the grid's keys
+        would overflow 62 bits.
+    """
+    views, count = points.shape[:2]
+    device = points.device
+    s = LOCAL_SUBDIVISION
+    columns = weights.nonzero()[:, 0]  # (C,)
+    if columns.numel() == 0 or rows.numel() == 0:
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        return _NeighbourGrid(none, none, none, none, none.view(0, 2 * s + 1), none.view(0, 2 * s + 1), [])
+    cells = torch.floor(points.reshape(-1, 2).double() * (s / (reach * (1 + _CELL_MARGIN))))  # (M * N, 2)
+    lowest = cells[columns].amin(dim=0)  # (2,) over the weighted points of all views
+    highest = cells[columns].amax(dim=0)
+    sides = [int(v) + 1 + 4 * s for v in (highest - lowest).tolist()]  # cells per axis, 2 s empty rings
+    if views * sides[0] * sides[1] >= 1 << 62:
+        return None
+    index = (torch.minimum(torch.maximum(cells, lowest - s), highest + s) - lowest + 2 * s).long()
+    view = torch.arange(views * count, device=device) // count
+    keys = (view * sides[0] + index[:, 0]) * sides[1] + index[:, 1]  # (M * N,) int64
+    column_keys, order = keys[columns].sort()
+    columns = columns[order]
+    row_keys, order = keys[rows].sort()
+    rows = rows[order]
+    cell_keys, row_counts = torch.unique_consecutive(row_keys, return_counts=True)  # (Q,)
+    row_starts = row_counts.cumsum(0) - row_counts
+    offsets = torch.arange(-s, s + 1, device=device) * sides[1]  # (2 s + 1,) x steps
+    first = cell_keys[:, None] + offsets - s  # (Q, 2 s + 1) first key of each run of 2 s + 1 cells
+    run_starts = torch.searchsorted(column_keys, first)
+    run_counts = torch.searchsorted(column_keys, first + 2 * s, right=True) - run_starts
+    candidates = run_counts.sum(dim=1)  # (Q,)
+    if float((row_counts * candidates).sum()) > LOCAL_FALLBACK_SHARE * views * count * count:
+        return None
+    # blocks: cells by decreasing candidates, cut where the padded (cells, rows, candidates) passes budget
+    by_size = candidates.argsort(descending=True)
+    sizes = torch.stack([row_counts[by_size], candidates[by_size]]).tolist()
+    blocks: list[tuple[Tensor, int, int]] = []
+    start, widest_rows = 0, 0
+    for position, (row_count, width) in enumerate(zip(*sizes, strict=True)):
+        width_first = sizes[1][start]
+        if position > start and (position + 1 - start) * max(widest_rows, row_count) * width_first > budget:
+            blocks.append((by_size[start:position], widest_rows, width_first))
+            start, widest_rows = position, 0
+        widest_rows = max(widest_rows, row_count)
+        del width
+    blocks.append((by_size[start:], widest_rows, sizes[1][start]))
+    blocks = [block for block in blocks if block[2] > 0]
+    return _NeighbourGrid(rows, row_starts, row_counts, columns, run_starts, run_counts, blocks)
+
+
+def _block_tables(
+    grid: _NeighbourGrid, block: tuple[Tensor, int, int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Padded flat indices of a block's rows (q, r) and candidates (q, t), with their validity masks."""
+    cells, height, width = block
+    device = cells.device
+    row_slot = torch.arange(height, device=device)
+    row_valid = row_slot < grid.row_counts[cells, None]  # (q, r)
+    row_position = (grid.row_starts[cells, None] + row_slot).clamp_(max=grid.rows.numel() - 1)
+    run_counts = grid.run_counts[cells]  # (q, 2 s + 1)
+    run_ends = run_counts.cumsum(1)
+    slot = torch.arange(width, device=device).expand(cells.numel(), width).contiguous()  # (q, t)
+    run = torch.searchsorted(run_ends, slot, right=True).clamp_(max=run_counts.shape[1] - 1)  # (q, t)
+    column_valid = slot < run_ends[:, -1:]
+    column_position = grid.run_starts[cells].gather(1, run) + slot - (run_ends - run_counts).gather(1, run)
+    column_position.clamp_(0, max(grid.columns.numel() - 1, 0))
+    return grid.rows[row_position], row_valid, grid.columns[column_position], column_valid
+
+
+def _block_kernel(
+    points: Tensor, row_index: Tensor, column_index: Tensor, theta: float, cutoff: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """dx, dy, distance and truncated kernel (q, r, t) of a block; the kernel is 0 on self-pairs."""
+    row_points = points[row_index]  # (q, r, 2)
+    column_points = points[column_index]  # (q, t, 2)
+    dx = row_points[:, :, None, 0] - column_points[:, None, :, 0]  # (q, r, t)
+    dy = row_points[:, :, None, 1] - column_points[:, None, :, 1]
+    distance = torch.hypot(dx, dy).clamp_min_(DISTANCE_EPS)
+    exponent = distance * (-1.0 / theta)
+    dropped = row_index[:, :, None] == column_index[:, None, :]
+    if cutoff < KERNEL_CUTOFF:
+        dropped |= exponent <= -cutoff
+    kernel = exponent.clamp_(min=-KERNEL_CUTOFF).exp_().sub_(math.exp(-KERNEL_CUTOFF))
+    return dx, dy, distance, kernel.masked_fill_(dropped, 0)
+
+
+class _LocalKernelSum(torch.autograd.Function):
+    """``_PairwiseKernelSum`` over the candidates of each grid cell, dense (cells, rows, candidates) blocks.
+
+    Gradient: each pair (row k, candidate j') adds ``-g_k b_j' G_kj'`` to its row point and
+    ``+g_k b_j' G_kj'`` to the candidate (``G`` as in ``_PairwiseKernelSum``), by scatter-adds: the
+    candidate lists need not be symmetric. Padding slots have g = 0 (rows) and b = 0 (candidates).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, points: Tensor, weights: Tensor, theta: float, cutoff: float, grid: _NeighbourGrid
+    ) -> Tensor:
+        flat_points = points.detach().reshape(-1, 2)
+        flat_weights = weights.reshape(-1)
+        sums = torch.zeros_like(flat_weights)  # (M * N,)
+        for block in grid.blocks:
+            row_index, row_valid, column_index, column_valid = _block_tables(grid, block)
+            kernel = _block_kernel(flat_points, row_index, column_index, theta, cutoff)[3]  # (q, r, t)
+            column_weights = flat_weights[column_index] * column_valid  # (q, t)
+            block_sums = torch.bmm(kernel, column_weights[:, :, None])[..., 0]  # (q, r)
+            sums.index_add_(0, row_index[row_valid], block_sums[row_valid])
+        ctx.save_for_backward(points, weights)
+        ctx.theta = theta  # type: ignore[attr-defined]
+        ctx.cutoff = cutoff  # type: ignore[attr-defined]
+        ctx.grid = grid  # type: ignore[attr-defined]
+        return sums.view_as(weights)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        points, weights = ctx.saved_tensors
+        theta: float = ctx.theta
+        flat_points = points.reshape(-1, 2)
+        flat_weights = weights.reshape(-1)
+        flat_grad_sums = grad_sums.reshape(-1)
+        grad = torch.zeros_like(flat_points)  # (M * N, 2)
+        for block in ctx.grid.blocks:
+            row_index, row_valid, column_index, column_valid = _block_tables(ctx.grid, block)
+            dx, dy, distance, kernel = _block_kernel(flat_points, row_index, column_index, theta, ctx.cutoff)
+            row_grads = flat_grad_sums[row_index] * row_valid  # (q, r)
+            column_weights = flat_weights[column_index] * column_valid  # (q, t)
+            coefficient = kernel.div_(distance).mul_(row_grads[:, :, None]).mul_(column_weights[:, None, :])
+            coefficient.mul_(1.0 / theta)  # (q, r, t): g_k b_j' k / (theta d)
+            force = torch.stack([dx.mul_(coefficient), dy.mul_(coefficient)], dim=-1)  # (q, r, t, 2)
+            grad.index_add_(0, column_index[column_valid], force.sum(dim=1)[column_valid])
+            grad.index_add_(0, row_index[row_valid], force.sum(dim=2)[row_valid].neg_())
+        return grad.view_as(points), None, None, None, None
 
 
 def _blocks(views: int, count: int, chunk_size: int) -> list[tuple[slice, slice]]:
@@ -384,10 +662,16 @@ def _block_differences(points: Tensor, views: slice, rows: slice) -> tuple[Tenso
     return dx, dy
 
 
-def _kernel_(distance: Tensor, rows: slice, theta: float) -> Tensor:
-    """The truncated kernel in place of a block's distances (m, c, N), 0 on the diagonal j' = j."""
-    exponent = distance.mul_(-1.0 / theta).clamp_(min=-KERNEL_CUTOFF)
-    kernel = exponent.exp_().sub_(math.exp(-KERNEL_CUTOFF))  # (m, c, N)
+def _kernel_(distance: Tensor, rows: slice, theta: float, cutoff: float = KERNEL_CUTOFF) -> Tensor:
+    """The truncated kernel in place of a block's distances (m, c, N), 0 on the diagonal j' = j.
+
+    With ``cutoff < KERNEL_CUTOFF`` it is also 0 at ``d >= cutoff * theta``.
+    """
+    exponent = distance.mul_(-1.0 / theta)
+    dropped = exponent <= -cutoff if cutoff < KERNEL_CUTOFF else None
+    kernel = exponent.clamp_(min=-KERNEL_CUTOFF).exp_().sub_(math.exp(-KERNEL_CUTOFF))  # (m, c, N)
+    if dropped is not None:
+        kernel.masked_fill_(dropped, 0)
     index = torch.arange(kernel.shape[1], device=kernel.device)
     kernel[:, index, index + rows.start] = 0
     return kernel
@@ -405,25 +689,28 @@ class _PairwiseKernelSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, points: Tensor, weights: Tensor, theta: float, chunk_size: int) -> Tensor:
+    def forward(
+        ctx: FunctionCtx, points: Tensor, weights: Tensor, theta: float, chunk_size: int, cutoff: float
+    ) -> Tensor:
         views, count = weights.shape
         sums = torch.zeros_like(weights)  # (M, N)
         with torch.no_grad():
             for view_slice, row_slice in _blocks(views, count, chunk_size):
                 dx, dy = _block_differences(points, view_slice, row_slice)  # (m, c, N) each
                 distance = torch.hypot(dx, dy, out=dx).clamp_min_(DISTANCE_EPS)  # (m, c, N)
-                kernel = _kernel_(distance, row_slice, theta)  # (m, c, N)
+                kernel = _kernel_(distance, row_slice, theta, cutoff)  # (m, c, N)
                 sums[view_slice, row_slice] = torch.bmm(kernel, weights[view_slice, :, None])[..., 0]
         ctx.save_for_backward(points, weights)
         ctx.theta = theta  # type: ignore[attr-defined]
         ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
+        ctx.cutoff = cutoff  # type: ignore[attr-defined]
         return sums
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         points, weights = ctx.saved_tensors
         theta: float = ctx.theta
         views, count = weights.shape
@@ -434,10 +721,10 @@ class _PairwiseKernelSum(torch.autograd.Function):
             coefficient = grad_sums[view_slice, row_slice, None] * weights[view_slice, None, :]  # (m, c, N)
             coefficient.addcmul_(weights[view_slice, row_slice, None], grad_sums[view_slice, None, :])
             coefficient.div_(distance)
-            coefficient.mul_(_kernel_(distance, row_slice, theta))  # (g_k b_j' + b_k g_j') k / d
+            coefficient.mul_(_kernel_(distance, row_slice, theta, ctx.cutoff))  # (g_k b_j' + b_k g_j') k / d
             grad[view_slice, row_slice, 0] = dx.mul_(coefficient).sum(-1)
             grad[view_slice, row_slice, 1] = dy.mul_(coefficient).sum(-1)
-        return grad.mul_(-1.0 / theta), None, None, None
+        return grad.mul_(-1.0 / theta), None, None, None, None
 
 
 def _flatten(points_ndc: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

@@ -76,7 +76,7 @@ def network(points: torch.Tensor) -> PointCloudModel:
 
 
 def write_checkpoint(stem: Path, model: torch.nn.Module, method: str, template: str) -> Path:
-    config = model.config.to_dict()  # type: ignore[operator]
+    config = model.config.to_dict()  # type: ignore[union-attr,operator]
     meta = CheckpointMeta(method=method, template=template, config={"model": config}, step=1)
     return save_checkpoint(stem, model.state_dict(), meta)
 
