@@ -115,6 +115,9 @@ KERNEL_CUTOFF = 40.0
 LOCAL_SUBDIVISION = 2
 """Cells per cutoff distance of the neighbour grid of ``local_kernel_sum`` (candidates in 5 x 5 cells)."""
 
+LOCAL_GROUP_ROWS = 16
+"""Rows of one grid cell handled together by ``local_kernel_sum`` (a cell's rows are split in groups)."""
+
 LOCAL_FALLBACK_SHARE = 0.25
 """``local_kernel_sum`` runs the all-pairs path when its candidate pairs exceed this share of all pairs."""
 
@@ -528,8 +531,15 @@ def _neighbour_grid(
     columns = columns[order]
     row_keys, order = keys[rows].sort()
     rows = rows[order]
-    cell_keys, row_counts = torch.unique_consecutive(row_keys, return_counts=True)  # (Q,)
-    row_starts = row_counts.cumsum(0) - row_counts
+    cell_keys, cell_counts = torch.unique_consecutive(row_keys, return_counts=True)  # (Q',) occupied cells
+    # groups of at most LOCAL_GROUP_ROWS rows of one cell: little padding when blocks mix cells
+    cell_groups = torch.div(cell_counts + LOCAL_GROUP_ROWS - 1, LOCAL_GROUP_ROWS, rounding_mode="floor")
+    group_cell = torch.repeat_interleave(cell_groups)  # (Q,) cell of each group
+    first_group = cell_groups.cumsum(0) - cell_groups  # (Q',)
+    within = torch.arange(group_cell.numel(), device=device) - first_group[group_cell]  # group's rank
+    row_starts = (cell_counts.cumsum(0) - cell_counts)[group_cell] + within * LOCAL_GROUP_ROWS  # (Q,)
+    row_counts = (cell_counts[group_cell] - within * LOCAL_GROUP_ROWS).clamp_(max=LOCAL_GROUP_ROWS)
+    cell_keys = cell_keys[group_cell]
     offsets = torch.arange(-s, s + 1, device=device) * sides[1]  # (2 s + 1,) x steps
     first = cell_keys[:, None] + offsets - s  # (Q, 2 s + 1) first key of each run of 2 s + 1 cells
     run_starts = torch.searchsorted(column_keys, first)
@@ -635,9 +645,11 @@ class _LocalKernelSum(torch.autograd.Function):
             column_weights = flat_weights[column_index] * column_valid  # (q, t)
             coefficient = kernel.div_(distance).mul_(row_grads[:, :, None]).mul_(column_weights[:, None, :])
             coefficient.mul_(1.0 / theta)  # (q, r, t): g_k b_j' k / (theta d)
-            force = torch.stack([dx.mul_(coefficient), dy.mul_(coefficient)], dim=-1)  # (q, r, t, 2)
-            grad.index_add_(0, column_index[column_valid], force.sum(dim=1)[column_valid])
-            grad.index_add_(0, row_index[row_valid], force.sum(dim=2)[row_valid].neg_())
+            force_x, force_y = dx.mul_(coefficient), dy.mul_(coefficient)  # (q, r, t) g_k b_j' G_kj'
+            column_force = torch.stack([force_x.sum(dim=1), force_y.sum(dim=1)], dim=-1)  # (q, t, 2)
+            row_force = torch.stack([force_x.sum(dim=2), force_y.sum(dim=2)], dim=-1)  # (q, r, 2)
+            grad.index_add_(0, column_index[column_valid], column_force[column_valid])
+            grad.index_add_(0, row_index[row_valid], row_force[row_valid].neg_())
         return grad.view_as(points), None, None, None, None
 
 

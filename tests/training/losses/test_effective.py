@@ -19,10 +19,12 @@ from torch import Tensor
 
 from training.losses.effective import (
     DEFAULT_THETA,
+    _neighbour_grid,
     boundary_bias,
     distance_field,
     effective_loss,
     first_term,
+    local_kernel_sum,
     pairwise_kernel_sum,
     sample_bilinear,
     second_term,
@@ -348,6 +350,140 @@ def test_8000_points_in_two_views_fit_in_chunk_sized_memory() -> None:
     added_mb, finite = output.stdout.split()
     assert finite == "True"
     assert float(added_mb) < 200, f"forward + backward added {added_mb} MB"
+
+
+# -- the neighbour-limited pairwise sum -----------------------------------------------------------------
+
+
+def _truncated_kernel_sum(points: Tensor, weights: Tensor, theta: float, cutoff: float) -> Tensor:
+    """All pairs at once (M, N, N), the kernel of reading 3 and 0 at ``d >= cutoff * theta``."""
+    distance = (points[:, :, None] - points[:, None]).norm(dim=-1).clamp_min(1e-8)  # (M, N, N)
+    kernel = (torch.exp(-distance / theta) - math.exp(-40)).clamp_min(0)
+    kernel = kernel * (distance < cutoff * theta) * (1 - torch.eye(points.shape[1], dtype=points.dtype))
+    return (kernel * weights[:, None, :]).sum(-1)
+
+
+def _scattered_points(views: int, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(M, N, 2) points in image sides, a tenth of them outside the image, and (M, N) weights, a third 0."""
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(views, count, 2, dtype=torch.float64, generator=generator) - 0.5
+    points[:, : count // 10] *= 3  # some outside the image [-0.5, 0.5]^2, some far outside
+    points[:, 1] = torch.tensor([40.0, -1e4], dtype=torch.float64)  # a point very far away
+    weights = (torch.rand(views, count, dtype=torch.float64, generator=generator) * 1.5 - 0.5).clamp_min(0)
+    return points, weights
+
+
+@pytest.mark.parametrize(("cutoff", "chunk_size"), [(3.0, 1), (3.0, 1024), (10.0, 2), (25.0, 64)])
+def test_local_kernel_sum_equals_the_dense_truncated_sum_with_gradients(
+    cutoff: float, chunk_size: int
+) -> None:
+    points, weights = _scattered_points(3, 400, seed=int(cutoff))
+    points.requires_grad_(True)
+    upstream = torch.randn(3, 400, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    theta = 0.004
+    local = local_kernel_sum(points, weights, theta, cutoff=cutoff, chunk_size=chunk_size)
+    dense = _truncated_kernel_sum(points, weights, theta, cutoff)
+    assert float(dense.detach().abs().max()) > 0.1  # close pairs exist
+    torch.testing.assert_close(local, dense, rtol=1e-12, atol=1e-14)
+    local_grad = _grad((local * upstream).sum(), points)
+    dense_grad = _grad((dense * upstream).sum(), points)
+    assert float(dense_grad.abs().max()) > 1.0
+    torch.testing.assert_close(local_grad, dense_grad, rtol=1e-10, atol=1e-9)
+    # the all-pairs path truncated at the same cutoff (the fallback) agrees too
+    all_pairs = pairwise_kernel_sum(points, weights, theta, chunk_size=chunk_size, cutoff=cutoff)
+    torch.testing.assert_close(local, all_pairs, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(_grad((all_pairs * upstream).sum(), points), dense_grad, rtol=1e-10, atol=1e-9)
+
+
+def test_local_kernel_sum_at_cutoff_40_equals_the_all_pairs_sum() -> None:
+    points, weights = _scattered_points(2, 500, seed=7)
+    points = (points * 2).requires_grad_(True)  # sparse enough at theta = 0.005 for the local path
+    upstream = torch.randn(2, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    local = local_kernel_sum(points, weights, DEFAULT_THETA, cutoff=40.0)
+    all_pairs = pairwise_kernel_sum(points, weights, DEFAULT_THETA, chunk_size=100)
+    assert int((local > 1e-3).sum()) > 10
+    assert _neighbour_grid(points.detach(), weights.flatten(), torch.arange(1000), 40 * DEFAULT_THETA, 1000)
+    torch.testing.assert_close(local, all_pairs, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        _grad((local * upstream).sum(), points),
+        _grad((all_pairs * upstream).sum(), points),
+        rtol=1e-10,
+        atol=1e-9,
+    )
+
+
+def test_local_kernel_sum_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(8)
+    points = (torch.rand(2, 12, 2, dtype=torch.float64, generator=generator) * 0.6).requires_grad_(True)
+    weights = torch.rand(2, 12, dtype=torch.float64, generator=generator)
+    weights[0, 3] = 0
+    theta, cutoff = 0.05, 3.0
+    distance = (points[:, :, None] - points[:, None]).norm(dim=-1).detach()
+    assert float((distance / (cutoff * theta) - 1).abs().min()) > 1e-3  # no pair at the cutoff's jump
+    assert bool(((distance > 0) & (distance < cutoff * theta)).any())
+    assert bool((distance > cutoff * theta).any())
+    assert torch.autograd.gradcheck(
+        lambda p: local_kernel_sum(p, weights, theta, cutoff=cutoff, chunk_size=1), points
+    )
+
+
+def test_local_kernel_sum_falls_back_to_all_pairs_when_crowded() -> None:
+    generator = torch.Generator().manual_seed(9)
+    points = (torch.rand(2, 300, 2, dtype=torch.float64, generator=generator) * 0.01).requires_grad_(True)
+    weights = torch.rand(2, 300, dtype=torch.float64, generator=generator)
+    upstream = torch.randn(2, 300, dtype=torch.float64, generator=generator)
+    rows = torch.arange(600)
+    assert _neighbour_grid(points.detach(), weights.flatten(), rows, 0.05, 16 * 300) is None  # all pairs
+    sparse = _neighbour_grid(points.detach() * 100, weights.flatten(), rows, 0.05, 16 * 300)
+    assert sparse is not None and len(sparse.blocks) > 1  # spread out: the grid, in several blocks
+    local = local_kernel_sum(points, weights, 0.005, cutoff=10.0, chunk_size=16)  # all in one cell
+    dense = _truncated_kernel_sum(points, weights, 0.005, 10.0)
+    torch.testing.assert_close(local, dense, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        _grad((local * upstream).sum(), points),
+        _grad((dense * upstream).sum(), points),
+        rtol=1e-10,
+        atol=1e-9,
+    )
+
+
+def test_local_kernel_sum_edge_cases() -> None:
+    points = torch.rand(2, 5, 2, dtype=torch.float64, requires_grad=True)
+    zero = local_kernel_sum(points, torch.zeros(2, 5, dtype=torch.float64), 0.1, cutoff=5.0)
+    assert torch.equal(zero, torch.zeros(2, 5, dtype=torch.float64))
+    assert torch.equal(_grad(zero.sum(), points), torch.zeros(2, 5, 2, dtype=torch.float64))
+    none = torch.zeros(1, 0, 2, dtype=torch.float64)
+    assert local_kernel_sum(none, torch.zeros(1, 0, dtype=torch.float64), 0.1, cutoff=5.0).shape == (1, 0)
+    for cutoff in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="cutoff"):
+            local_kernel_sum(points, torch.ones(2, 5), 0.1, cutoff=cutoff)
+    with pytest.raises(ValueError, match="cutoff"):
+        effective_loss(points[None], torch.ones(1, 2, 4, 4), cutoff=0.0)
+
+
+def test_second_term_with_a_cutoff_matches_the_truncated_sum() -> None:
+    generator = torch.Generator().manual_seed(10)
+    points = (torch.rand(2, 3, 300, 2, dtype=torch.float64, generator=generator) * 2.4 - 1.2).requires_grad_(
+        True
+    )
+    masks = _disc_mask(32, 0.7).expand(2, 3, -1, -1)
+    theta, cutoff = 0.01, 6.0
+    local = second_term(points, masks, theta=theta, cutoff=cutoff)
+    full = second_term(points, masks, theta=theta)
+    weights = sample_bilinear((masks > 0.5).flatten(0, 1).double(), points.detach().flatten(0, 1))
+    bias = boundary_bias(points, masks).flatten(0, 1)
+    reference = (
+        weights * bias.exp() / 300 * _truncated_kernel_sum(points.flatten(0, 1) / 2, weights, theta, cutoff)
+    )
+    torch.testing.assert_close(local, reference.view(2, 3, 300), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        _grad(local.sum(), points), _grad(reference.sum(), points), rtol=1e-10, atol=1e-9
+    )
+    # dropped pairs: under exp(-cutoff) each, a mean over N (reading 6) times w exp(mu) <= e
+    assert float((full - local).detach().abs().max()) < math.e * math.exp(-cutoff)
+    assert float((full - local).detach().abs().max()) > 0
+    loss = effective_loss(points, masks, theta=theta, cutoff=cutoff)
+    assert loss.second.item() == pytest.approx(local.mean().item(), rel=1e-12)
 
 
 # -- total (eq. 6) --------------------------------------------------------------------------------------

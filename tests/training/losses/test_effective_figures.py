@@ -128,3 +128,13 @@ def test_figures_4_and_5(tmp_path: Path) -> None:
     assert inside["spread"] >= 0.98
     assert coverage["spread"] > coverage["modified"] + 0.05  # the second term covers the silhouette
     assert evenness["spread"] < 0.5 * evenness["modified"]
+
+
+def test_figure_5_with_the_neighbour_limited_second_term() -> None:
+    """(c) with ``cutoff=10`` (pairs beyond 10 theta dropped): still inside, covering and even."""
+    mask = _bird()
+    modified = _optimise(mask, beta=0.0)
+    spread = _optimise(mask, cutoff=10.0)
+    assert float(_inside(spread, mask).float().mean()) >= 0.98
+    assert _coverage(spread, mask) > _coverage(modified, mask) + 0.05
+    assert _neighbour_spread(spread) < 0.5 * _neighbour_spread(modified)
