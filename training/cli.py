@@ -16,6 +16,7 @@ from training import (
     adaptive_flow,
     bench_adaptive_flow,
     bench_effective_loss,
+    bench_pointcloud,
     bench_softras,
     pointcloud_poisson,
     softras,
@@ -32,6 +33,7 @@ COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
     pointcloud_poisson.register,
     bench_effective_loss.register,
     texture_gan.register,
+    bench_pointcloud.register,
 ]
 """The register functions of the subcommands, in the order ``--help`` lists them."""
 
