@@ -153,6 +153,10 @@ class PointCloudTrainConfig(TrainConfig):
     chunk_size: int = DEFAULT_CHUNK_SIZE
     """Rows per block of the pairwise second term (memory: chunk x N per projection set)."""
 
+    cutoff: float | None = None
+    """Second term over neighbours only: pairs farther than cutoff * theta are dropped (each dropped pair's
+    kernel is below exp(-cutoff)); None sums over all pairs as eq. 5 writes it. CPU runs: 10."""
+
     pose_weight: float = 1.0
     """Weight of the pose terms (candidates' min loss + student_weight * student loss) in known mode."""
 
@@ -179,6 +183,7 @@ class PointCloudTrainConfig(TrainConfig):
         "paper": {},
         "cpu": {
             "model.num_points": 2000,
+            "cutoff": 10.0,
             "iterations": 400,
             "batch_size": 4,
             "views_per_item": 3,
@@ -359,6 +364,7 @@ class PointCloudTraining:
         return effective_loss(
             points_ndc, masks, alpha=c.alpha, beta=c.beta, theta=c.theta,
             distance_transform=c.distance_transform, scales=c.scales, chunk_size=c.chunk_size, field=field,
+            cutoff=c.cutoff,
         )  # fmt: skip
 
     def _effective_per_set(self, points_ndc: Tensor, masks: Tensor, field: Tensor | None) -> EffectiveLoss:
@@ -366,7 +372,9 @@ class PointCloudTraining:
         c = self.config
         first = first_term(points_ndc, masks, distance_transform=c.distance_transform, field=field)
         second = (
-            second_term(points_ndc, masks, theta=c.theta, scales=c.scales, chunk_size=c.chunk_size)
+            second_term(
+                points_ndc, masks, theta=c.theta, scales=c.scales, chunk_size=c.chunk_size, cutoff=c.cutoff
+            )
             if c.beta > 0
             else torch.zeros_like(first)
         )  # (M, G, N)
