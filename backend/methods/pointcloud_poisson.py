@@ -8,8 +8,9 @@ Progress: stage "shape" covers steps 1-4, stage "texture" step 5.
 1. **network**: the crop and its mask, resized to the network's input (RGBA, RGB times
    the mask), give N points in the object's canonical frame and a pose: the student head's rotation
    (``backend.models.pointcloud``, DPC's architecture with an ensemble of pose candidates).
-2. **camera**: the student rotation is the start of ``fit_point_camera``, which fits the scale and
-   translation (moments, then a 2-D Chamfer fit of the projected points to the mask).
+2. **camera**: ``fit_point_camera`` fits the scale, translation and a rotation correction (moments, then a
+   2-D Chamfer fit of the projected points to the mask) from the student's rotation and, with
+   ``pose_starts="all"``, from each candidate's too; the lowest Chamfer wins (``extra["pose_start"]``).
 3. **meshing**: normals oriented away from the centroid (the cloud samples the whole closed object;
    orienting toward the camera would turn the back's normals inward), screened Poisson at ``depth``,
    low-density trimming, cleanup and decimation to ``face_budget`` faces (``backend.meshing``).
@@ -83,6 +84,10 @@ class PointCloudPoissonOptions(MethodOptions):
         "(concave shapes), or toward the camera (only for clouds that sample the visible side alone)",
     )
     camera_iterations: int = Field(100, ge=0, le=5000, description="steps of the camera's 2-D Chamfer fit")
+    pose_starts: Literal["all", "student"] = Field(
+        "all",
+        description="fit the camera from the student's and every candidate's rotation (all), keep the best",
+    )
     texture_size: int = Field(1024, ge=64, le=4096, description="side of the square texture atlas")
     texture: TextureChoice = Field(
         "auto",
@@ -125,14 +130,16 @@ class PointCloudPoissonMethod:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points (N, 3) and the student rotation (4,) from a crop (S, S, 3) in [0, 1] and its mask (S, S)."""
+        """Points (N, 3) and rotations (1 + K, 4) (the student's, then the K candidates') from a crop
+        (S, S, 3) in [0, 1] and its mask (S, S)."""
         size = self.model.config.image_size
         small = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
         small_mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
         rgb = torch.from_numpy(small).permute(2, 0, 1)[None].to(self.device)  # (1, 3, s, s)
         alpha = torch.from_numpy(small_mask)[None, None].to(self.device)  # (1, 1, s, s)
         prediction = self.model(model_input(rgb, alpha))
-        return prediction.points[0].float().cpu(), prediction.student[0].float().cpu()
+        rotations = torch.cat([prediction.student, prediction.candidates[0]])  # (1 + K, 4)
+        return prediction.points[0].float().cpu(), rotations.float().cpu()
 
     def reconstruct(
         self,
@@ -157,12 +164,15 @@ class PointCloudPoissonMethod:
         progress(0.0, "shape")
         started = time.perf_counter()
         with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
-            points, rotation = self.predict(image, mask)
+            points, rotations = self.predict(image, mask)
         timings["network"] = time.perf_counter() - started
         progress(0.1, "shape")
 
         started = time.perf_counter()
-        camera, chamfer_2d = fit_point_camera(points, mask, rotation, opts.camera_iterations)
+        starts = rotations if opts.pose_starts == "all" else rotations[:1]
+        fits = [fit_point_camera(points, mask, rotation, opts.camera_iterations) for rotation in starts]
+        start = min(range(len(fits)), key=lambda index: fits[index][1])
+        camera, chamfer_2d = fits[start]
         timings["camera"] = time.perf_counter() - started
         progress(0.2, "shape")
         meshing_options = MeshingOptions(
@@ -215,6 +225,7 @@ class PointCloudPoissonMethod:
                 "poisson_depth": opts.depth,
                 "meshing": meshed.stats,
                 "camera_chamfer_2d": round(chamfer_2d, 6),
+                "pose_start": "student" if start == 0 else f"candidate {start - 1}",
                 "texture": texture_kind,
                 "texture_checkpoint": generator[1] if generator is not None else None,
                 "texture_photo_fraction": round(baked.photo_fraction, 4),

@@ -133,6 +133,7 @@ def test_the_photo_becomes_a_textured_poisson_mesh(tmp_path: Path) -> None:
     assert set(stages) == {"shape", "texture"}
     extra = report.extra
     assert extra["points"] == 2000 and extra["poisson_depth"] == 6 and extra["texture"] == "bake"
+    assert extra["pose_start"] == "student" or extra["pose_start"].startswith("candidate")
     assert extra["texture_checkpoint"] is None and 0.2 < extra["texture_photo_fraction"] <= 1
     assert extra["meshing"]["faces"] == mesh.num_faces == report.num_faces
     for stage in ("network", "camera", "unwrap", "texture"):
