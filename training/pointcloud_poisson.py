@@ -18,8 +18,9 @@ candidates), and the student is regressed onto the best candidate's detached qua
 
 By default the pose terms do not reach the shared encoder (``pose_encoder_gradient``): DPC balances its
 student weight 20 against a projection loss summed over pixels, while eq. 6 is a mean of order 0.01, so
-the pose terms would dominate the encoder's gradient; on a synthetic bird set they made the Chamfer
-distance worse during training (the trainer's tests and the report of issue 7 give the runs).
+the pose terms dominate the encoder's gradient. In 300-step CPU runs on a synthetic bird set (32 px,
+2000 points, batch 4 x 3 views) the held-out Chamfer x100 went from 5.6 (untrained network: 8.5) to 9.7
+when they did; with them stopped at the encoder the shape is that of training without pose terms.
 
 ``pose_mode="learned"`` is DPC's unsupervised setting: the cloud from view k is projected into view j
 with each candidate camera of view j (a weak-perspective camera with the candidate's rotation and the
@@ -181,7 +182,7 @@ class PointCloudTrainConfig(TrainConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "cpu": {
+        "cpu": {  # 2000 points, pairs within 10 theta: 400 steps in about 7 minutes on one CPU core
             "model.num_points": 2000,
             "cutoff": 10.0,
             "iterations": 400,
@@ -210,6 +211,8 @@ class PointCloudTrainConfig(TrainConfig):
         for name in ("alpha", "beta", "pose_weight", "student_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.cutoff is not None and not self.cutoff > 0:
+            raise ValueError(f"cutoff must be positive (in units of theta) or None, got {self.cutoff}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive pixel scales, got {list(self.scales)}")
         if self.pose_mode not in ("known", "learned"):
