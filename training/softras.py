@@ -24,12 +24,11 @@ import argparse
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import chamfer_distance, mask_iou, voxel_iou
@@ -39,7 +38,12 @@ from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
 from training.commands import register_training_command
 from training.config import TrainConfig, lr_factor
-from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
+from training.datasets.shapenet import (
+    ShapeNetRenderings,
+    renderings_info,
+    renderings_splits,
+    voxelize_like_softras,
+)
 from training.distributed import unwrap_model
 from training.loop import RunResult, base_dataset, train
 from training.losses.regularisers import softras_flatten, softras_laplacian
@@ -279,24 +283,7 @@ def _mean(values: list[float]) -> float:
 
 def datasets(config: SoftRasTrainConfig) -> tuple[ShapeNetRenderings, ShapeNetRenderings | None]:
     """The training set (``views_per_item`` views) and the evaluation set (``eval_views`` views)."""
-    if not config.data:
-        raise ValueError("no data folder: pass --data DIR (the SoftRas/NMR npz files or a synthetic copy)")
-    categories = list(config.categories) or None
-    size = config.model.image_size
-    train_set = ShapeNetRenderings(
-        Path(config.data), categories, config.train_split, views_per_item=config.views_per_item,
-        image_size=size, seed=config.seed,
-    )  # fmt: skip
-    try:
-        eval_set: ShapeNetRenderings | None = ShapeNetRenderings(
-            Path(config.data), categories, config.eval_split, views_per_item=config.eval_views,
-            image_size=size, seed=config.seed,
-        )  # fmt: skip
-    except FileNotFoundError:
-        eval_set = None
-    if eval_set is not None and config.eval_objects:
-        eval_set = Subset(eval_set, range(min(config.eval_objects, len(eval_set))))  # type: ignore[assignment]
-    return train_set, eval_set
+    return renderings_splits(config, config.model.image_size)
 
 
 def run(
@@ -310,16 +297,13 @@ def run(
     """
     if train_set is None:
         train_set, eval_set = datasets(config)
-    info = {
-        "name": "shapenet-renderings",
-        "root": str(Path(config.data).resolve()),
-        "categories": list(config.categories) or "all",
-        "train_split": config.train_split,
-        "train_objects": len(train_set),  # type: ignore[arg-type]
-        "eval_split": config.eval_split,
-        "eval_objects": len(eval_set) if eval_set is not None else 0,  # type: ignore[arg-type]
-    }
-    return train(SoftRasTraining(config), config, train_set, eval_set, dataset_info=info)
+    return train(
+        SoftRasTraining(config),
+        config,
+        train_set,
+        eval_set,
+        dataset_info=renderings_info(config, train_set, eval_set),
+    )
 
 
 # -- command line ---------------------------------------------------------------------------------------

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from backend.geometry import TexturedMesh, voxelize_mesh
 from backend.geometry.camera import from_softras_images
@@ -242,3 +242,68 @@ class ShapeNetRenderings(Dataset[dict[str, Any]]):
         if category.synset not in self._archives:
             self._archives[category.synset] = MeshArchive(category.meshes_path)
         return self._archives[category.synset].mesh(local)
+
+
+class RenderingsSettings(Protocol):
+    """The fields of a trainer config that choose its ``ShapeNetRenderings`` splits (softras, pointcloud)."""
+
+    @property
+    def data(self) -> str: ...
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+    @property
+    def train_split(self) -> str: ...
+    @property
+    def eval_split(self) -> str: ...
+    @property
+    def views_per_item(self) -> int: ...
+    @property
+    def eval_views(self) -> int: ...
+    @property
+    def eval_objects(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+def renderings_splits(
+    settings: RenderingsSettings, image_size: int
+) -> tuple[ShapeNetRenderings, ShapeNetRenderings | None]:
+    """The training split (``views_per_item`` views per item) and the evaluation split (``eval_views``
+    views, its first ``eval_objects`` objects when that is not 0; None when the folder has no such split).
+
+    Raises:
+        ValueError: no data folder given.
+    """
+    if not settings.data:
+        raise ValueError("no data folder: pass --data DIR (the SoftRas/NMR npz files or a synthetic copy)")
+    categories = list(settings.categories) or None
+    train_set = ShapeNetRenderings(
+        Path(settings.data), categories, settings.train_split, views_per_item=settings.views_per_item,
+        image_size=image_size, seed=settings.seed,
+    )  # fmt: skip
+    try:
+        eval_set: ShapeNetRenderings | None = ShapeNetRenderings(
+            Path(settings.data), categories, settings.eval_split, views_per_item=settings.eval_views,
+            image_size=image_size, seed=settings.seed,
+        )  # fmt: skip
+    except FileNotFoundError:
+        eval_set = None
+    if eval_set is not None and settings.eval_objects:
+        # a Subset (typed as the dataset: callers index it and take its length)
+        eval_set = Subset(eval_set, range(min(settings.eval_objects, len(eval_set))))  # type: ignore[assignment]
+    return train_set, eval_set
+
+
+def renderings_info(
+    settings: RenderingsSettings, train_set: Dataset[Any], eval_set: Dataset[Any] | None
+) -> dict[str, Any]:
+    """The dataset description a checkpoint records for a run on ``renderings_splits``."""
+    return {
+        "name": "shapenet-renderings",
+        "root": str(Path(settings.data).resolve()),
+        "categories": list(settings.categories) or "all",
+        "train_split": settings.train_split,
+        "train_objects": len(train_set),  # type: ignore[arg-type]
+        "eval_split": settings.eval_split,
+        "eval_objects": len(eval_set) if eval_set is not None else 0,  # type: ignore[arg-type]
+    }
