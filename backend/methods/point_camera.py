@@ -50,7 +50,7 @@ def fit_point_camera(
     rotation: Tensor,
     iterations: int = 100,
     *,
-    samples: int = 2000,
+    samples: int = 1000,
     learning_rate: float = 0.02,
     seed: int = 0,
 ) -> tuple[Camera, float]:

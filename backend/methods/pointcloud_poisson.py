@@ -170,7 +170,8 @@ class PointCloudPoissonMethod:
 
         started = time.perf_counter()
         starts = rotations if opts.pose_starts == "all" else rotations[:1]
-        fits = [fit_point_camera(points, mask, rotation, opts.camera_iterations) for rotation in starts]
+        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
+            fits = [fit_point_camera(points, mask, rotation, opts.camera_iterations) for rotation in starts]
         start = min(range(len(fits)), key=lambda index: fits[index][1])
         camera, chamfer_2d = fits[start]
         timings["camera"] = time.perf_counter() - started
