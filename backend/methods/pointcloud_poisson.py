@@ -96,9 +96,13 @@ class PointCloudPoissonOptions(MethodOptions):
     texture_checkpoint: str | None = Field(
         None, description="generator checkpoint (pointcloud-texture); default: the newest installed"
     )
-    time_limit: float = Field(120.0, gt=0.0, le=3600.0, description="seconds allowed for Poisson meshing")
+    time_limit: float = Field(
+        120.0, gt=0.0, le=3600.0, description="seconds allowed for Poisson (checked when Open3D returns)"
+    )
     resolution: int = Field(128, ge=16, le=1024, description="side of the silhouette the report's IoU uses")
-    cpu_threads: int = Field(2, ge=1, le=256, description="torch CPU threads for the network on a CPU")
+    cpu_threads: int = Field(
+        2, ge=1, le=256, description="torch CPU threads for the network and camera fits on a CPU"
+    )
 
 
 class PointCloudPoissonMethod:
