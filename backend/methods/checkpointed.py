@@ -7,7 +7,8 @@ problem. ``load_method_network(method, checkpoint, template, device, build)`` go
 network from the checkpoint's ``config["model"]`` with ``build`` and load the weights into it (a config or
 weights that do not fit are a ``MethodError`` too). ``checkpoint_availability(method, train_command)``
 is the ``availability()`` of such a method: available when a checkpoint is installed, otherwise the
-reason and the command that trains one.
+reason and the command that trains one. ``masked_crop_input(image, mask, size, device)`` is the input of
+the networks that read the crop as RGBA with the RGB multiplied by the mask (softras, pointcloud-poisson).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from backend.checkpoints import (
     Checkpoint,
@@ -27,6 +30,7 @@ from backend.checkpoints import (
     load_checkpoint,
 )
 from backend.methods.base import MethodError
+from backend.models.softras import model_input
 
 Network = TypeVar("Network", bound=nn.Module)
 
@@ -80,3 +84,13 @@ def load_method_network(
         raise MethodError(f"{loaded.path} does not hold a usable {method} network: {error}") from error
     network.to(device).eval()
     return network, loaded.path.name
+
+
+def masked_crop_input(image: np.ndarray, mask: np.ndarray, size: int, device: torch.device) -> Tensor:
+    """(1, 4, size, size) RGBA network input (``model_input``) from a crop (S, S, 3) float in [0, 1] and
+    its (S, S) mask, both area-resized to ``size``."""
+    small = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    rgb = torch.from_numpy(small).permute(2, 0, 1)[None].to(device)  # (1, 3, s, s)
+    alpha = torch.from_numpy(small_mask)[None, None].to(device)  # (1, 1, s, s)
+    return model_input(rgb, alpha)

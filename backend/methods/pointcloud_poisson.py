@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import cv2
 import numpy as np
 import pydantic
 import torch
@@ -51,10 +50,10 @@ from backend.methods.base import (
     Report,
     cpu_threads,
 )
-from backend.methods.checkpointed import checkpoint_availability, load_method_network
+from backend.methods.checkpointed import checkpoint_availability, load_method_network, masked_crop_input
 from backend.methods.fit import reprojection_iou
 from backend.methods.point_camera import fit_point_camera
-from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig, model_input
+from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
 from backend.models.texture_gan import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
@@ -136,12 +135,7 @@ class PointCloudPoissonMethod:
     def predict(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N, 3) and rotations (1 + K, 4) (the student's, then the K candidates') from a crop
         (S, S, 3) in [0, 1] and its mask (S, S)."""
-        size = self.model.config.image_size
-        small = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-        small_mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-        rgb = torch.from_numpy(small).permute(2, 0, 1)[None].to(self.device)  # (1, 3, s, s)
-        alpha = torch.from_numpy(small_mask)[None, None].to(self.device)  # (1, 1, s, s)
-        prediction = self.model(model_input(rgb, alpha))
+        prediction = self.model(masked_crop_input(image, mask, self.model.config.image_size, self.device))
         rotations = torch.cat([prediction.student, prediction.candidates[0]])  # (1 + K, 4)
         return prediction.points[0].float().cpu(), rotations.float().cpu()
 

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import pydantic
 import torch
@@ -35,9 +34,9 @@ from backend.methods.base import (
     Reconstruction,
     cpu_threads,
 )
-from backend.methods.checkpointed import checkpoint_availability, load_method_network
+from backend.methods.checkpointed import checkpoint_availability, load_method_network, masked_crop_input
 from backend.methods.fit import FitMethod, FitOptions, ShapeMode
-from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
+from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 
 Field = pydantic.Field
 NETWORK_SHARE = 0.05
@@ -86,12 +85,7 @@ class SoftRasMethod:
     @torch.no_grad()
     def predict(self, image: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """Vertices (642, 3) predicted from a crop (S, S, 3) float in [0, 1] and its mask (S, S)."""
-        size = self.model.config.image_size
-        small = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-        small_mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-        rgb = torch.from_numpy(small).permute(2, 0, 1)[None].to(self.device)  # (1, 3, s, s)
-        alpha = torch.from_numpy(small_mask)[None, None].to(self.device)  # (1, 1, s, s)
-        return self.model(model_input(rgb, alpha))[0]
+        return self.model(masked_crop_input(image, mask, self.model.config.image_size, self.device))[0]
 
     def reconstruct(
         self,
