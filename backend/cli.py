@@ -12,20 +12,71 @@ Subcommands:
     bench blender  submit -> object in a Blender scene, split into backend, download and import time.
     bench meshing  point cloud -> mesh stage against the raw Open3D Poisson call; unwrap and bake times.
 Each command's module holds its arguments and its work; this one only dispatches.
+
+Start-up stays light: a command's module is imported, and its arguments added, only when that command
+is parsed or its help is printed (``DeferredParser``), and those modules import torch, the networks,
+Open3D and FastAPI where they run, not at the top. ``mono2mesh --version`` and ``--help`` import none of
+them (``tests/backend/test_startup.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-
-import torch
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from backend import __version__
 
 
+class DeferredParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose arguments are added by ``build(parser)`` the first time it parses or
+    formats its usage or help.
+
+    As the parser class of ``add_subparsers``, it lets ``--help`` list every subcommand (the ``help=`` of
+    ``add_parser``) while importing only the module of the subcommand that is run.
+    """
+
+    def __init__(
+        self, *args: Any, build: Callable[[argparse.ArgumentParser], object] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._build = build
+
+    def _build_now(self) -> None:
+        build, self._build = self._build, None
+        if build is not None:
+            build(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._build_now()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._build_now()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._build_now()
+        return super().format_help()
+
+
+def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """A ``build`` that imports ``module`` and calls its ``add_arguments(parser)``."""
+
+    def build(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).add_arguments(parser)
+
+    return build
+
+
 def _available_devices() -> list[str]:
+    import torch
+
     devices = ["cpu"]
     if torch.cuda.is_available():
         devices.append("cuda")
@@ -45,22 +96,23 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole ``mono2mesh`` parser; each subcommand's module is imported when that subcommand is parsed."""
     parser = argparse.ArgumentParser(prog="mono2mesh", description="Single photo -> textured 3D mesh.")
     parser.add_argument("--version", action="version", version=f"mono2mesh {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    from backend import reconstruct_command
-
-    reconstruct = commands.add_parser("reconstruct", help="photos -> textured meshes and previews")
-    reconstruct_command.add_arguments(reconstruct)
-    from backend.server import command as serve_command
-
-    serve_command.add_arguments(commands.add_parser("serve", help="start the local backend server"))
-    from backend import addon_build
-
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=DeferredParser)
+    commands.add_parser(
+        "reconstruct",
+        help="photos -> textured meshes and previews",
+        build=_arguments_of("backend.reconstruct_command"),
+    )
+    commands.add_parser(
+        "serve", help="start the local backend server", build=_arguments_of("backend.server.command")
+    )
     addon = commands.add_parser("addon", help="the Blender add-on")
     addon_commands = addon.add_subparsers(dest="addon", required=True)
-    addon_build.add_arguments(addon_commands.add_parser("build", help="build and validate the extension zip"))
+    addon_commands.add_parser(
+        "build", help="build and validate the extension zip", build=_arguments_of("backend.addon_build")
+    )
     methods = commands.add_parser("methods", help="list the reconstruction methods")
     methods.add_argument("--options", action="store_true", help="also list each method's options")
     methods.add_argument("--json", action="store_true", help="print JSON")
@@ -74,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--batches", type=_int_list, default=[1, 16], help="batch sizes (default 1,16)")
     render.add_argument(
         "--devices",
-        default=",".join(_available_devices()),
-        help="comma-separated torch devices (default: all)",
+        default=None,
+        help="comma-separated torch devices (default: every available device)",
     )
     render.add_argument("--repeats", type=int, default=5, help="timed runs per case; the minimum is reported")
     render.add_argument(
@@ -84,26 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
     render.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
 
-    from backend.bench import reconstruct as bench_reconstruct
-
-    bench_reconstruct.add_arguments(
-        benches.add_parser("reconstruct", help="per-stage time of a method on real photos")
+    benches.add_parser(
+        "reconstruct",
+        help="per-stage time of a method on real photos",
+        build=_arguments_of("backend.bench.reconstruct"),
     )
-    from backend.bench import serve as bench_serve
-
-    bench_serve.add_arguments(benches.add_parser("serve", help="overhead of a job through HTTP"))
-    from backend.bench import fit_multiview as bench_fit_multiview
-
-    bench_fit_multiview.add_arguments(
-        benches.add_parser("fit-multiview", help="fit one mesh to SoftRas's 120 airplane silhouettes")
+    benches.add_parser(
+        "serve", help="overhead of a job through HTTP", build=_arguments_of("backend.bench.serve")
     )
-    from backend.bench import blender as bench_blender
-
-    bench_blender.add_arguments(benches.add_parser("blender", help="submit -> object in a Blender scene"))
-    from backend.bench import meshing as bench_meshing
-
-    bench_meshing.add_arguments(
-        benches.add_parser("meshing", help="meshing stage vs raw Open3D Poisson on 8k points (JSON)")
+    benches.add_parser(
+        "fit-multiview",
+        help="fit one mesh to SoftRas's 120 airplane silhouettes",
+        build=_arguments_of("backend.bench.fit_multiview"),
+    )
+    benches.add_parser(
+        "blender", help="submit -> object in a Blender scene", build=_arguments_of("backend.bench.blender")
+    )
+    benches.add_parser(
+        "meshing",
+        help="meshing stage vs raw Open3D Poisson on 8k points (JSON)",
+        build=_arguments_of("backend.bench.meshing"),
     )
     return parser
 
@@ -174,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 print("deodr is not installed (pip install 'mono2mesh[bench]'); skipping it", file=sys.stderr)
                 with_deodr = False
-        devices = [d for d in args.devices.split(",") if d]
+        devices = [d for d in args.devices.split(",") if d] if args.devices else _available_devices()
         report = bench_render.run(args.sizes, args.batches, devices, args.repeats, with_deodr, args.sigma)
         print(json.dumps(report, indent=2) if args.json else bench_render.format_table(report))
         return 0

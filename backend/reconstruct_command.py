@@ -3,6 +3,9 @@
 For each photo it runs ``backend.methods.pipeline.reconstruct_photo`` and ``export`` (the files are
 listed there), prints a line per result, and goes on after a failure; the exit code is 1 when any photo
 failed (the message says which and why), 2 for a usage error (unknown method, bad option).
+
+The methods, torch and the mesh IO are imported by ``main``: ``mono2mesh`` builds its parser from
+``add_arguments``, which must stay cheap.
 """
 
 from __future__ import annotations
@@ -14,13 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from backend.geometry.io import load_mesh
-from backend.imaging import ImageError
-from backend.methods.base import MethodError
-from backend.methods.pipeline import export, reconstruct_photo
-from backend.methods.registry import DEFAULT_METHOD, create_method, parse_options
+from backend.methods.registry import DEFAULT_METHOD
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
     """``["iterations=400", "seed=2"]`` -> ``{"iterations": 400, "seed": 2}`` (JSON values if they parse)."""
+    from backend.methods.base import MethodError
+
     options: dict[str, Any] = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
@@ -75,6 +74,14 @@ def _unique_stems(images: list[Path]) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from backend.geometry.io import load_mesh
+    from backend.imaging import ImageError
+    from backend.methods.base import MethodError
+    from backend.methods.pipeline import export, reconstruct_photo
+    from backend.methods.registry import create_method, parse_options
+
     masks: list[Path | None] = list(args.mask) if args.mask else [None] * len(args.images)
     if len(masks) != len(args.images):
         print(

@@ -419,7 +419,8 @@ class AdaptiveFlowTraining:
         pixel = ((rgb * target[:, None] - photo).abs().mean(dim=(1, 2, 3))).view(-1, hypotheses)
         texture_loss = weighted_by_hypothesis(pixel, output.probs).mean()
         if config.perceptual_weight:
-            best_rgb = rgb.view(-1, hypotheses, *rgb.shape[1:])[torch.arange(len(image)), renders.best]
+            items = torch.arange(len(image), device=image.device)
+            best_rgb = rgb.view(-1, hypotheses, *rgb.shape[1:])[items, renders.best]
             perceptual = perceptual_loss(
                 self._perceptual_net(image.device), best_rgb * small_mask, small_image * small_mask
             ).mean()
@@ -431,7 +432,7 @@ class AdaptiveFlowTraining:
         barrier = distance_transform_barrier(mask)
         losses["texture_dt"] = texture_dt_loss(output.flow, barrier, (texel_face >= 0).float()).mean()
         face_index = renders.all_views.face_index.view(-1, hypotheses, *alpha.shape[1:])
-        best_faces = face_index[torch.arange(len(image)), renders.best]  # (B, s, s)
+        best_faces = face_index[torch.arange(len(image), device=image.device), renders.best]  # (B, s, s)
         flow_means, _ = face_flow_means(output.flow, texel_face, network.num_faces)
         pixel_means, weights = face_pixel_means(best_faces, network.num_faces)
         losses["alignment"] = flow_alignment_loss(flow_means, pixel_means, weights).mean()

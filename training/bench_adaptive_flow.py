@@ -32,7 +32,7 @@ from backend.models.adaptive_flow import sample_texture
 from training.adaptive_flow import AdaptiveFlowTrainConfig, AdaptiveFlowTraining, datasets, run
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.loop import move_to_device
+from training.loop import device_loader, move_to_device
 
 VARIANTS = {
     "full": [],
@@ -79,7 +79,7 @@ def _config(args: argparse.Namespace, stage: int, out: Path, extra: list[str]) -
 
 def _evaluate(config: AdaptiveFlowTrainConfig, model: torch.nn.Module, eval_set: Any) -> dict[str, float]:
     method = AdaptiveFlowTraining(config)
-    loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False)
+    loader = device_loader(eval_set, next(model.parameters()).device, config.batch_size)
     model.eval()
     return {k: round(v, 4) for k, v in method.evaluate(model, loader).items()}
 

@@ -190,8 +190,9 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
 
 def _cameras(batch: int, views: int, device: torch.device) -> Camera:
     """B * G SoftRas look-at cameras (object-major): elevation 30, azimuths 360 k / G (+ 15 per object)."""
-    azimuth = torch.tensor([360.0 * k / views + 15.0 * b for b in range(batch) for k in range(views)])
-    return Camera.look_at(2.732, torch.full_like(azimuth, 30.0), azimuth).to(device)
+    azimuths = [360.0 * k / views + 15.0 * b for b in range(batch) for k in range(views)]
+    azimuth = torch.tensor(azimuths, device=device)
+    return Camera.look_at(2.732, torch.full_like(azimuth, 30.0), azimuth)
 
 
 def _target_masks(cameras: Camera, size: int) -> Tensor:
@@ -204,18 +205,19 @@ def _target_masks(cameras: Camera, size: int) -> Tensor:
 
 
 def _ellipsoid_points(batch: int, count: int, device: torch.device) -> Tensor:
-    """(B, N, 3) points uniform in the ellipsoid."""
-    direction = torch.nn.functional.normalize(torch.randn(batch, count, 3), dim=-1)
-    radius = torch.rand(batch, count, 1) ** (1 / 3)
-    return (direction * radius * torch.tensor(ELLIPSOID)).to(device)
+    """(B, N, 3) points uniform in the ellipsoid, drawn from the global CPU generator (the same on every
+    device), on ``device``."""
+    direction = torch.nn.functional.normalize(torch.randn(batch, count, 3, device="cpu"), dim=-1)
+    radius = torch.rand(batch, count, 1, device="cpu") ** (1 / 3)
+    return (direction * radius).to(device) * torch.tensor(ELLIPSOID, device=device)
 
 
 def _ellipsoid_mesh(level: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Icosphere of ``level`` scaled to the ellipsoid, slightly perturbed per object: (B, V, 3), (F, 3)."""
-    mesh = icosphere_template(level).mesh
-    vertices = mesh.vertices.float() * torch.tensor(ELLIPSOID)  # (V, 3)
-    noisy = vertices + 0.005 * torch.randn(batch, *vertices.shape)  # (B, V, 3)
-    return noisy.to(device), mesh.faces.to(device)
+    mesh = icosphere_template(level).mesh  # on the CPU
+    vertices = mesh.vertices.to(device).float() * torch.tensor(ELLIPSOID, device=device)  # (V, 3)
+    noise = torch.randn(batch, *vertices.shape, device="cpu").to(device)  # the global CPU generator's draws
+    return vertices + 0.005 * noise, mesh.faces.to(device)  # (B, V, 3), (F, 3)
 
 
 def _closest_level(count: int) -> int:

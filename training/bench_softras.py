@@ -29,7 +29,7 @@ from backend.methods.base import no_progress
 from backend.methods.fit import FitMethod, FitOptions
 from backend.models.encoders import ENCODER_KINDS
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.loop import train
+from training.loop import device_loader, train
 from training.softras import SoftRasTrainConfig, SoftRasTraining, datasets
 
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         method = SoftRasTraining(config)
         torch.manual_seed(args.seed)
         untrained_model = method.build_model().to(args.device).eval()
-        loader = torch.utils.data.DataLoader(eval_set, batch_size=8)
+        loader = device_loader(eval_set, args.device, batch_size=8)
         untrained = method.evaluate(untrained_model, loader)
         clock = time.perf_counter()
         result = train(method, config, train_set, eval_set)
@@ -126,7 +126,7 @@ def _fit_baseline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     config = SoftRasTrainConfig(data=str(data), eval_views=1, device="cpu", iterations=1)
     _, eval_set = datasets(config)
     assert eval_set is not None
-    fit = FitMethod("cpu")
+    fit = FitMethod(args.device)
     options = FitOptions(crop_size=64, resolution=64, texture_size=32)
     scores, seconds = [], []
     for index in range(min(args.fit_objects, len(eval_set))):

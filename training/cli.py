@@ -2,40 +2,86 @@
 
 Every subcommand lives with its code and registers itself: a function ``register(subparsers)`` adds its
 parser to the ``add_subparsers`` object and sets ``run`` (``args -> exit status``) as a default. To add one,
-append its register function to ``COMMANDS``.
+add its name, module and one-line help to ``COMMANDS`` (``tests/training/test_cli.py`` checks that the help
+is the one ``register`` gives).
+
+A subcommand's module (torch, the datasets, the trainers) is imported, and its ``register`` called, only
+when that subcommand is parsed or its help printed (``backend.cli.DeferredParser``): ``--help`` and
+``--version`` import none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from backend import __version__
-from training import (
-    adaptive_flow,
-    bench_adaptive_flow,
-    bench_effective_loss,
-    bench_pointcloud,
-    bench_softras,
-    pointcloud_poisson,
-    softras,
-    texture_gan,
-)
-from training.datasets import make_synthetic
+from backend.cli import DeferredParser
 
-COMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
-    make_synthetic.register,
-    softras.register,
-    bench_softras.register,
-    adaptive_flow.register,
-    bench_adaptive_flow.register,
-    pointcloud_poisson.register,
-    bench_effective_loss.register,
-    texture_gan.register,
-    bench_pointcloud.register,
-]
-"""The register functions of the subcommands, in the order ``--help`` lists them."""
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-synthetic": (
+        "training.datasets.make_synthetic",
+        "write a synthetic category dataset (known 3D) in a real dataset's layout",
+    ),
+    "softras": ("training.softras", "train the Soft Rasterizer baseline (method softras)"),
+    "bench-softras": (
+        "training.bench_softras",
+        "train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
+    ),
+    "adaptive-flow": (
+        "training.adaptive_flow",
+        "train the adaptive-gradient texture-flow model (method adaptive-flow; two stages)",
+    ),
+    "bench-adaptive-flow": (
+        "training.bench_adaptive_flow",
+        "train adaptive-flow on synthetic birds: full model vs. no D_var vs. no FID, timings (JSON)",
+    ),
+    "pointcloud-poisson": (
+        "training.pointcloud_poisson",
+        "train the point-cloud network of pointcloud-poisson (DPC network, effective loss)",
+    ),
+    "bench-effective-loss": (
+        "training.bench_effective_loss",
+        "time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
+    ),
+    "pointcloud-texture": (
+        "training.texture_gan",
+        "train the texture generator of pointcloud-poisson (method pointcloud-texture)",
+    ),
+    "bench-pointcloud": (
+        "training.bench_pointcloud",
+        "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
+    ),
+}
+"""Subcommand name -> (the module whose ``register`` adds it, its one-line help), in ``--help`` order."""
+
+
+class _OneParser:
+    """The ``subparsers`` a ``register`` function is handed: ``add_parser(name, ...)`` configures and
+    returns the subcommand's already listed (deferred) parser instead of adding another."""
+
+    _SETTABLE = ("description", "epilog", "usage", "formatter_class")
+
+    def __init__(self, name: str, parser: argparse.ArgumentParser) -> None:
+        self.name, self.parser = name, parser
+
+    def add_parser(self, name: str, *, help: str | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+        if name != self.name:
+            raise RuntimeError(f"COMMANDS lists {self.name!r} but its register function adds {name!r}")
+        for key, value in kwargs.items():
+            if key not in self._SETTABLE:
+                raise TypeError(f"add_parser({key}=...) is not supported for deferred subcommands")
+            setattr(self.parser, key, value)
+        return self.parser
+
+
+def _register(name: str, module: str) -> Callable[[argparse.ArgumentParser], None]:
+    def build(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).register(_OneParser(name, parser))
+
+    return build
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mono2mesh-train", description="Train the checkpoints the Mono2Mesh backend loads."
     )
     parser.add_argument("--version", action="version", version=f"mono2mesh-train {__version__}")
-    subparsers = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    for register in COMMANDS:
-        register(subparsers)
+    subparsers = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", parser_class=DeferredParser
+    )
+    for name, (module, summary) in COMMANDS.items():
+        subparsers.add_parser(name, help=summary, build=_register(name, module))
     return parser
 
 

@@ -195,11 +195,11 @@ class ShardedSampler(Sampler[int]):
         self.start_batch = start_batch
 
     def permutation(self) -> torch.Tensor:
-        """The epoch's order of all items, shape (dataset_size,), int64."""
+        """The epoch's order of all items, shape (dataset_size,), int64, on the CPU (a sampler's indices)."""
         if not self.shuffle:
-            return torch.arange(self.dataset_size)
+            return torch.arange(self.dataset_size, device="cpu")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.dataset_size, generator=generator)
+        return torch.randperm(self.dataset_size, generator=generator, device="cpu")
 
     def __iter__(self) -> Iterator[int]:
         order = self.permutation()

@@ -21,7 +21,9 @@ The method supplies the model and what one step, one evaluation and one picture 
 (``model(x)``) in ``training_step`` so that DDP synchronises gradients; use ``unwrap_model(model)`` for
 attribute access. ``evaluate`` and ``visualise`` get the unwrapped module in eval mode on rank 0 only;
 ``visualise`` runs under ``torch.no_grad()``, ``evaluate`` decides itself (a method may optimise at test
-time). Batches arrive on the device (tensors in dicts, lists and tuples are moved).
+time). Batches arrive on the device (tensors in dicts, lists and tuples are moved), in training and in
+evaluation alike: ``evaluate`` gets a ``DeviceDataLoader`` (``device_loader``), which a benchmark that
+evaluates a model outside the loop uses too.
 
 Output folder ``config.out``::
 
@@ -148,6 +150,42 @@ def move_to_device(batch: Batch, device: torch.device) -> Batch:
     if isinstance(batch, list | tuple):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
+
+
+class DeviceDataLoader(DataLoader[Any]):
+    """A ``DataLoader`` whose batches arrive on ``device`` (tensors in dicts, lists and tuples are moved).
+
+    The loop hands one to ``TrainingMethod.evaluate``, so an evaluation never sees a CPU batch next to a
+    model on CUDA; ``dataset`` and every other ``DataLoader`` attribute are the usual ones.
+    """
+
+    def __init__(self, dataset: Dataset[Any], device: torch.device | str, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.device = torch.device(device)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        for batch in super().__iter__():
+            yield move_to_device(batch, self.device)
+
+
+def device_loader(
+    dataset: Dataset[Any],
+    device: torch.device | str,
+    batch_size: int,
+    *,
+    workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> DeviceDataLoader:
+    """An evaluation loader over ``dataset`` in order (no shuffling), its batches on ``device``."""
+    return DeviceDataLoader(
+        dataset,
+        device,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.device(device).type == "cuda",
+    )
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -297,10 +335,11 @@ class _Run:
         )
         return iter(loader)
 
-    def eval_loader(self, dataset: Dataset[Any], batch_size: int | None = None) -> DataLoader[Any]:
+    def eval_loader(self, dataset: Dataset[Any], batch_size: int | None = None) -> DeviceDataLoader:
         size = batch_size or self.config.eval_batch_size or self.sampler.local_batch
-        return DataLoader(dataset, batch_size=size, shuffle=False, num_workers=self.config.workers,
-                          collate_fn=self.collate_fn)  # fmt: skip
+        return device_loader(
+            dataset, self.device, size, workers=self.config.workers, collate_fn=self.collate_fn
+        )
 
     # --- one step and the periodic work ---
 
@@ -363,7 +402,7 @@ class _Run:
             source = self.eval_set if self.eval_set is not None else self.train_set
             count = min(self.config.image_count, len(source))  # type: ignore[arg-type]
             loader = self.eval_loader(Subset(source, range(count)), batch_size=count)
-            self.image_batch = move_to_device(next(iter(loader)), self.device)
+            self.image_batch = next(iter(loader))
         self.model.eval()
         with torch.no_grad():
             grid = self.method.visualise(self.model, self.image_batch)

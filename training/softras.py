@@ -261,10 +261,15 @@ def views_camera(batch: Mapping[str, Any], view: int) -> Camera:
 
 
 def sample_surface(vertices: Tensor, faces: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` points (count, 3) uniformly on the surface of a mesh (V, 3), (F, 3) (area-weighted)."""
-    areas = face_areas(vertices, faces).clamp_min(0)
+    """``count`` points (count, 3) uniformly on the surface of a mesh (V, 3), (F, 3) (area-weighted).
+
+    The draws are made where ``generator`` lives (a CPU generator gives the same points whatever the
+    mesh's device); the points are on the device of ``vertices``.
+    """
+    areas = face_areas(vertices, faces).clamp_min(0).to(generator.device)
     chosen = torch.multinomial(areas + 1e-12, count, replacement=True, generator=generator)
-    u, v = torch.rand(2, count, 1, generator=generator)
+    u, v = torch.rand(2, count, 1, generator=generator, device=generator.device).to(vertices.device)
+    chosen = chosen.to(vertices.device)
     flip = (u + v) > 1
     u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
     corners = vertices[faces[chosen]]  # (count, 3, 3)

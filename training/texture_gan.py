@@ -249,10 +249,10 @@ def random_holes(
     strokes, boxes = holes.max_strokes, holes.max_boxes
 
     def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
-        return low + (high - low) * torch.rand(shape, generator=generator)
+        return low + (high - low) * torch.rand(shape, generator=generator, device="cpu")
 
-    stroke_count = torch.randint(0, strokes + 1, (batch,), generator=generator)  # (B,)
-    box_count = torch.randint(0, boxes + 1, (batch,), generator=generator)
+    stroke_count = torch.randint(0, strokes + 1, (batch,), generator=generator, device="cpu")  # (B,)
+    box_count = torch.randint(0, boxes + 1, (batch,), generator=generator, device="cpu")
     start = uniform(batch, max(strokes, 1), 1, 2)  # (B, K, 1, 2)
     angle = uniform(batch, max(strokes, 1), STROKE_VERTICES - 1, high=2 * math.pi)
     step = uniform(batch, max(strokes, 1), STROKE_VERTICES - 1, low=holes.stroke_step[0],
@@ -405,7 +405,7 @@ class TextureGanTraining:
         holes = random_holes(batch, size, self.config.holes, generator, device)  # (B, 1, S, S)
         if not self.config.model.noise:
             return holes
-        noise = torch.randn((batch, 1, size, size), generator=generator).to(device)
+        noise = torch.randn((batch, 1, size, size), generator=generator, device="cpu").to(device)  # CPU draws
         return torch.cat([holes, noise], dim=1)
 
     def complete(self, model: nn.Module, image: Tensor, mask: Tensor, drawn: Tensor) -> Completion:

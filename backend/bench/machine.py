@@ -6,11 +6,11 @@ import os
 import platform
 from typing import Any
 
-import torch
-
 
 def machine_info() -> dict[str, Any]:
     """Platform, processor, CPU count, torch threads and version, and the CUDA device when there is one."""
+    import torch  # here, not at import: the benchmarks' parsers are built from modules that import this
+
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -95,22 +95,29 @@ def bird_blob() -> tuple[Tensor, Tensor]:
     """A smooth closed blob symmetric about x = 0: vertices (V, 3) inside [-0.5, 0.5]^3, faces (F, 3)."""
     sphere = icosphere_template(level=4).mesh
     unit = sphere.vertices  # (V, 3) on the unit sphere
-    radius = 1.0 + 0.35 * torch.exp(-((unit - torch.tensor([0.0, 0.5, 0.85])) ** 2).sum(1) / 0.08)  # head
-    radius = radius + 0.25 * torch.exp(-((unit - torch.tensor([0.0, 0.1, -1.0])) ** 2).sum(1) / 0.05)  # tail
-    vertices = unit * radius[:, None] * torch.tensor([0.22, 0.25, 0.32])  # (V, 3)
+    head = torch.tensor([0.0, 0.5, 0.85], device=unit.device)
+    tail = torch.tensor([0.0, 0.1, -1.0], device=unit.device)
+    radius = 1.0 + 0.35 * torch.exp(-((unit - head) ** 2).sum(1) / 0.08)
+    radius = radius + 0.25 * torch.exp(-((unit - tail) ** 2).sum(1) / 0.05)
+    vertices = unit * radius[:, None] * torch.tensor([0.22, 0.25, 0.32], device=unit.device)  # (V, 3)
     return vertices, sphere.faces
 
 
 def sample_surface(vertices: Tensor, faces: Tensor, count: int, seed: int = 0) -> Tensor:
-    """(count, 3) points uniform by area on the mesh, reproducible by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
+    """(count, 3) points uniform by area on the mesh, reproducible by ``seed``, on the device of ``vertices``.
+
+    The draws come from a CPU generator, so they are made on the CPU whatever the mesh's device.
+    """
+    generator = torch.Generator().manual_seed(seed)  # a CPU generator: the sampling runs on the CPU
+    device = vertices.device
+    vertices, faces = vertices.cpu(), faces.cpu()
     areas = face_areas(vertices.double(), faces)  # (F,)
     face = torch.multinomial(areas, count, replacement=True, generator=generator)  # (N,)
-    first, second = torch.rand(2, count, 1, generator=generator, dtype=torch.float64)  # (N, 1) each
-    root = first.sqrt()
+    first, second = torch.rand(2, count, 1, generator=generator, dtype=torch.float64, device="cpu")
+    root = first.sqrt()  # first, second: (N, 1) each
     weights = torch.cat([1 - root, root * (1 - second), root * second], dim=1)  # (N, 3) uniform in a triangle
     corners = vertices.double()[faces[face]]  # (N, 3, 3)
-    return (weights[..., None] * corners).sum(1).float()
+    return (weights[..., None] * corners).sum(1).float().to(device)
 
 
 def raw_poisson(points: np.ndarray, depth: int) -> tuple[float, int, int]:
@@ -184,8 +191,11 @@ def _texture_timings(vertices: Tensor, faces: Tensor, repeats: int, size: int) -
         uvs, face_uvs = unwrap_uvs(vertices, faces, resolution=size)
         unwrap_runs.append(time.perf_counter() - start)
     half = float(np.sqrt(0.5))
+    device = vertices.device
     camera = Camera.weak_perspective(
-        torch.tensor([1.6]), torch.zeros(1, 2), torch.tensor([[half, 0, -half, 0]])
+        torch.tensor([1.6], device=device),
+        torch.zeros(1, 2, device=device),
+        torch.tensor([[half, 0, -half, 0]], device=device),
     )
     rows, columns = np.mgrid[0:256, 0:256] / 255.0
     image = np.stack([rows, columns, 1 - rows], axis=-1).astype(np.float32)  # (256, 256, 3) colour ramps

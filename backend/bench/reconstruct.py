@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.bench.machine import machine_info
-from backend.methods.pipeline import export, reconstruct_photo
-from backend.methods.registry import DEFAULT_METHOD, create_method, parse_options
+from backend.methods.registry import DEFAULT_METHOD
 
 DEFAULT_PHOTOS = Path("../shared/data/photos")
 
@@ -28,6 +27,9 @@ def run(
     images: list[Path], method_name: str, device: str, options: dict[str, Any], repeats: int = 1
 ) -> dict[str, Any]:
     """The JSON-ready report (module docstring)."""
+    from backend.methods.pipeline import export, reconstruct_photo
+    from backend.methods.registry import create_method, parse_options
+
     method = create_method(method_name, device)
     resolved = parse_options(method_name, options)
     rows = []

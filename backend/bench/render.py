@@ -45,8 +45,8 @@ class Workload:
 def make_workload(seed: int = 0) -> Workload:
     """The icosphere template at radius 0.5 with a random (reproducible) texture."""
     mesh = icosphere_template().mesh
-    generator = torch.Generator().manual_seed(seed)
-    texture = torch.rand(mesh.texture.shape, generator=generator)
+    generator = torch.Generator().manual_seed(seed)  # a CPU generator; time_* move the workload
+    texture = torch.rand(mesh.texture.shape, generator=generator, device="cpu")
     return Workload(mesh.vertices * RADIUS, mesh.faces, mesh.uvs, mesh.face_uvs, texture)
 
 
@@ -71,11 +71,11 @@ def time_ours(
     """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
     settings = RasterSettings(image_size=size, sigma=sigma or default_sigma(size))
     camera = Camera.look_at(
-        torch.full((batch,), CAMERA["distance"]),
-        torch.full((batch,), CAMERA["elevation"]),
-        torch.full((batch,), CAMERA["azimuth"]),
+        torch.full((batch,), CAMERA["distance"], device=device),
+        torch.full((batch,), CAMERA["elevation"], device=device),
+        torch.full((batch,), CAMERA["azimuth"], device=device),
         CAMERA["viewing_angle"],
-    ).to(device)
+    )
     vertices = work.vertices.to(device).clone().requires_grad_(True)
     texture = work.texture.to(device).clone().requires_grad_(True)
     uvs, face_uvs, faces = work.uvs.to(device), work.face_uvs.to(device), work.faces.to(device)

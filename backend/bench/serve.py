@@ -49,7 +49,6 @@ from PIL import Image, ImageDraw
 from backend import __version__
 from backend.bench.machine import machine_info
 from backend.methods import registry
-from backend.methods.pipeline import export, reconstruct_photo
 
 GOAL_MS = 50.0
 DEFAULT_OPTIONS = {"iterations": 10, "resolution": 32, "hypotheses": 1, "texture_size": 64, "crop_size": 128}
@@ -203,6 +202,8 @@ def http_job(
 
 def direct_job(method: Any, image: bytes, options: Any, out_dir: Path) -> dict[str, Any]:
     """One job in process: ``reconstruct_photo`` + ``export``; wall time and the report's compute time."""
+    from backend.methods.pipeline import export, reconstruct_photo
+
     started = time.perf_counter()
     result = reconstruct_photo(method, image, options=options)
     paths = export(result, out_dir, "result")

@@ -76,8 +76,32 @@ def quaternion_multiply(first: Tensor, second: Tensor) -> Tensor:
     )
 
 
-def _as_batch(value: Tensor | float, batch: int | None, name: str, width: int | None = None) -> Tensor:
-    tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()) if not torch.is_tensor(value) else value
+def _placement(values: Sequence[Tensor | float]) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype for the float parameters of a camera: those of its first floating tensor
+    parameter (so ``Camera.look_at(distance_on_cuda, 30.0, azimuth_on_cuda)`` lives on CUDA),
+    else the CPU and the default dtype."""
+    for value in values:
+        if torch.is_tensor(value) and value.is_floating_point():
+            return value.device, value.dtype
+    for value in values:
+        if torch.is_tensor(value):
+            return value.device, torch.get_default_dtype()
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def _as_batch(
+    value: Tensor | float,
+    batch: int | None,
+    name: str,
+    width: int | None = None,
+    placement: tuple[torch.device, torch.dtype] | None = None,
+) -> Tensor:
+    """``value`` as a (B,) or (B, width) tensor; a Python number becomes a tensor on ``placement``."""
+    if torch.is_tensor(value):
+        tensor = value
+    else:
+        device, dtype = placement or (torch.device("cpu"), torch.get_default_dtype())
+        tensor = torch.as_tensor(value, dtype=dtype, device=device)
     if tensor.dim() == 0 or (width is not None and tensor.dim() == 1):
         tensor = tensor.unsqueeze(0)
     if batch is not None and tensor.shape[0] == 1 and batch > 1:
@@ -106,12 +130,16 @@ class Camera:
 
     @staticmethod
     def weak_perspective(scale: Tensor | float, translation: Tensor, rotation: Tensor) -> Camera:
-        """Weak-perspective cameras: scale (B,), translation (B, 2), rotation quaternion (B, 4) wxyz."""
-        rotation = _as_batch(rotation, None, "rotation", 4)
+        """Weak-perspective cameras: scale (B,), translation (B, 2), rotation quaternion (B, 4) wxyz.
+
+        A float ``scale`` is put on the device (and dtype) of ``rotation``; tensors must share a device.
+        """
+        placement = _placement([rotation, translation, scale])
+        rotation = _as_batch(rotation, None, "rotation", 4, placement)
         batch = rotation.shape[0]
         params = {
-            "scale": _as_batch(scale, batch, "scale"),
-            "translation": _as_batch(translation, batch, "translation", 2),
+            "scale": _as_batch(scale, batch, "scale", None, placement),
+            "translation": _as_batch(translation, batch, "translation", 2, placement),
             "rotation": rotation,
         }
         return Camera("weak_perspective", _same_batch(params))
@@ -123,18 +151,20 @@ class Camera:
         azimuth: Tensor | float,
         viewing_angle: Tensor | float = 15.0,
     ) -> Camera:
-        """SoftRas look-at perspective cameras; each argument a float or a (B,) tensor (degrees)."""
-        sizes = [
-            v.shape[0]
-            for v in (distance, elevation, azimuth, viewing_angle)
-            if torch.is_tensor(v) and v.dim()
-        ]
+        """SoftRas look-at perspective cameras; each argument a float or a (B,) tensor (degrees).
+
+        Floats are put on the device (and dtype) of the first tensor argument, so cameras built from a
+        batch on CUDA with the default ``viewing_angle`` live on CUDA; tensors must share a device.
+        """
+        arguments = (distance, elevation, azimuth, viewing_angle)
+        sizes = [v.shape[0] for v in arguments if torch.is_tensor(v) and v.dim()]
         batch = max(sizes, default=1)
+        placement = _placement(arguments)
         params = {
-            "distance": _as_batch(distance, batch, "distance"),
-            "elevation": _as_batch(elevation, batch, "elevation"),
-            "azimuth": _as_batch(azimuth, batch, "azimuth"),
-            "viewing_angle": _as_batch(viewing_angle, batch, "viewing_angle"),
+            "distance": _as_batch(distance, batch, "distance", None, placement),
+            "elevation": _as_batch(elevation, batch, "elevation", None, placement),
+            "azimuth": _as_batch(azimuth, batch, "azimuth", None, placement),
+            "viewing_angle": _as_batch(viewing_angle, batch, "viewing_angle", None, placement),
         }
         if (params["distance"] <= 0).any():
             raise ValueError("look_at distance must be positive")
@@ -243,8 +273,11 @@ class Camera:
         return {"kind": self.kind, **{k: v.detach().cpu().tolist() for k, v in self.params.items()}}
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> Camera:
-        values = {k: torch.tensor(v, dtype=torch.float32) for k, v in data.items() if k != "kind"}
+    def from_dict(data: dict[str, Any], device: torch.device | str = "cpu") -> Camera:
+        """The camera ``to_dict`` described, its parameters float32 on ``device``."""
+        values = {
+            k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in data.items() if k != "kind"
+        }
         if data.get("kind") == "weak_perspective":
             return Camera.weak_perspective(values["scale"], values["translation"], values["rotation"])
         if data.get("kind") == "look_at":
@@ -258,6 +291,9 @@ def _same_batch(params: dict[str, Tensor]) -> dict[str, Tensor]:
     sizes = {name: int(value.shape[0]) for name, value in params.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"camera parameters have different batch sizes: {sizes}")
+    devices = {name: str(value.device) for name, value in params.items()}
+    if len(set(devices.values())) != 1:
+        raise ValueError(f"camera parameters are on different devices: {devices}")
     for name, value in params.items():
         if not torch.isfinite(value).all():
             raise ValueError(f"camera parameter {name} contains NaN or infinite values")

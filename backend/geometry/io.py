@@ -183,8 +183,9 @@ def _load(path: Path, suffixes: set[str], weld: bool) -> TexturedMesh:
 
 
 def _from_trimesh(loaded: trimesh.Trimesh) -> TexturedMesh:
-    vertices = torch.tensor(np.asarray(loaded.vertices), dtype=torch.float32)
-    faces = torch.tensor(np.asarray(loaded.faces), dtype=torch.long)
+    # a file reader: the mesh is built on the CPU, callers move it with ``.to(device)``
+    vertices = torch.tensor(np.asarray(loaded.vertices), dtype=torch.float32, device="cpu")
+    faces = torch.tensor(np.asarray(loaded.faces), dtype=torch.long, device="cpu")
     visual = loaded.visual
     uv = getattr(visual, "uv", None)
     image, color = _material_image_and_color(getattr(visual, "material", None))
@@ -194,27 +195,29 @@ def _from_trimesh(loaded: trimesh.Trimesh) -> TexturedMesh:
         texture = color.expand(DEFAULT_TEXTURE_SIZE, DEFAULT_TEXTURE_SIZE, 3).clone()
     vertex_colors = None
     if uv is not None and len(uv) == len(vertices):
-        uvs = torch.tensor(np.asarray(uv), dtype=torch.float32)
+        uvs = torch.tensor(np.asarray(uv), dtype=torch.float32, device="cpu")
         face_uvs = faces.clone()
     else:
-        uvs = torch.zeros(1, 2)
+        uvs = torch.zeros(1, 2, device="cpu")
         face_uvs = torch.zeros_like(faces)
         if isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind == "vertex":
             colors = np.asarray(visual.vertex_colors)[:, :3]
-            vertex_colors = torch.tensor(colors, dtype=torch.float32) / 255.0
+            vertex_colors = torch.tensor(colors, dtype=torch.float32, device="cpu") / 255.0
     return TexturedMesh(vertices, faces, uvs, face_uvs, texture, vertex_colors)
 
 
 def _material_image_and_color(material: object) -> tuple[Image.Image | None, Tensor]:
-    """The texture image (or None) and the (3,) colour that multiplies it (or fills the texture)."""
+    """The texture image (or None) and the (3,) CPU colour that multiplies it (or fills the texture)."""
+    grey = torch.full((3,), DEFAULT_GREY, device="cpu")
     if isinstance(material, trimesh.visual.material.PBRMaterial):
         factor = material.baseColorFactor
         image = material.baseColorTexture
         if factor is not None:
-            return image, torch.tensor(np.asarray(factor)[:3], dtype=torch.float32) / 255.0
-        return image, torch.ones(3) if image is not None else torch.full((3,), DEFAULT_GREY)
+            return image, torch.tensor(np.asarray(factor)[:3], dtype=torch.float32, device="cpu") / 255.0
+        return image, torch.ones(3, device="cpu") if image is not None else grey
     if isinstance(material, trimesh.visual.material.SimpleMaterial):
         if material.image is not None:
-            return material.image, torch.ones(3)  # MTL Kd is ignored under map_Kd, as Blender does
-        return None, torch.tensor(np.asarray(material.diffuse)[:3], dtype=torch.float32) / 255.0
-    return None, torch.full((3,), DEFAULT_GREY)
+            return material.image, torch.ones(3, device="cpu")  # MTL Kd is ignored under map_Kd, as Blender
+        diffuse = np.asarray(material.diffuse)[:3]
+        return None, torch.tensor(diffuse, dtype=torch.float32, device="cpu") / 255.0
+    return None, grey

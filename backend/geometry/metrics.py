@@ -229,7 +229,11 @@ def _surface_samples(vertices: Tensor, faces: Tensor, spacing: float) -> Tensor:
     steps = torch.ceil(longest / spacing).clamp_min(1).long()  # (F,)
     samples = []
     for step in torch.unique(steps).tolist():
-        i, j = torch.meshgrid(torch.arange(step + 1), torch.arange(step + 1), indexing="ij")
+        i, j = torch.meshgrid(
+            torch.arange(step + 1, device=vertices.device),
+            torch.arange(step + 1, device=vertices.device),
+            indexing="ij",
+        )
         keep = i + j <= step
         weights = (
             torch.stack([i[keep], j[keep], step - i[keep] - j[keep]], dim=1).to(vertices) / step

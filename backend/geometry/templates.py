@@ -234,19 +234,19 @@ def symmetrize_offsets(offsets: Tensor, template: SymmetricTemplate) -> Tensor:
     return (offsets + offsets[..., template.mirror_index.to(offsets.device), :] * flip) / 2
 
 
-def mirror_texel_index(height: int, width: int) -> Tensor:
+def mirror_texel_index(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
     """For each texel of a template texture, the (row, column) texel at the mirrored surface point.
 
     Mirroring x -> -x maps u -> 1 - u, so texel (i, j) maps to (i, width - 1 - j). Valid for both
     templates of this module.
 
     Returns:
-        (height, width, 2) int64.
+        (height, width, 2) int64 on ``device``.
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"texture size must be positive, got {height} x {width}")
-    rows = torch.arange(height)[:, None].expand(height, width)
-    columns = (width - 1 - torch.arange(width))[None, :].expand(height, width)
+    rows = torch.arange(height, device=device)[:, None].expand(height, width)
+    columns = (width - 1 - torch.arange(width, device=device))[None, :].expand(height, width)
     return torch.stack([rows, columns], dim=-1)
 
 
@@ -332,24 +332,26 @@ def _make_template(
     uvs, face_uvs = _spherical_uvs(vertices, faces)
     side = np.sign(vertices[:, 0])[faces]  # (F, 3)
     face_side = np.where((side >= 0).all(axis=1), 1, np.where((side <= 0).all(axis=1), -1, 0))
-    texture = torch.full((*texture_size, 3), TEMPLATE_GREY)
+    # templates are built once on the CPU; users move them with ``SymmetricTemplate.to(device)``
+    cpu = "cpu"
+    texture = torch.full((*texture_size, 3), TEMPLATE_GREY, device=cpu)
     mesh = TexturedMesh(
-        torch.tensor(vertices, dtype=torch.float32),
-        torch.tensor(faces, dtype=torch.long),
-        torch.tensor(uvs, dtype=torch.float32),
-        torch.tensor(face_uvs, dtype=torch.long),
+        torch.tensor(vertices, dtype=torch.float32, device=cpu),
+        torch.tensor(faces, dtype=torch.long, device=cpu),
+        torch.tensor(uvs, dtype=torch.float32, device=cpu),
+        torch.tensor(face_uvs, dtype=torch.long, device=cpu),
         texture,
     )
     plane = np.flatnonzero(on_plane)
     return SymmetricTemplate(
         name=name,
         mesh=mesh,
-        mirror_index=torch.tensor(mirror, dtype=torch.long),
-        plane_index=torch.tensor(plane, dtype=torch.long),
-        right_index=torch.tensor(right, dtype=torch.long),
-        left_index=torch.tensor(mirror[right], dtype=torch.long),
-        free_index=torch.tensor(np.union1d(plane, right), dtype=torch.long),
-        face_side=torch.tensor(face_side, dtype=torch.long),
+        mirror_index=torch.tensor(mirror, dtype=torch.long, device=cpu),
+        plane_index=torch.tensor(plane, dtype=torch.long, device=cpu),
+        right_index=torch.tensor(right, dtype=torch.long, device=cpu),
+        left_index=torch.tensor(mirror[right], dtype=torch.long, device=cpu),
+        free_index=torch.tensor(np.union1d(plane, right), dtype=torch.long, device=cpu),
+        face_side=torch.tensor(face_side, dtype=torch.long, device=cpu),
     )
 
 

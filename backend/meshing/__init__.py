@@ -2,7 +2,7 @@
 
 - ``texturing``: texture by projection of the photo onto any UV-mapped mesh, mirror fill on the
   symmetric templates, inpainting of what is left.
-- ``errors``: ``MeshingError`` and the time limit of the Open3D stages.
+- ``errors``: ``MeshingError``, the time limit of the Open3D stages and ``import_open3d``.
 - ``normals``: Open3D normal estimation, oriented outward from the centroid, toward a camera, or by
   consistent tangent planes.
 - ``poisson``: input guards, screened Poisson reconstruction (Open3D) and density trimming.
@@ -13,8 +13,10 @@
 - ``unwrap``: xatlas UV atlas (``unwrap_uvs``), a vectorised UV raster and ``uv_overlap_fraction``.
 - ``bake``: ``bake_texture`` for any atlas: photo, mirror image across x = 0 in 3-D, inpainting.
 
-The names below are re-exported lazily: importing ``backend.meshing.texturing`` (as the ``fit`` method
-does) must not pay the second Open3D takes to import.
+No module here imports Open3D (or xatlas) when it is imported: the stages that need it import it when
+they run (``errors.import_open3d``), so a missing Open3D fails only the point cloud -> mesh stage, with a
+``MeshingError`` that says how to install it. The names below are re-exported lazily as well: importing
+``backend.meshing.texturing`` (as the ``fit`` method does) loads none of the other stages.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from backend.geometry.mesh import check_faces
 from backend.meshing.texturing import inpaint, sample_photo, texel_surface
 from backend.meshing.unwrap import uv_texels
 
-MIRROR = torch.tensor([-1.0, 1.0, 1.0])
-"""The reflection across the symmetry plane x = 0, as a per-axis sign."""
+MIRROR = torch.tensor([-1.0, 1.0, 1.0], device="cpu")
+"""The reflection across the symmetry plane x = 0, as a per-axis sign (baking runs on the CPU)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,12 @@ def bake_texture(
         raise ValueError(
             f"face_uvs must have the shape of faces {tuple(faces.shape)}, got {tuple(face_uvs.shape)}"
         )
-    vertices = vertices.detach().float().cpu()
+    vertices = vertices.detach().float().cpu()  # baking runs on the CPU (numpy, OpenCV, xatlas)
     faces = faces.cpu()
 
     texels = uv_texels(uvs, face_uvs, height, width)
-    texel_face = torch.full((height, width), -1, dtype=torch.long)
-    texel_bary = torch.zeros(height, width, 3)
+    texel_face = torch.full((height, width), -1, dtype=torch.long, device="cpu")
+    texel_bary = torch.zeros(height, width, 3, device="cpu")
     texel_face[texels.row, texels.column] = torch.from_numpy(texels.face)
     texel_bary[texels.row, texels.column] = torch.from_numpy(texels.bary).float()
     index, points, normals = texel_surface(vertices, faces, texel_face, texel_bary)  # (N, 2), (N, 3), (N, 3)
@@ -104,7 +104,7 @@ def bake_texture(
     if mirror:
         points = torch.cat([points, points * MIRROR])  # (2N, 3)
         normals = torch.cat([normals, normals * MIRROR])
-    tolerance = torch.full((len(points),), depth_tolerance)
+    tolerance = torch.full((len(points),), depth_tolerance, device="cpu")
     tolerance[count:] = mirror_depth_tolerance
     sampled, good = sample_photo(
         points, normals, vertices, faces, camera, image, mask,

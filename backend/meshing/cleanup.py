@@ -18,16 +18,23 @@ Contract (all functions take and return numpy arrays: vertices (V, 3) float64, f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import open3d as o3d
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from backend.meshing.errors import import_open3d
+
+if TYPE_CHECKING:
+    import open3d as o3d
+
 
 def _to_open3d(vertices: np.ndarray, faces: np.ndarray) -> o3d.geometry.TriangleMesh:
-    return o3d.geometry.TriangleMesh(
-        o3d.utility.Vector3dVector(np.ascontiguousarray(vertices, dtype=np.float64)),
-        o3d.utility.Vector3iVector(np.ascontiguousarray(faces, dtype=np.int32)),
+    open3d = import_open3d()  # MeshingError when Open3D is missing
+    return open3d.geometry.TriangleMesh(
+        open3d.utility.Vector3dVector(np.ascontiguousarray(vertices, dtype=np.float64)),
+        open3d.utility.Vector3iVector(np.ascontiguousarray(faces, dtype=np.int32)),
     )
 
 

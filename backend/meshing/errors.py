@@ -7,6 +7,9 @@ Contract:
   there is one, what to change (more points, a lower depth, a larger time limit).
 - ``run_with_time_limit(function, time_limit, what)`` runs ``function()`` in a worker thread and raises
   ``MeshingError`` when it has not produced its result within ``time_limit`` seconds.
+- ``import_open3d()`` is the one place the meshing stages import Open3D, when they run: a missing
+  Open3D (its wheel is 100 MB and absent on some machines) is a ``MeshingError`` that says how to
+  install it, and the rest of the backend (``fit``, the server, UV unwrapping, baking) runs without it.
 
 A thread cannot be killed: a call that overruns keeps running in the background until Open3D returns,
 and its result is dropped. Open3D 0.20's Python bindings also hold the GIL during Poisson
@@ -20,16 +23,35 @@ keeps it fast.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import TypeVar
 
 T = TypeVar("T")
 
+OPEN3D_INSTALL = "pip install open3d"
+
 
 class MeshingError(ValueError):
-    """A point cloud or mesh the meshing stages cannot handle, or a stage over its time limit."""
+    """A point cloud or mesh the meshing stages cannot handle, a stage over its time limit, or no Open3D."""
+
+
+def import_open3d() -> ModuleType:
+    """The ``open3d`` module; ``MeshingError`` naming the package and its install command when it is missing.
+
+    Called where normals, Poisson or decimation run (never at import time): Open3D takes about a second
+    to import.
+    """
+    try:
+        return importlib.import_module("open3d")
+    except ImportError as error:
+        raise MeshingError(
+            f"the point cloud -> mesh stage (normals, Poisson reconstruction, decimation) needs the open3d "
+            f"package, which cannot be imported ({error}); install it with `{OPEN3D_INSTALL}`"
+        ) from error
 
 
 def run_with_time_limit(function: Callable[[], T], time_limit: float, what: str) -> T:

@@ -21,9 +21,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import numpy as np
-import open3d as o3d
 
-from backend.meshing.errors import MeshingError
+from backend.meshing.errors import MeshingError, import_open3d
 
 Orientation = Literal["centroid", "camera", "tangent"]
 ORIENTATIONS: tuple[str, ...] = get_args(Orientation)
@@ -48,6 +47,7 @@ def estimate_normals(
     _check_orientation(orientation, eye)
     if neighbours < 3:
         raise ValueError(f"neighbours must be at least 3 for a plane fit, got {neighbours}")
+    o3d = import_open3d()  # MeshingError when Open3D is missing
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=neighbours))
     if orientation == "tangent":

@@ -11,7 +11,8 @@ Contract: ``mesh_point_cloud(cloud, options, eye=None)`` runs, timing each stage
 
 and finally makes the faces counter-clockwise seen from outside (positive signed volume). The input is
 checked first (``check_points``); every problem, and running past ``options.time_limit`` seconds for the
-whole call, raises ``MeshingError`` with a message naming it.
+whole call, raises ``MeshingError`` with a message naming it; so does a missing Open3D (imported here,
+when the stage runs, not when the module is imported).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from backend.geometry.mesh import PointCloud
 from backend.meshing.cleanup import clean_mesh, decimate, is_closed, orient_outward
-from backend.meshing.errors import MeshingError, run_with_time_limit
+from backend.meshing.errors import MeshingError, import_open3d, run_with_time_limit
 from backend.meshing.normals import ORIENTATIONS, Orientation, estimate_normals
 from backend.meshing.poisson import MAX_DEPTH, MIN_DEPTH, check_points, poisson_reconstruct, trim_low_density
 
@@ -110,6 +111,7 @@ def mesh_point_cloud(
         eye: (3,) or (1, 3) camera centre in the cloud's frame, needed by ``orientation="camera"``.
     """
     options = options or MeshingOptions()
+    import_open3d()  # no Open3D: a MeshingError saying how to install it, before any work
     start = time.perf_counter()
 
     def remaining(stage: str) -> float:

@@ -21,12 +21,15 @@ Contract:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import open3d as o3d
 
 from backend.meshing.cleanup import remove_unreferenced_vertices
-from backend.meshing.errors import MeshingError, run_with_time_limit
+from backend.meshing.errors import MeshingError, import_open3d, run_with_time_limit
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 MIN_DEPTH, MAX_DEPTH = 3, 12
 """Poisson octree depths accepted; depth 12 already needs gigabytes for dense clouds."""
@@ -118,11 +121,12 @@ def poisson_reconstruct(
         raise MeshingError("some normals have zero length: Poisson needs a direction at every point")
     if not np.isfinite(points).all():
         raise MeshingError("the point cloud contains NaN or infinite coordinates")
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    cloud.normals = o3d.utility.Vector3dVector(normals)
+    open3d = import_open3d()  # MeshingError when Open3D is missing
+    cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(points))
+    cloud.normals = open3d.utility.Vector3dVector(normals)
 
     def solve() -> tuple[o3d.geometry.TriangleMesh, o3d.utility.DoubleVector]:
-        return o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
+        return open3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
             cloud, depth=depth, scale=scale, linear_fit=linear_fit
         )
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import xatlas
 from torch import Tensor
 
 from backend.geometry.mesh import check_faces
@@ -52,6 +51,8 @@ def unwrap_uvs(
         raise ValueError(f"padding must be >= 0 and resolution >= 16, got {padding} and {resolution}")
     positions = np.ascontiguousarray(vertices.detach().cpu().numpy(), dtype=np.float32)
     indices = np.ascontiguousarray(faces.detach().cpu().numpy(), dtype=np.uint32)
+    import xatlas  # imported where it runs, as Open3D is
+
     atlas = xatlas.Atlas()
     atlas.add_mesh(positions, indices)
     pack = xatlas.PackOptions()

@@ -146,16 +146,21 @@ def reprojection_iou(
     return float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
 
 
-def initial_rotations(count: int, elevation_degrees: float = 0.0) -> Tensor:
-    """(count, 4) quaternions: azimuths 360/count apart starting at half a step, then ``elevation``.
+def initial_rotations(
+    count: int, elevation_degrees: float = 0.0, device: torch.device | str = "cpu"
+) -> Tensor:
+    """(count, 4) quaternions on ``device``: azimuths 360/count apart starting at half a step, then
+    ``elevation``.
 
     With 4 hypotheses the azimuths are 45, 135, 225 and 315 degrees: every view is within 45 degrees
     of one of them.
     """
-    azimuths = torch.tensor([(k + 0.5) * 2 * math.pi / count for k in range(count)])
-    about_y = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]).expand(count, 3), azimuths)
-    tilt = torch.full((count,), math.radians(elevation_degrees))
-    about_x = axis_angle_to_quaternion(torch.tensor([[1.0, 0.0, 0.0]]).expand(count, 3), tilt)
+    azimuths = torch.tensor([(k + 0.5) * 2 * math.pi / count for k in range(count)], device=device)
+    y_axis = torch.tensor([[0.0, 1.0, 0.0]], device=device)
+    about_y = axis_angle_to_quaternion(y_axis.expand(count, 3), azimuths)
+    tilt = torch.full((count,), math.radians(elevation_degrees), device=device)
+    x_axis = torch.tensor([[1.0, 0.0, 0.0]], device=device)
+    about_x = axis_angle_to_quaternion(x_axis.expand(count, 3), tilt)
     return quaternion_multiply(about_x, about_y)
 
 
@@ -164,7 +169,8 @@ def mask_points(mask: Tensor, limit: int, generator: torch.Generator) -> Tensor:
     size = mask.shape[0]
     rows, columns = torch.nonzero(mask, as_tuple=True)
     if rows.numel() > limit:
-        keep = torch.randperm(rows.numel(), generator=generator)[:limit]
+        # drawn on the CPU, where ``generator`` lives, then moved to the mask's device
+        keep = torch.randperm(rows.numel(), generator=generator, device="cpu")[:limit].to(rows.device)
         rows, columns = rows[keep], columns[keep]
     x = (2 * columns.float() + 1) / size - 1
     y = 1 - (2 * rows.float() + 1) / size
@@ -367,7 +373,7 @@ class FitMethod:
         centre_y = -(target.sum(1) * coords).sum() / total
         log_scale = torch.full((count,), math.log(0.6 / max(radius, 1e-6)), device=self.device)
         translation = torch.stack([centre_x, centre_y]).expand(count, 2).clone()
-        return log_scale, translation, initial_rotations(count).to(self.device)
+        return log_scale, translation, initial_rotations(count, device=self.device)
 
     def _fit_template(self, mask: np.ndarray, opts: FitOptions, progress: ProgressCallback) -> ShapeFit:
         template = self.template
@@ -473,7 +479,7 @@ class FitMethod:
             ]
 
         progress(0.0, "shape")
-        losses = torch.zeros(count)
+        losses = torch.zeros(count, device="cpu")  # per-hypothesis losses, kept on the CPU (see below)
         optimiser = None
         for step in range(opts.iterations):
             if step == select_at and count > 1 and step > 0:

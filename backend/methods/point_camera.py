@@ -72,23 +72,23 @@ def fit_point_camera(
         raise ValueError(f"rotation must be a (4,) quaternion, got {tuple(rotation.shape)}")
     if mask.ndim != 2 or not mask.any():
         raise ValueError("the mask is empty")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # a CPU generator: the fit runs on the CPU
     points = points.detach().float().cpu()
     rotation = torch.nn.functional.normalize(rotation.detach().float().cpu(), dim=0)
     target = mask_points_ndc(mask)  # (M, 2)
     if len(target) > samples:
-        target = target[torch.randperm(len(target), generator=generator)[:samples]]
+        target = target[torch.randperm(len(target), generator=generator, device="cpu")[:samples]]
     cloud = points
     if len(cloud) > samples:
-        cloud = cloud[torch.randperm(len(cloud), generator=generator)[:samples]]
+        cloud = cloud[torch.randperm(len(cloud), generator=generator, device="cpu")[:samples]]
 
     rotated = (cloud @ quaternion_to_matrix(rotation[None])[0].T)[:, :2]  # (n, 2)
     scale = _spread(target) / _spread(rotated).clamp_min(1e-6)
     translation = target.mean(0) - scale * rotated.mean(0)
 
-    log_scale = torch.tensor(math.log(float(scale)), requires_grad=True)
+    log_scale = torch.tensor(math.log(float(scale)), requires_grad=True, device="cpu")
     shift = translation.clone().requires_grad_(True)
-    correction = torch.zeros(3, requires_grad=True)  # axis-angle, applied after ``rotation``
+    correction = torch.zeros(3, requires_grad=True, device="cpu")  # axis-angle, applied after ``rotation``
 
     def current_rotation() -> Tensor:  # (4,)
         half = correction / 2

@@ -35,19 +35,22 @@ def _tile(image: np.ndarray) -> np.ndarray:
 def novel_view_cameras(mesh: TexturedMesh, camera: Camera) -> Camera:
     """Three weak-perspective cameras (turned 90 and 180 degrees about world Y, and 45 degrees above).
 
-    The mesh is centred and scaled to fill 90 % of the view in each.
+    The mesh is centred and scaled to fill 90 % of the view in each. The cameras are on the CPU, where
+    ``make_preview`` renders.
     """
+    cpu = "cpu"
     rotation = camera.params["rotation"][:1].detach().cpu().float()  # (1, 4)
-    up = torch.tensor([[0.0, 1.0, 0.0]])
+    up = torch.tensor([[0.0, 1.0, 0.0]], device=cpu)
     turns = [
-        axis_angle_to_quaternion(up, torch.tensor([math.pi / 2])),
-        axis_angle_to_quaternion(up, torch.tensor([math.pi])),
+        axis_angle_to_quaternion(up, torch.tensor([math.pi / 2], device=cpu)),
+        axis_angle_to_quaternion(up, torch.tensor([math.pi], device=cpu)),
     ]
     rotations = [quaternion_multiply(rotation, turn) for turn in turns]
-    above = axis_angle_to_quaternion(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([math.pi / 4]))
+    x_axis = torch.tensor([[1.0, 0.0, 0.0]], device=cpu)
+    above = axis_angle_to_quaternion(x_axis, torch.tensor([math.pi / 4], device=cpu))
     rotations.append(quaternion_multiply(above, rotation))
     quaternions = torch.cat(rotations)  # (3, 4)
-    probe = Camera.weak_perspective(torch.ones(3), torch.zeros(3, 2), quaternions)
+    probe = Camera.weak_perspective(torch.ones(3, device=cpu), torch.zeros(3, 2, device=cpu), quaternions)
     projected = probe.project(mesh.vertices.detach().cpu().float())[..., :2]  # (3, V, 2)
     low, high = projected.min(dim=1).values, projected.max(dim=1).values  # (3, 2)
     scale = 1.8 / (high - low).max(dim=1).values.clamp_min(1e-6)  # (3,)

@@ -266,8 +266,10 @@ class AdaptiveFlowModel(nn.Module):
         hypotheses = config.num_hypotheses
         self.camera_head = nn.Linear(config.features, hypotheses * 8)  # per h: quat 4, logit, scale, t 2
         nn.init.normal_(self.camera_head.weight, 0.0, 1e-3)
-        angles = torch.arange(hypotheses, dtype=torch.float64) * (2 * math.pi / hypotheses)
-        bias = torch.zeros(hypotheses, 8, dtype=torch.float64)
+        head_device = self.camera_head.bias.device
+        spacing = 2 * math.pi / hypotheses
+        angles = torch.arange(hypotheses, dtype=torch.float64, device=head_device) * spacing
+        bias = torch.zeros(hypotheses, 8, dtype=torch.float64, device=head_device)
         bias[:, 0], bias[:, 2] = torch.cos(angles / 2), torch.sin(angles / 2)  # about Y
         with torch.no_grad():
             self.camera_head.bias.copy_(bias.flatten())
@@ -299,10 +301,11 @@ class AdaptiveFlowModel(nn.Module):
             ("free_index", template.free_index),
         ):
             self.register_buffer(name, value.clone(), persistent=False)
-        source = torch.empty(mesh.num_vertices, dtype=torch.long)
-        source[template.free_index] = torch.arange(template.num_free)
+        on = template.free_index.device  # the symmetry buffers live with the template's, moved by .to()
+        source = torch.empty(mesh.num_vertices, dtype=torch.long, device=on)
+        source[template.free_index] = torch.arange(template.num_free, device=on)
         source[template.left_index] = source[template.right_index]
-        sign = torch.ones(mesh.num_vertices, 3)
+        sign = torch.ones(mesh.num_vertices, 3, device=on)
         sign[template.left_index, 0] = -1.0
         sign[template.plane_index, 0] = 0.0
         self.register_buffer("symmetry_source", source, persistent=False)

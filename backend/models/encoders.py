@@ -72,7 +72,8 @@ class ImageEncoder(nn.Module):
         side = image_size // 8
         self.attention: nn.TransformerEncoderLayer | None = None
         if kind == "attention":
-            self.position = nn.Parameter(torch.zeros(1, side * side, STAGE_CHANNELS[-1]))
+            device = next(self.stages.parameters()).device  # with the other parameters
+            self.position = nn.Parameter(torch.zeros(1, side * side, STAGE_CHANNELS[-1], device=device))
             nn.init.normal_(self.position, std=0.02)
             self.attention = nn.TransformerEncoderLayer(
                 d_model=STAGE_CHANNELS[-1],

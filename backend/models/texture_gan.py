@@ -331,7 +331,8 @@ def complete_texture(
         small_colors, small_known = colors_t, known_t
     noise = None
     if generator.config.noise:
-        noise = torch.randn((1, 1, *small_shape), generator=torch.Generator().manual_seed(seed)).to(device)
+        cpu_generator = torch.Generator().manual_seed(seed)  # CPU noise, the same on every device
+        noise = torch.randn((1, 1, *small_shape), generator=cpu_generator, device="cpu").to(device)
     weight = next(generator.parameters())
     generated = generator(small_colors.to(weight.dtype), small_known.to(weight.dtype), noise).float()
     small = small_known * small_colors + (1 - small_known) * generated  # (1, 3, h, w)

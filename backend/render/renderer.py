@@ -3,6 +3,14 @@
 ``render`` = ``Camera.project`` -> ``rasterize`` -> shading (texture or vertex colours, optional
 Lambert light) -> dense images. Everything is differentiable in vertex positions, camera parameters,
 UV textures and vertex colours.
+
+Precision: the renderer computes in float32 (float64 when the vertices are float64, for gradcheck),
+whatever the caller's autocast state. Inside ``torch.autocast`` (fp16 or bf16 training steps) it turns
+autocast off and promotes half-precision inputs to float32: the squared edge distances of the soft band,
+the log-space product of the soft silhouette, barycentrics and depths lose too much in 8-10 mantissa
+bits, and the renderer's scatters need one dtype. Every image of ``RenderOutput`` is therefore float32
+(or float64); callers under autocast mix it with their half-precision tensors as autocast allows, and
+gradients flow back to half-precision inputs through the casts.
 """
 
 from __future__ import annotations
@@ -94,7 +102,47 @@ def render(
         uvs, face_uvs, texture: (T, 2), (F, 3) and (H, W, 3) or (B, H, W, 3): colour from a UV texture.
         vertex_colors: (B, V, 3) or (V, 3): colour from vertices, when no texture is given.
         lighting: Lambert lighting; None shows unlit colours (white when there is no colour source).
+
+    Returns:
+        Images in float32 (float64 for float64 vertices), also under ``torch.autocast`` (module docstring).
     """
+    dtype = _render_dtype(vertices)
+    device_type = vertices.device.type
+    if torch.is_autocast_enabled(device_type) or _any_half(vertices, texture, vertex_colors, camera):
+        with torch.autocast(device_type, enabled=False):
+            return _render(
+                vertices.to(dtype), faces, camera.to(vertices.device, dtype), settings, uvs=uvs,
+                face_uvs=face_uvs, texture=None if texture is None else texture.to(dtype),
+                vertex_colors=None if vertex_colors is None else vertex_colors.to(dtype), lighting=lighting,
+            )  # fmt: skip
+    return _render(
+        vertices, faces, camera, settings, uvs=uvs, face_uvs=face_uvs, texture=texture,
+        vertex_colors=vertex_colors, lighting=lighting,
+    )  # fmt: skip
+
+
+def _render_dtype(vertices: Tensor) -> torch.dtype:
+    """float64 for float64 vertices, float32 for everything else (half precision included)."""
+    return torch.float64 if vertices.dtype == torch.float64 else torch.float32
+
+
+def _any_half(vertices: Tensor, texture: Tensor | None, colors: Tensor | None, camera: Camera) -> bool:
+    tensors = [vertices, texture, colors, *camera.params.values()]
+    return any(t is not None and t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+
+
+def _render(
+    vertices: Tensor,
+    faces: Tensor,
+    camera: Camera,
+    settings: RasterSettings,
+    *,
+    uvs: Tensor | None,
+    face_uvs: Tensor | None,
+    texture: Tensor | None,
+    vertex_colors: Tensor | None,
+    lighting: Lighting | None,
+) -> RenderOutput:
     lighting = lighting or Lighting()
     if vertices.dim() == 2:
         vertices = vertices.unsqueeze(0).expand(camera.batch_size, -1, -1)

@@ -12,6 +12,9 @@ or a busy jobs folder, 1 when the server could not start.
 
 The token comes from ``--token``, else ``$MONO2MESH_TOKEN``, else ``secrets.token_urlsafe(32)``; prefer the
 environment variable to the option, which other users can read in the process list.
+
+FastAPI, uvicorn, the app and the methods are imported by ``main`` when the server starts: ``mono2mesh``
+builds its parser from ``add_arguments``, and no other command should pay for them.
 """
 
 from __future__ import annotations
@@ -27,16 +30,9 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
-
-import uvicorn
-from fastapi import FastAPI
+from typing import IO, TYPE_CHECKING, Any
 
 from backend import __version__
-from backend.methods.base import MethodError
-from backend.methods.registry import resolve_device
-from backend.server.app import create_app
-from backend.server.catalog import MethodFactory
 from backend.server.config import (
     DEFAULT_HOST,
     DEFAULT_MAX_PIXELS,
@@ -46,7 +42,12 @@ from backend.server.config import (
     data_dir,
     is_loopback,
 )
-from backend.server.worker import JobRunner
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from backend.server.catalog import MethodFactory
+    from backend.server.worker import JobRunner
 
 STATE_FILE_NAME = "server.json"
 JOBS_DIR_NAME = "jobs"
@@ -112,6 +113,10 @@ def main(
 
     ``method_factory`` and ``job_runner`` go to ``create_app`` (defaults: the registry, the pipeline).
     """
+    from backend.methods.base import MethodError
+    from backend.methods.registry import resolve_device
+    from backend.server.app import create_app
+
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -247,6 +252,8 @@ def _serve(
     app: FastAPI, url: str, sock: socket.socket, log_level: str, on_listening: Callable[[], None]
 ) -> bool:
     """Serve until a signal; calls ``on_listening`` once the socket accepts. False if it never started."""
+    import uvicorn
+
     failed = False
 
     class Server(uvicorn.Server):

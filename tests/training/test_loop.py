@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from backend.checkpoints import load_checkpoint
+from tests.devices import DEVICES
 from training.checkpointing import latest_training_state
-from training.loop import TrainingMethod, train
+from training.loop import TrainingMethod, device_loader, train
 from training.report import History
 
 from .toy import ToyDataset, ToyMethod, run, toy_config
@@ -136,14 +137,56 @@ def test_precision_other_than_fp32_is_cuda_only(tmp_path: Path, caplog: pytest.L
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
 
 
+class _Recording(ToyMethod):
+    """The toy method, noting the loader type and the devices of the batches evaluate and visualise get."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def evaluate(self, model: torch.nn.Module, loader: Any) -> dict[str, float]:
+        self.seen.append(("evaluate-loader", f"{type(loader).__name__}:{getattr(loader, 'device', None)}"))
+        for batch in loader:
+            self.seen.append(("evaluate", str(batch["x"].device)))
+        return super().evaluate(model, loader)
+
+    def visualise(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        self.seen.append(("visualise", str(batch["x"].device)))
+        return super().visualise(model, batch)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_evaluate_and_visualise_get_batches_on_the_run_device(tmp_path: Path, device: str) -> None:
+    # an evaluation written as ``model(batch["x"])`` must work on CUDA: the loop moves its batches
+    method = _Recording()
+    train(method, toy_config(tmp_path, device=device, iterations=20), ToyDataset(32), ToyDataset(16, seed=2))
+    loaders = {value for kind, value in method.seen if kind == "evaluate-loader"}
+    assert loaders == {f"DeviceDataLoader:{torch.device(device)}"}
+    places = {(kind, value.split(":")[0]) for kind, value in method.seen if kind != "evaluate-loader"}
+    assert places == {("evaluate", device), ("visualise", device)}
+
+
+def test_device_loader_moves_nested_batches() -> None:
+    loader = device_loader(ToyDataset(6, augment=False), "cpu", batch_size=4)
+    batches = list(loader)
+    assert [len(b["x"]) for b in batches] == [4, 2] and batches[0]["name"][0] == "item0"
+    assert loader.dataset is not None and len(loader) == 2
+
+
+@pytest.mark.device
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
-def test_mixed_precision_on_cuda(tmp_path: Path) -> None:
-    result = run(toy_config(tmp_path, device="cuda", precision="fp16", iterations=30, dropout=0.0))
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_cuda(tmp_path: Path, precision: str) -> None:
+    result = run(toy_config(tmp_path, device="cuda", precision=precision, iterations=30, dropout=0.0))
     losses = [r["loss"] for r in History(tmp_path / "history.jsonl").records("train")]
     assert losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
     assert next(result.model.parameters()).device.type == "cuda"
     state = json.loads(next((tmp_path / "checkpoints").glob("*.state.json")).read_text())
-    assert state["scaler"]["scale"] > 0  # the GradScaler's state is part of the resume state
+    if precision == "fp16":
+        assert state["scaler"]["scale"] > 0  # the GradScaler's state is part of the resume state
+    else:
+        assert not state["scaler"]  # bf16 needs no loss scaling: the scaler is disabled
 
 
 def test_tensorboard_logs_or_a_one_line_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -133,7 +133,7 @@ class CelebACrops(Dataset[dict[str, Any]]):
         size = self.image_size
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # (3, S, S)
-            "mask": torch.ones(1, size, size),  # (1, S, S)
+            "mask": torch.ones(1, size, size, device="cpu"),  # (1, S, S); the loop moves batches
             "index": index,
             "name": entry.path.name,
         }

@@ -151,7 +151,7 @@ def make_object(category: str, rng: np.random.Generator, with_voxels: bool = Tru
     )
     voxels = None
     if with_voxels:
-        voxels = torch.zeros(32, 32, 32, dtype=torch.bool)
+        voxels = torch.zeros(32, 32, 32, dtype=torch.bool, device="cpu")  # data generation runs on the CPU
         for vertices_part, faces_part in zip(part_vertices, part_faces, strict=True):
             part_vertices_tensor = torch.from_numpy(vertices_part.astype(np.float32))
             voxels |= voxelize_like_softras(part_vertices_tensor, torch.from_numpy(faces_part.copy()))

@@ -154,6 +154,7 @@ def render_part_probabilities(
     fragments = output.fragments
     values = shade.interpolate_vertex_attributes(fragments, vertex_probs.to(output.alpha), faces)  # (P, C)
     surface = shade.to_image(fragments, values)  # (B, S, S, C)
-    background = F.one_hot(torch.zeros((), dtype=torch.long), vertex_probs.shape[-1]).to(surface)  # (C,)
+    background_index = torch.zeros((), dtype=torch.long, device=surface.device)
+    background = F.one_hot(background_index, vertex_probs.shape[-1]).to(surface)  # (C,)
     alpha = output.alpha  # (B, S, S, 1)
     return (alpha * surface + (1 - alpha) * background).permute(0, 3, 1, 2)

@@ -12,7 +12,7 @@ from backend.geometry.camera import Camera, axis_angle_to_quaternion
 from backend.geometry.mesh import TexturedMesh
 from backend.geometry.metrics import mask_iou
 from backend.geometry.templates import icosphere_template
-from backend.methods.base import Cancelled, MethodError
+from backend.methods.base import Cancelled, MethodError, no_progress
 from backend.methods.fit import (
     FitMethod,
     FitOptions,
@@ -24,6 +24,7 @@ from backend.methods.fit import (
 from backend.methods.registry import create_method, method_info, parse_options
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
+from tests.devices import DEVICES
 
 SMALL = {"iterations": 60, "resolution": 64, "hypotheses": 2, "crop_size": 128, "texture_size": 64}
 
@@ -38,6 +39,15 @@ def ellipsoid_mask(size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     image = np.ones((size, size, 3), np.float32)
     image[mask] = [0.9, 0.1, 0.1]
     return image, mask
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_runs_on_the_device(device: str) -> None:
+    image, mask = ellipsoid_mask()
+    result = FitMethod(device).reconstruct(image, mask, FitOptions(**SMALL), no_progress)
+    assert result.report.device.startswith(device)
+    assert result.report.silhouette_iou is not None and result.report.silhouette_iou > 0.9
+    assert torch.isfinite(result.mesh.vertices).all() and result.mesh.texture.shape == (64, 128, 3)
 
 
 def test_fit_reaches_the_mask_and_stays_symmetric() -> None:
