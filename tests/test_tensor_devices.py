@@ -51,19 +51,7 @@ class Allowed:
     reason: str
 
 
-ALLOWED_FACTORIES: tuple[Allowed, ...] = (
-    Allowed(
-        "backend/methods/multiview.py", "_ViewOrder.__init__", "torch.empty",
-        "the empty start of a CPU queue of view indices drawn from a CPU torch.Generator (see "
-        "_ViewOrder.next). TODO: the file's owner writes device='cpu', then this entry goes",
-    ),
-    Allowed(
-        "backend/methods/multiview.py", "_ViewOrder.next", "torch.randperm",
-        "permutations drawn from a CPU torch.Generator must be made on the CPU (CUDA randperm needs a "
-        "CUDA generator); the caller moves them with .to(vertices.device). TODO: the file's owner "
-        "writes device='cpu', then this entry goes",
-    ),
-)  # fmt: skip
+ALLOWED_FACTORIES: tuple[Allowed, ...] = ()
 
 ALLOWED_DATALOADERS: tuple[Allowed, ...] = (
     Allowed(

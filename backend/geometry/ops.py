@@ -43,9 +43,40 @@ def _unbatch(result: Tensor, batched: bool) -> Tensor:
     return result if batched else result.squeeze(0)
 
 
+def gather_rows(table: Tensor, rows: Tensor) -> Tensor:
+    """``table[rows]`` for a table (N, C) and int64 row indices of any shape: (*rows.shape, C).
+
+    The same values, gathered so that the gradient to ``table`` is added up in the same order on
+    every run, for any thread count. On a CPU that is ``index_select``, whose backward
+    (``index_add`` along dim 0) adds in index order, whereas the backward of ``table[rows]``
+    (``index_put_`` with ``accumulate=True``) adds float32 with racing atomics there once it has
+    32768 elements or more and more than one thread runs. On other devices ``table[rows]`` is kept:
+    CUDA's ``index_put_`` sorts the indices before adding, where its ``index_add`` uses atomics.
+
+    >>> gather_rows(torch.arange(6.0).reshape(3, 2), torch.tensor([[2, 0]]))
+    tensor([[[4., 5.],
+             [0., 1.]]])
+    """
+    if table.device.type != "cpu":
+        return table[rows]
+    return table.index_select(0, rows.flatten()).reshape(*rows.shape, table.shape[1])
+
+
+def gather_vertices(vertices: Tensor, index: Tensor) -> Tensor:
+    """``vertices[:, index]`` for vertices (B, V, C) and an int64 index of any shape: (B, *index.shape, C).
+
+    Gathered by ``gather_rows`` from the (B * V, C) rows, so its gradient does not depend on the
+    thread count or the run.
+    """
+    batch, num_vertices, channels = vertices.shape
+    rows = index.reshape(1, -1) + torch.arange(batch, device=index.device)[:, None] * num_vertices
+    gathered = gather_rows(vertices.reshape(batch * num_vertices, channels), rows)
+    return gathered.reshape(batch, *index.shape, channels)
+
+
 def _face_cross(vertices: Tensor, faces: Tensor) -> Tensor:
     """(B, F, 3) cross products (v1 - v0) x (v2 - v0): normal direction, length twice the area."""
-    corners = vertices[:, faces]  # (B, F, 3, 3)
+    corners = gather_vertices(vertices, faces)  # (B, F, 3, 3)
     return torch.linalg.cross(
         corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1
     )
@@ -118,7 +149,7 @@ def uniform_laplacian(
 
 def _cotangents(vertices: Tensor, faces: Tensor) -> Tensor:
     """(B, F, 3) cotangent of the angle at each face corner."""
-    corners = vertices[:, faces]  # (B, F, 3, 3)
+    corners = gather_vertices(vertices, faces)  # (B, F, 3, 3)
     side_1 = corners.roll(-1, dims=2) - corners  # (B, F, 3, 3) from each corner to the next
     side_2 = corners.roll(-2, dims=2) - corners  # to the one after
     dot = (side_1 * side_2).sum(-1)
@@ -194,7 +225,8 @@ def laplacian_loss(
         delta = product.reshape(num_vertices, batch, 3).permute(1, 0, 2)  # (B, V, 3)
     elif kind == "cotangent":
         edges, weights = _cotangent_edges(vertices, faces)  # (3F, 2), (B, 3F)
-        difference = vertices[:, edges[:, 0]] - vertices[:, edges[:, 1]]  # (B, 3F, 3)
+        ends = gather_vertices(vertices, edges)  # (B, 3F, 2, 3)
+        difference = ends[:, :, 0] - ends[:, :, 1]  # (B, 3F, 3)
         weighted = weights[..., None] * difference
         delta = (
             torch.zeros_like(vertices)
@@ -267,7 +299,8 @@ def flatten_loss(vertices: Tensor, faces: Tensor, adjacency: EdgeAdjacency | Non
     vertices, batched = _batched(vertices, faces)
     if adjacency is None:
         adjacency = edge_adjacent_faces(faces)
-    start, end = vertices[:, adjacency.edges[:, 0]], vertices[:, adjacency.edges[:, 1]]  # (B, E, 3)
+    ends = gather_vertices(vertices, adjacency.edges)  # (B, E, 2, 3)
+    start, end = ends[:, :, 0], ends[:, :, 1]  # (B, E, 3)
     axis = end - start
     axis_length2 = axis.pow(2).sum(-1, keepdim=True).clamp_min(EPS)
 
@@ -275,8 +308,9 @@ def flatten_loss(vertices: Tensor, faces: Tensor, adjacency: EdgeAdjacency | Non
         offset = point - start
         return offset - axis * (offset * axis).sum(-1, keepdim=True) / axis_length2
 
-    side_1 = perpendicular(vertices[:, adjacency.opposite[:, 0]])
-    side_2 = perpendicular(vertices[:, adjacency.opposite[:, 1]])
+    opposite = gather_vertices(vertices, adjacency.opposite)  # (B, E, 2, 3)
+    side_1 = perpendicular(opposite[:, :, 0])
+    side_2 = perpendicular(opposite[:, :, 1])
     norms = (side_1.pow(2).sum(-1) * side_2.pow(2).sum(-1) + EPS).sqrt()
     cosine = (side_1 * side_2).sum(-1) / norms  # (B, E)
     return _unbatch((cosine + 1).pow(2).sum(-1), batched)

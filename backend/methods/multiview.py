@@ -32,8 +32,15 @@ Contract: ``fit_multiview(silhouettes, camera, options, progress) -> MultiViewRe
 - After the fit, every view is rendered hard at S x S and compared with ``silhouettes > 0.5``
   (``mask_iou(soft=False)``): the per-view IoU of the result.
 
-Deterministic for a given ``options.seed`` on one machine and thread count. ``progress(fraction,
-"shape")`` is called every step and may raise to stop the fit.
+Deterministic for a given ``options.seed``: on a CPU two fits give the same bits, also at different
+``torch.get_num_threads()`` (the test runs 1, 2 and 16 threads). Every gather whose gradient adds rows
+up (renderer, regularisers) goes through ``backend.geometry.ops.gather_rows``, because the backward of
+advanced indexing ``v[:, faces]`` adds float32 with racing atomics on a CPU with 3 or more threads
+(which made two fits differ on a 16-core machine), and the SoftRas coverage uses
+``backend.render.search.sigmoid``, because ``torch.sigmoid``'s last bit depends on how the threads
+split the tensor. Another machine or PyTorch build may differ in the last bits, and CUDA runs are not
+bit-identical (the renderer's ``index_add`` adds with atomics there). ``progress(fraction, "shape")``
+is called every step and may raise to stop the fit.
 """
 
 from __future__ import annotations
@@ -273,11 +280,12 @@ class _ViewOrder:
 
     def __init__(self, num_views: int, per_step: int, generator: torch.Generator) -> None:
         self.num_views, self.per_step, self.generator = num_views, per_step, generator
-        self.queue = torch.empty(0, dtype=torch.long)
+        self.queue = torch.empty(0, dtype=torch.long, device="cpu")  # indices drawn from a CPU generator
 
     def next(self) -> Tensor:
         while self.queue.shape[0] < self.per_step:
-            self.queue = torch.cat([self.queue, torch.randperm(self.num_views, generator=self.generator)])
+            drawn = torch.randperm(self.num_views, generator=self.generator, device="cpu")  # CPU generator
+            self.queue = torch.cat([self.queue, drawn])
         batch, self.queue = self.queue[: self.per_step], self.queue[self.per_step :]
         return batch
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from backend.geometry.mesh import check_faces
+from backend.geometry.ops import gather_rows
 from backend.render.search import decode, search
 from backend.render.settings import RasterSettings
 
@@ -140,19 +141,24 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
             vertices_ndc.detach()[:, faces], settings
         )
 
-    # differentiable geometry of the surviving pairs, recomputed from the vertex tensor
-    face_corners = vertices_ndc[:, faces].reshape(batch * num_faces, 3, 3)  # (B * F, 3, 3)
+    # Differentiable geometry of the surviving pairs, gathered straight from the (B * V, 3) vertex rows
+    # by ``gather_rows``, whose gradient does not depend on the thread count or the run (that of
+    # ``vertices_ndc[:, faces]``, ``index_put_(accumulate=True)``, races on a CPU with 3+ threads).
+    num_vertices = vertices_ndc.shape[1]
+    flat_vertices = vertices_ndc.reshape(batch * num_vertices, 3)
+    image_offset = torch.arange(batch, device=faces.device)[:, None, None] * num_vertices
+    corner_row = (faces + image_offset).reshape(batch * num_faces, 3)  # (B * F, 3) rows of flat_vertices
     visible_face_id, visible_pixel, visible_row, visible_col = decode(visible_key, num_faces, size)
-    corners = face_corners.index_select(0, visible_face_id)  # (P, 3, 3)
+    corners = gather_rows(flat_vertices, corner_row.index_select(0, visible_face_id))  # (P, 3, 3)
     vx, vy = _pixel_centres_ndc(visible_col.to(corners.dtype), visible_row.to(corners.dtype), size)
     screen_bary, _ = _barycentric(corners[..., :2], vx, vy)
     bary, depth = _perspective(screen_bary, corners[..., 2], settings.perspective_correct)
 
     # distance to the nearest edge of each band pair (chosen by the search): edge k runs corner k -> k + 1
     band_face_id, band_pixel, band_row, band_col = decode(band_key, num_faces, size)
-    corner_xy = face_corners[..., :2].reshape(batch * num_faces * 3, 2)  # (B * F * 3, 2)
-    start = corner_xy.index_select(0, band_face_id * 3 + band_edge)  # (E, 2)
-    end = corner_xy.index_select(0, band_face_id * 3 + (band_edge + 1) % 3)
+    flat_xy, corner_row = flat_vertices[:, :2], corner_row.flatten()  # (B * V, 2), (B * F * 3,)
+    start = gather_rows(flat_xy, corner_row.index_select(0, band_face_id * 3 + band_edge))  # (E, 2)
+    end = gather_rows(flat_xy, corner_row.index_select(0, band_face_id * 3 + (band_edge + 1) % 3))
     bx, by = _pixel_centres_ndc(band_col.to(corners.dtype), band_row.to(corners.dtype), size)
     band_sq_dist = _segment_sq_dist(start, end, bx, by)
 

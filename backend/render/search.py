@@ -22,6 +22,17 @@ from torch import Tensor
 from backend.render.settings import RasterSettings
 
 
+def sigmoid(logit: Tensor) -> Tensor:
+    """``1 / (1 + exp(-logit))``: ``torch.sigmoid``'s value, the same bits for any CPU thread count.
+
+    A CPU evaluates ``torch.sigmoid`` with vector code except for the last few elements of each
+    thread's chunk, whose scalar code can differ in the last bit, so its result (and a fit's) would
+    depend on the thread count; ``torch.exp`` and arithmetic give the same bits either way. Logits
+    below -80 are clamped there (coverage under 1e-34), so ``exp`` cannot overflow into a NaN gradient.
+    """
+    return 1.0 / (1.0 + torch.exp(-logit.clamp_min(-80.0)))
+
+
 def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Per-face affine functions of the pixel position (col, row), for the candidate search.
 
@@ -214,8 +225,8 @@ def search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tenso
     inside_logit = inner.index_select(0, inside_band) ** 2 * to_logit
     log_uncovered = torch.cat(
         [
-            torch.log1p(-torch.sigmoid(inside_logit).clamp(max=1 - 1e-7)),
-            torch.log1p(-torch.sigmoid(-outside_sq[near] * to_logit)),
+            torch.log1p(-sigmoid(inside_logit).clamp(max=1 - 1e-7)),
+            torch.log1p(-sigmoid(-outside_sq[near] * to_logit)),
         ]
     )
     band_all = torch.cat([inside_band, maybe[near]])

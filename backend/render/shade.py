@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backend.geometry.ops import gather_rows
 from backend.render.rasterize import Fragments
+from backend.render.search import sigmoid
 
 
 def to_image(fragments: Fragments, values: Tensor, background: Tensor | float = 0.0) -> Tensor:
@@ -41,7 +43,7 @@ def soft_silhouette(fragments: Fragments, sigma: float) -> Tensor:
     Pairs outside every face's band contribute nothing; pixels deep inside a face are 1. Both are
     within ``dist_eps`` of the exact product over all faces.
     """
-    coverage = torch.sigmoid(fragments.band_signed_sq_dist / sigma)  # (E,)
+    coverage = sigmoid(fragments.band_signed_sq_dist / sigma)  # (E,) torch.sigmoid, thread-count-proof
     log_uncovered = torch.log1p(-coverage.clamp(max=1.0 - 1e-7))
     total = torch.zeros(fragments.num_pixels, dtype=coverage.dtype, device=coverage.device)
     total = total.index_add(0, fragments.band_pixel, log_uncovered)
@@ -50,18 +52,30 @@ def soft_silhouette(fragments: Fragments, sigma: float) -> Tensor:
     return alpha.reshape(fragments.batch_size, size, size, 1)
 
 
+def _visible_corners(fragments: Fragments, values: Tensor, corner_index: Tensor) -> Tensor:
+    """Rows (B, T, C), or (1, T, C) shared by the batch, at the corners ``corner_index`` (F, 3) of each
+    covered pixel's face -> (P, 3, C).
+
+    Gathered by ``gather_rows`` from the (B * T, C) rows, so the gradient does not depend on the
+    thread count or the run (advanced indexing's backward races on a CPU with several threads).
+    """
+    count, num_rows, channels = values.shape
+    rows = corner_index.to(values.device).index_select(0, fragments.face)  # (P, 3)
+    if count > 1:
+        batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
+        rows = rows + batch_index[:, None] * num_rows
+    return gather_rows(values.reshape(count * num_rows, channels), rows)
+
+
 def interpolate_vertex_attributes(fragments: Fragments, attributes: Tensor, faces: Tensor) -> Tensor:
     """Interpolate per-vertex attributes (B, V, C) or (V, C) at the covered pixels -> (P, C)."""
     if attributes.dim() == 2:
         attributes = attributes.unsqueeze(0)
-    batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
-    if attributes.shape[0] == 1:
-        batch_index = torch.zeros_like(batch_index)
-    elif attributes.shape[0] != fragments.batch_size:
+    if attributes.shape[0] not in (1, fragments.batch_size):
         raise ValueError(
             f"attributes have batch {attributes.shape[0]}, the render has {fragments.batch_size}"
         )
-    corners = attributes[batch_index[:, None], faces.to(attributes.device)[fragments.face]]  # (P, 3, C)
+    corners = _visible_corners(fragments, attributes, faces)  # (P, 3, C)
     return (fragments.bary[..., None] * corners).sum(1)
 
 
@@ -70,8 +84,7 @@ def interpolate_face_attributes(fragments: Fragments, corner_values: Tensor, cor
 
     Used for UVs, whose indices (``face_uvs``) differ from the vertex indices at seams.
     """
-    face_values = corner_values[corner_index.to(corner_values.device)]  # (F, 3, C)
-    corners = face_values.index_select(0, fragments.face)  # (P, 3, C)
+    corners = _visible_corners(fragments, corner_values.unsqueeze(0), corner_index)  # (P, 3, C)
     return (fragments.bary[..., None] * corners).sum(1)
 
 
@@ -117,8 +130,7 @@ def face_normals_at_pixels(fragments: Fragments, vertices_view: Tensor, faces: T
     ``vertices_view`` (B, V, 3) are view-space positions (the camera looks down -Z), so a normal facing
     the camera has a positive z; normals of faces seen from behind are flipped (two-sided surfaces).
     """
-    batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
-    corners = vertices_view[batch_index[:, None], faces.to(vertices_view.device)[fragments.face]]  # (P, 3, 3)
+    corners = _visible_corners(fragments, vertices_view, faces)  # (P, 3, 3)
     normal = F.normalize(
         torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=1), dim=1
     )

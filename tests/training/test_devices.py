@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.devices import TRAINING_PRECISIONS
+from training.cli import COMMANDS
 from training.gpu_check import FINAL_NAME, TRAINERS, make_data, run_folder, train_one
 
 STEPS = 3
@@ -45,3 +46,10 @@ def test_every_trainer_runs_on_the_device(root: Path, device: str, precision: st
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), trainer
         report = (folder / "report" / "report.md").read_text()
         assert f"- **precision**: {precision}" in report and f"- **device**: {device}" in report, trainer
+
+
+def test_the_gpu_check_covers_every_trainer_command() -> None:
+    # a trainer added to mono2mesh-train must be added to training.gpu_check.TRAINERS (and so to these tests)
+    trainers = {name for name in COMMANDS if not name.startswith("bench-") and name != "make-synthetic"}
+    covered = {name.removesuffix("-stage1").removesuffix("-stage2") for name in TRAINERS}
+    assert trainers == covered

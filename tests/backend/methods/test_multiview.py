@@ -7,6 +7,7 @@ import torch
 
 from backend.geometry import Camera
 from backend.geometry.metrics import mask_iou
+from backend.geometry.ops import edge_adjacent_faces, flatten_loss, laplacian_loss
 from backend.geometry.templates import icosphere_template
 from backend.methods.multiview import MultiViewOptions, fit_multiview, subdivide_to
 from backend.render import RasterSettings, render
@@ -91,6 +92,47 @@ def test_fit_is_deterministic_given_the_seed(scene: tuple[torch.Tensor, Camera])
     assert torch.equal(first.vertices, second.vertices)
     assert first.losses == second.losses
     assert not torch.equal(first.vertices, other.vertices)
+    # The same bits run after run and for any thread count: with 3 or more threads the backward of
+    # ``vertices[:, faces]`` (index_put_ with accumulate) adds with racing atomics on a CPU, which made
+    # two fits differ on a 16-core machine; the gathers go through ``gather_rows`` instead (and the
+    # coverage through ``search.sigmoid``, whose bits do not depend on the thread count either).
+    previous = torch.get_num_threads()
+    try:
+        for count in (1, 2, 16):
+            torch.set_num_threads(count)
+            for _ in range(2):
+                result = fit_multiview(silhouettes, camera, options)
+                assert torch.equal(result.vertices, first.vertices), f"{count} threads"
+                assert result.losses == first.losses, f"{count} threads"
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_regulariser_gradients_do_not_depend_on_the_thread_count() -> None:
+    """The fit's flatten loss (and the cotangent Laplacian) on a level-5 icosphere, whose gathers are
+    large enough (32768 elements or more) for ``vertices[:, index]``'s backward to race on a CPU."""
+    template = icosphere_template(level=5)
+    faces = template.mesh.faces
+    adjacency = edge_adjacent_faces(faces)
+    noise = torch.rand(template.mesh.vertices.shape, generator=torch.Generator().manual_seed(0))
+    start = template.mesh.vertices * (1.0 + 0.1 * noise)
+
+    def gradient() -> torch.Tensor:
+        vertices = start.clone().requires_grad_()
+        loss = flatten_loss(vertices, faces, adjacency) + laplacian_loss(vertices, faces, "cotangent")
+        loss.backward()
+        assert vertices.grad is not None
+        return vertices.grad
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = gradient()
+        for count in (16, 16, 2):
+            torch.set_num_threads(count)
+            assert torch.equal(gradient(), reference), f"{count} threads"
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_symmetric_fit_is_mirror_symmetric(scene: tuple[torch.Tensor, Camera]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from backend.geometry import Camera
+from backend.geometry.templates import icosphere_template
 from backend.render import Lighting, RasterSettings, render
 
 SETTINGS = RasterSettings(image_size=10, sigma=3e-2, dist_eps=1e-12)
@@ -108,3 +109,41 @@ def test_only_the_soft_silhouette_carries_silhouette_gradients() -> None:
     hard = render(vertices, faces, _camera(), RasterSettings(image_size=32, soft=False))
     assert not hard.alpha.requires_grad  # the hard mask carries no gradient
     assert torch.equal(hard.alpha, out.mask)
+
+
+def test_gradients_are_the_same_bits_for_any_thread_count() -> None:
+    """On a CPU with 3+ threads the backward of advanced indexing (``index_put_`` with accumulate) adds
+    with racing atomics; the renderer's gathers go through ``gather_rows``, so its gradients repeat
+    bit for bit, whatever the thread count."""
+    mesh = icosphere_template(level=3).mesh
+    azimuth = torch.arange(8, dtype=torch.float32) * 45.0
+    camera = Camera.look_at(torch.full((8,), 2.732), torch.tensor([30.0, -30.0] * 4), azimuth, 15.0)
+    weights = torch.rand(8, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    colours = torch.rand(mesh.num_vertices, 3, generator=torch.Generator().manual_seed(1))
+    lighting = Lighting(ambient=0.5, diffuse=0.5)
+
+    def gradients() -> tuple[torch.Tensor, torch.Tensor]:
+        vertices, colors = (mesh.vertices * 0.5).requires_grad_(), colours.clone().requires_grad_()
+        out = render(
+            vertices,
+            mesh.faces,
+            camera,
+            RasterSettings(image_size=64),
+            vertex_colors=colors,
+            lighting=lighting,
+        )
+        ((out.rgb * weights).sum() + (out.alpha * weights[..., :1]).sum()).backward()
+        assert vertices.grad is not None and colors.grad is not None
+        return vertices.grad, colors.grad
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = gradients()
+        for count in (16, 16, 2):
+            torch.set_num_threads(count)
+            vertex_grad, colour_grad = gradients()
+            assert torch.equal(vertex_grad, reference[0]), f"{count} threads"
+            assert torch.equal(colour_grad, reference[1]), f"{count} threads"
+    finally:
+        torch.set_num_threads(previous)
