@@ -429,95 +429,30 @@ def _open3d_missing() -> bool:
     return False
 
 
-def bench_render(check: Check) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "backend",
-        "bench",
-        "render",
-        "--devices",
-        check.device,
-        "--sizes",
-        "64,128,256",
-        "--batches",
-        "1,16,64",
-        "--repeats",
-        "3",
-        "--no-deodr",
-        "--json",
-    ]
-    process = _run(command, timeout=check.args.part_timeout)
-    _require_success(process, "mono2mesh bench render")
-    return {"report": _last_json(process.stdout)}
+def benchmarks(device: str, photos: list[Path]) -> dict[str, list[str]]:
+    """Part name -> the ``python -m`` arguments of each benchmark the check runs on ``device`` (JSON out)."""
+    return {
+        "bench/render": ["backend", "bench", "render", "--devices", device, "--sizes", "64,128,256",
+                         "--batches", "1,16,64", "--repeats", "3", "--no-deodr", "--json"],
+        "bench/reconstruct": ["backend", "bench", "reconstruct", *map(str, photos), "--device", device,
+                              "--repeats", "1", "--json"],
+        "bench/effective-loss": ["training.cli", "bench-effective-loss", "--device", device, "--points",
+                                 "8000", "--views", "4", "--batch-size", "8", "--image-size", "64",
+                                 "--cutoff", "10", "--repeats", "3"],
+        "bench/serve": ["backend", "bench", "serve", "--device", device, "--jobs", "2", "--image",
+                        str(photos[0]), "--json"],
+    }  # fmt: skip
 
 
-def bench_reconstruct(check: Check, photos: list[Path]) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "backend",
-        "bench",
-        "reconstruct",
-        *map(str, photos),
-        "--device",
-        check.device,
-        "--repeats",
-        "1",
-        "--json",
-    ]
-    process = _run(command, timeout=check.args.part_timeout)
-    _require_success(process, "mono2mesh bench reconstruct")
+def bench(check: Check, arguments: list[str]) -> dict[str, Any]:
+    """Run one benchmark in a new process; its JSON report (which must name ``check.device`` if it names a
+    device) is the part's figures."""
+    process = _run([sys.executable, "-m", *arguments], timeout=check.args.part_timeout)
+    _require_success(process, " ".join(arguments[:3]))
     report = _last_json(process.stdout)
-    if not str(report.get("device", "")).startswith(check.device):
-        raise PartFailure(f"bench reconstruct ran on {report.get('device')}, not {check.device}")
+    if "device" in report and not str(report["device"]).startswith(check.device):
+        raise PartFailure(f"{' '.join(arguments[:3])} ran on {report['device']}, not {check.device}")
     return {"report": report}
-
-
-def bench_effective_loss(check: Check) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "training.cli",
-        "bench-effective-loss",
-        "--device",
-        check.device,
-        "--points",
-        "8000",
-        "--views",
-        "4",
-        "--batch-size",
-        "8",
-        "--image-size",
-        "64",
-        "--cutoff",
-        "10",
-        "--repeats",
-        "3",
-    ]
-    process = _run(command, timeout=check.args.part_timeout)
-    _require_success(process, "mono2mesh-train bench-effective-loss")
-    return {"report": _last_json(process.stdout)}
-
-
-def bench_serve(check: Check, photo: Path) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "backend",
-        "bench",
-        "serve",
-        "--device",
-        check.device,
-        "--jobs",
-        "2",
-        "--image",
-        str(photo),
-        "--json",
-    ]
-    process = _run(command, timeout=check.args.part_timeout)
-    _require_success(process, "mono2mesh bench serve")
-    return {"report": _last_json(process.stdout)}
 
 
 # --- the command -------------------------------------------------------------------------------------
@@ -580,10 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             check.part(f"train/{trainer}/{precision}", work)
     for method in RECONSTRUCT_OPTIONS:
         check.part(f"reconstruct/{method}", partial(reconstruct, check, method, photos[0]))
-    check.part("bench/render", lambda: bench_render(check))
-    check.part("bench/reconstruct", lambda: bench_reconstruct(check, photos))
-    check.part("bench/effective-loss", lambda: bench_effective_loss(check))
-    check.part("bench/serve", lambda: bench_serve(check, photos[0]))
+    for name, arguments in benchmarks(device, photos).items():
+        check.part(name, partial(bench, check, arguments))
     summary = check.summary(time.perf_counter() - started)
     text = json.dumps(summary, indent=2)
     print(text)
