@@ -5,14 +5,18 @@ Usage (Blender, or plain ``python`` with the bpy module; the arguments after ``-
     blender -b --factory-startup --python-exit-code 1 --python blender_addon/batch.py -- \\
         --input DIR_OR_FILES... --out DIR [--method M] [--options JSON] \\
         [--backend-python PATH | --url URL --token T] [--blend FILE] [--export glb|obj]
-        [--sequential] [--report FILE]
+        [--sequential] [--report FILE] [--as-in-photo]
 
 Timers never fire in background mode, so this path is synchronous: all photos are submitted first
 (the backend queues them; ``--sequential`` submits each after the previous one is imported), then
 each job is waited for, downloaded into ``<out>/<stem>/`` and imported with the add-on's importer,
-left to right along X. ``--report`` writes per-photo timings (``backend_s`` from submit to
-succeeded, ``download_s``, ``import_s``, ``total_s`` from submit to the object in the scene) as JSON,
-which ``mono2mesh bench blender`` reads. One line per photo on stdout
+left to right along X: the same weld and placement as in the UI (the photographed side facing -Y,
+standing on z = 0, ``--size`` the largest dimension); the exports are written first (the OBJ's
+textures copied from the downloaded files), then the textures are packed into the saved .blend;
+``--as-in-photo`` also adds each photo's camera with the photo as its background. ``--report``
+writes per-photo timings (``backend_s`` from submit to succeeded, ``download_s``, ``import_s``,
+``total_s`` from submit to the object in the scene) as JSON, which ``mono2mesh bench blender``
+reads. One line per photo on stdout
 (``ok``/``FAILED``), then a summary line. Exit status: 0 all succeeded, 1 any photo failed (or the
 backend could not be reached), 2 bad arguments. A local backend started here is stopped at the end.
 
@@ -64,6 +68,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--sequential", action="store_true", help="submit each photo after the previous one is imported"
     )
     parser.add_argument("--report", type=Path, help="write per-photo timings as JSON to this file")
+    parser.add_argument(
+        "--as-in-photo", action="store_true", help="add a camera per photo that sees the result as it did"
+    )
     args = parser.parse_args(argv)
     if (args.backend_python is None) == (args.url is None):
         parser.error("give exactly one of --backend-python and --url")
@@ -120,16 +127,21 @@ def run(args: argparse.Namespace) -> int:
         failures = sum(not row["ok"] for row in rows)
         if args.report is not None:
             args.report.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        if args.blend is not None:
-            args.blend.parent.mkdir(parents=True, exist_ok=True)
-            bpy.ops.wm.save_as_mainfile(filepath=str(args.blend.resolve()))
-            print(f"saved {args.blend}")
         if args.export == "glb":
             bpy.ops.export_scene.gltf(filepath=str(args.out / "batch.glb"), export_format="GLB")
             print(f"exported {args.out / 'batch.glb'}")
         elif args.export == "obj":
             bpy.ops.wm.obj_export(filepath=str(args.out / "batch.obj"), path_mode="COPY")
             print(f"exported {args.out / 'batch.obj'}")
+        if args.blend is not None:
+            for obj in bpy.data.objects:
+                node = importer.texture_node(obj.active_material) if obj.type == "MESH" else None
+                if node is not None and node.image is not None and node.image.packed_file is None:
+                    importer.store_texture(node.image, "PACK")
+                    obj[importer.PROPERTY_TEXTURE] = "packed"
+            args.blend.parent.mkdir(parents=True, exist_ok=True)
+            bpy.ops.wm.save_as_mainfile(filepath=str(args.blend.resolve()))
+            print(f"saved {args.blend}")
     finally:
         if local is not None:
             local.stop()
@@ -185,7 +197,11 @@ def _reconstruct_all(
                 location=(index * args.size * 1.25, 0.0, 0.0),
                 target_size=args.size,
                 properties=importer.report_properties(report, done, str(image.resolve())),
+                camera=report.get("camera"),
+                texture_storage=None,  # packed before the .blend is saved, after the exports
             )
+            if args.as_in_photo:
+                importer.add_photo_camera(obj, report, image.resolve(), bpy.context.scene.collection)
             imported = time.perf_counter()
         except (client_module.BackendError, TimeoutError, OSError, RuntimeError, ValueError) as failure:
             row["error"] = str(failure)

@@ -2,7 +2,10 @@
 
 This module never imports ``bpy``: it is the add-on's format/transport layer, tested without Blender
 (glTF-Blender-IO keeps its format code apart from its Blender code the same way). Everything here
-runs on whichever thread calls it and touches no Blender data.
+runs on whichever thread calls it and touches no Blender data; the add-on calls the request methods
+from worker threads (``session.run_task``). A ``BackendClient`` keeps no per-request state (the
+timeout of a request is an argument), so threads may share one. The only threads started here are
+the daemon reapers of ``LocalBackend.stop(wait=False)``.
 
 - ``BackendClient(url, token)``: one method per route (``health``, ``methods``, ``submit``, ``job``,
   ``wait``, ``cancel``, ``download``). Proxies are bypassed (the backend is on the loopback
@@ -14,7 +17,11 @@ runs on whichever thread calls it and touches no Blender data.
   waits until the state file names a server that answers ``/v1/health``, and stops it (SIGTERM, then
   SIGKILL). ``launch`` + ``check_ready`` do the start without blocking (the add-on polls from a
   timer); ``start`` blocks (scripts). ``adopt_running`` reuses a backend a previous session left
-  running with the same state file.
+  running with the same state file (not one being stopped). ``stop(wait=False)`` sends SIGTERM and
+  returns; a daemon thread kills the process if it lingers, and ``reap_at_exit`` (``atexit``) hands
+  one still running at interpreter exit to a detached killer. A launch while the previous server of
+  the same state file is still stopping is deferred (``check_ready`` spawns it once that one is gone:
+  the server locks its jobs folder).
 
 Job JSON (``submit``, ``job``, ``wait``, ``cancel``) is returned as the backend sends it:
 ``{"id", "status", "progress", "stage", "error", "method", "options", "image_name", "results", ...}``.
@@ -27,6 +34,7 @@ import mimetypes
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -179,13 +187,16 @@ class BackendClient:
         body, content_type = encode_multipart({"method": method, "options": json.dumps(options or {})}, files)
         return self._json("POST", "/jobs", body=body, content_type=content_type, timeout=60.0)
 
-    def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-        """``GET /v1/jobs/{id}``; with ``wait`` > 0 a long poll that answers when the job changes."""
+    def job(self, job_id: str, wait: float = 0.0, timeout: float | None = None) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}``; with ``wait`` > 0 a long poll that answers when the job changes.
+
+        ``timeout`` replaces the client's ``timeout`` for this request (the long poll adds ``wait``).
+        """
         route = f"/jobs/{_job_path(job_id)}"
         if wait > 0:
             route += f"?wait={wait:g}"
-            return self._json("GET", route, timeout=self.timeout + wait)
-        return self._json("GET", route)
+            return self._json("GET", route, timeout=(timeout or self.timeout) + wait)
+        return self._json("GET", route, timeout=timeout)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """``POST /v1/jobs/{id}/cancel`` -> the job (409 ``BackendHTTPError`` if already finished)."""
@@ -361,6 +372,7 @@ class LocalBackend:
         self.process: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         self.client: BackendClient | None = None
+        self._deferred = False  # launch waits for a server of this state file that is stopping
 
     @property
     def command(self) -> list[str]:
@@ -381,9 +393,11 @@ class LocalBackend:
         state = read_state_file(self.state_file)
         if state is None or not isinstance(state.get("pid"), int) or not _pid_alive(state["pid"]):
             return None
+        if state["pid"] in stopping_pids():  # stopped a moment ago and still shutting down
+            return None
         client = BackendClient(state["url"], state["token"])
         try:
-            client.health(timeout=1.0)
+            client.health(timeout=0.3)  # loopback: a live server answers in milliseconds
         except BackendError:
             return None
         self.pid, self.client = state["pid"], client
@@ -409,6 +423,15 @@ class LocalBackend:
                 f"Backend Python not found: {self.python or '(not set)'}; set the path of the Python "
                 "of the environment where Mono2Mesh's backend is installed in the add-on preferences"
             )
+        if self.state_file in _stopping_state_files():
+            # the previous server still holds the jobs folder: ``check_ready`` spawns once it is gone
+            self._deferred = True
+            return None
+        self._spawn()
+        return None
+
+    def _spawn(self) -> None:
+        self._deferred = False
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.unlink(missing_ok=True)
@@ -425,16 +448,20 @@ class LocalBackend:
             except OSError as error:
                 raise BackendStartError(f"Cannot run {self.python}: {error.strerror or error}") from error
         self.pid = self.process.pid
-        return None
 
     def check_ready(self) -> BackendClient | None:
         """One non-blocking look at a launched server: its client once it answers health, else None.
 
         Raises ``BackendStartError`` when the process has exited (with the end of its log) or was
-        never launched. The health request goes to the loopback address with a 0.5 s timeout.
+        never launched. The health request goes to the loopback address with a 0.3 s timeout.
         """
         if self.client is not None and self.is_alive():
             return self.client
+        if self._deferred:
+            if self.state_file in _stopping_state_files():
+                return None
+            self._spawn()
+            return None
         if self.process is None:
             raise BackendStartError("The local backend was not started")
         code = self.process.poll()
@@ -449,7 +476,7 @@ class LocalBackend:
             return None
         client = BackendClient(state["url"], state["token"])
         try:
-            client.health(timeout=0.5)
+            client.health(timeout=0.3)
         except BackendError:
             return None
         self.client = client
@@ -475,10 +502,18 @@ class LocalBackend:
             client = self.check_ready()
         return client
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds); no error if gone."""
+    def stop(self, timeout: float = 10.0, *, wait: bool = True) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds); no error if gone.
+
+        With ``wait=False`` it returns at once: SIGTERM is sent here and a daemon thread waits and
+        kills; ``reap_at_exit`` (at interpreter exit) makes sure such a process does not outlive us.
+        """
         process, pid = self.process, self.pid
         self.process, self.pid, self.client = None, None, None
+        self._deferred = False
+        if not wait:
+            _stop_in_background(process, pid, timeout, self.state_file)
+            return
         if process is not None:
             if process.poll() is None:
                 process.terminate()
@@ -506,3 +541,98 @@ class LocalBackend:
         except OSError:
             return ""
         return " | ".join(line for line in text.strip().splitlines()[-lines:])
+
+
+# -- stopping without blocking --------------------------------------------------------------------
+# processes sent SIGTERM by ``stop(wait=False)`` whose reaper thread has not seen them exit yet
+_stopping: dict[int, tuple[subprocess.Popen[bytes] | None, Path]] = {}
+_stopping_lock = threading.Lock()
+
+
+def _stop_in_background(
+    process: subprocess.Popen[bytes] | None, pid: int | None, timeout: float, state_file: Path
+) -> None:
+    """SIGTERM now (instant), then a daemon thread waits up to ``timeout`` s and SIGKILLs."""
+    if process is not None:
+        if process.poll() is not None:
+            return
+        pid = process.pid
+        try:
+            process.terminate()
+        except OSError:
+            return
+    elif pid is None or not _pid_alive(pid):
+        return
+    else:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            return
+    with _stopping_lock:
+        _stopping[pid] = (process, state_file)
+    thread = threading.Thread(
+        target=_reap, args=(process, pid, timeout), name=f"mono2mesh-stop-{pid}", daemon=True
+    )
+    thread.start()
+
+
+def _exited(process: subprocess.Popen[bytes] | None, pid: int) -> bool:
+    return process.poll() is not None if process is not None else not _pid_alive(pid)
+
+
+def _reap(process: subprocess.Popen[bytes] | None, pid: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    try:
+        while not _exited(process, pid) and time.monotonic() < end:
+            time.sleep(0.05)
+        if not _exited(process, pid):
+            if process is not None:
+                process.kill()
+                process.wait(timeout)
+            else:
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    finally:
+        with _stopping_lock:
+            _stopping.pop(pid, None)
+
+
+def stopping_pids() -> list[int]:
+    """Processes being stopped in the background (SIGTERM sent, not seen exiting yet)."""
+    with _stopping_lock:
+        return list(_stopping)
+
+
+def _stopping_state_files() -> list[Path]:
+    with _stopping_lock:
+        return [state_file for _process, state_file in _stopping.values()]
+
+
+def reap_at_exit(grace: float = 0.2, kill_after: float = 10.0) -> None:
+    """At interpreter exit (``atexit``): processes still stopping get ``grace`` seconds to exit.
+
+    The reaper threads are daemons and die with the interpreter, so a process still running after
+    the grace is handed to a detached ``sh`` that SIGKILLs it ``kill_after`` seconds later (on
+    Windows ``terminate`` already killed it). Blocks at most ``grace`` seconds.
+    """
+    end = time.monotonic() + grace
+    with _stopping_lock:
+        left = {pid: process for pid, (process, _state_file) in _stopping.items()}
+    while left and time.monotonic() < end:
+        left = {pid: proc for pid, proc in left.items() if not _exited(proc, pid)}
+        if left:
+            time.sleep(0.02)
+    for pid, process in left.items():
+        if _exited(process, pid) or os.name != "posix":
+            continue
+        try:
+            subprocess.Popen(
+                ["/bin/sh", "-c", f"sleep {kill_after:g}; kill -KILL {pid} 2>/dev/null"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            pass

@@ -1,11 +1,24 @@
 """Import a backend result (GLB + texture PNG + report) as one Blender object; swap a refined mesh.
 
 Contract of ``import_result``: Blender's glTF importer reads the GLB (Y up in the file, Z up in
-Blender); the new objects are diffed against the scene, glTF empties removed, and the one mesh object
-is renamed after the photo, its mesh centred on its bounding box and scaled so its largest dimension
-is ``target_size`` (the factor and offset are baked into the mesh data and recorded, so object scale
-stays 1), placed at ``location``, shaded smooth, with its material's Image Texture node (feeding the
-Principled BSDF's Base Color) pointing at the texture PNG saved next to the outputs (not packed).
+Blender: glTF (x, y, z) becomes (x, -z, y)); the new objects are diffed against the scene, glTF
+empties removed, and the one mesh object is renamed after the photo. Its mesh is **welded** (one
+vertex per position: the glTF file splits vertices along UV seams, the seams stay only in the UV
+layer, whose per-corner UVs are unchanged) and **placed** (``placement_matrix``): turned half round
+about Z when needed so that the object's front, the end of its own front-back axis the photo saw,
+faces -Y (Blender's Front view looks at it; the report's camera says which end; up stays +Z, the
+symmetry plane stays x = 0), scaled so its largest dimension is ``target_size`` and moved so
+its origin is the bottom centre (lowest point at the origin's height, x/y centred on the bounding
+box). The whole import transform is one 4x4 matrix baked into the mesh data and recorded
+(``PROPERTY_TRANSFORM``, row-major, from the backend frame in Blender axes to the mesh), so object
+scale stays 1 and ``backend_frame_mesh`` (Refine) inverts it exactly. The object is placed at
+``location`` (the 3D cursor), shaded smooth, with its material's Image Texture node (feeding the
+Principled BSDF's Base Color) showing the texture PNG, **packed into the .blend** by default
+(``texture_storage="PACK"``), or with ``"BESIDE_BLEND"`` copied to ``//textures/`` next to the saved
+.blend with a relative path (an unsaved .blend gets it packed: ``PROPERTY_TEXTURE`` says which).
+Either way the image never depends on the extension's own folder, which uninstalling deletes.
+``add_photo_camera`` adds the orthographic or perspective camera that sees the result as the photo
+did, with the photo as its background image.
 Custom properties (``PROPERTY_*`` keys) record the source image, method, checkpoint, job id, template
 topology id and the report's quality numbers. On any error every object and data-block the import
 created is removed, so a failed job leaves nothing half-imported.
@@ -14,14 +27,17 @@ Functions take explicit data-blocks and paths (no selection or area assumptions)
 and the operators share them. Only ``bpy``, ``mathutils`` and the standard library.
 """
 
+import math
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import bmesh
 import bpy
-from mathutils import Matrix, Vector
+from mathutils import Matrix, Quaternion, Vector
 
 PREFIX = "mono2mesh_"
 PROPERTY_SOURCE = PREFIX + "source_image"
@@ -36,6 +52,14 @@ PROPERTY_SECONDS = PREFIX + "backend_seconds"
 PROPERTY_SCALE = PREFIX + "import_scale"
 PROPERTY_OFFSET = PREFIX + "import_offset"
 PROPERTY_OUTPUT = PREFIX + "output_dir"
+# the import transform: 16 floats, row-major; mesh data = matrix @ (backend frame in Blender axes)
+PROPERTY_TRANSFORM = PREFIX + "import_matrix"
+PROPERTY_TEXTURE = PREFIX + "texture_storage"  # "packed" or "file"
+PROPERTY_WELDED = PREFIX + "welded_vertices"  # vertices merged by the weld
+# glTF (x, y, z) -> Blender (x, -z, y), what Blender's glTF importer does
+BLENDER_FROM_GLTF = Matrix(((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)))
+WELD_DISTANCE = 1e-6  # relative to the mesh's largest dimension
+TEXTURE_STORAGE = ("PACK", "BESIDE_BLEND")
 # shown by the panel for the active object, in this order: (key, label)
 SHOWN_PROPERTIES = (
     (PROPERTY_SOURCE, "Photo"),
@@ -91,20 +115,127 @@ def _single_mesh(created: list[bpy.types.Object]) -> bpy.types.Object:
     return mesh_object
 
 
-def normalize_mesh(mesh: bpy.types.Mesh, target_size: float) -> tuple[float, Vector]:
-    """Centre ``mesh`` on its bounding box and scale it so its largest side is ``target_size``.
+def weld(mesh: bpy.types.Mesh, relative_distance: float = WELD_DISTANCE) -> int:
+    """Merge vertices that share a position (UV-seam duplicates); returns how many were merged.
 
-    Returns ``(scale, offset)`` with ``new = scale * (old - offset)``.
+    ``bmesh.ops.remove_doubles`` keeps every face corner's UV, so the UV layout is unchanged and
+    seams live only in the UV layer. The distance is ``relative_distance`` times the mesh's largest
+    dimension: duplicates of one vertex are at distance 0, distinct vertices far further apart.
     """
     if not mesh.vertices:
         raise RuntimeError("the result mesh has no vertices")
+    low, high = _bounds(mesh)
+    distance = max(max(high - low) * relative_distance, 1e-12)
+    before = len(mesh.vertices)
+    work = bmesh.new()
+    try:
+        work.from_mesh(mesh)
+        bmesh.ops.remove_doubles(work, verts=list(work.verts), dist=distance)
+        work.to_mesh(mesh)
+    finally:
+        work.free()
+    mesh.update()
+    return before - len(mesh.vertices)
+
+
+def _bounds(mesh: bpy.types.Mesh) -> tuple[Vector, Vector]:
     xs, ys, zs = zip(*(vertex.co for vertex in mesh.vertices), strict=True)
-    low, high = Vector((min(xs), min(ys), min(zs))), Vector((max(xs), max(ys), max(zs)))
-    offset = (low + high) / 2
+    return Vector((min(xs), min(ys), min(zs))), Vector((max(xs), max(ys), max(zs)))
+
+
+def camera_rotation(camera: dict[str, Any] | None) -> Matrix | None:
+    """The backend camera's world-to-view rotation (3x3, glTF axes), or None if unknown.
+
+    ``weak_perspective``: the rotation quaternion (w, x, y, z); ``look_at``: SoftRas's camera at
+    ``(d cos e sin a, d sin e, -d cos e cos a)`` looking at the origin with Y up (rows: right, up,
+    backward), as in ``backend.geometry.camera``.
+    """
+    if not camera:
+        return None
+    try:
+        if camera.get("kind") == "weak_perspective":
+            return Quaternion([float(value) for value in camera["rotation"][0]]).normalized().to_matrix()
+        if camera.get("kind") == "look_at":
+            backward = _look_at_eye(camera).normalized()
+            right = (-backward).cross(Vector((0.0, 1.0, 0.0)))
+            right = right.normalized() if right.length > 1e-6 else Vector((1.0, 0.0, 0.0))
+            up = right.cross(-backward)
+            return Matrix((right, up, backward))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _look_at_eye(camera: dict[str, Any]) -> Vector:
+    distance = float(camera["distance"][0])
+    elevation = math.radians(float(camera["elevation"][0]))
+    azimuth = math.radians(float(camera["azimuth"][0]))
+    return distance * Vector(
+        (
+            math.cos(elevation) * math.sin(azimuth),
+            math.sin(elevation),
+            -math.cos(elevation) * math.cos(azimuth),
+        )
+    )
+
+
+def facing_angle(camera: dict[str, Any] | None) -> float:
+    """The turn about Blender's Z (radians, 0 or pi) that makes the object's front face -Y.
+
+    Results are built in the object's own frame: symmetric about x = 0, up +Y in glTF (+Z here), the
+    front and back along the other axis (Blender's Y). The front is the end the camera saw: the
+    direction towards the camera is the view's +Z axis (the last row of the rotation) in glTF axes;
+    when its Y component (in Blender axes) is positive the object is turned half round. Only half
+    turns are used so that the symmetry plane stays x = 0 (X-mirror editing, sculpt symmetry) and the
+    object stands on the world axes, whatever angle the photo was taken from. A camera looking straight
+    down decides by the top of the photo instead. Without a camera, 0.
+    """
+    rotation = camera_rotation(camera)
+    if rotation is None:
+        return 0.0
+    towards = BLENDER_FROM_GLTF @ Vector(rotation[2])
+    if abs(towards.y) > 1e-3:
+        return math.pi if towards.y > 0 else 0.0
+    up = BLENDER_FROM_GLTF @ Vector(rotation[1])
+    return math.pi if up.y < 0 else 0.0
+
+
+def placement_matrix(
+    mesh: bpy.types.Mesh, target_size: float, camera: dict[str, Any] | None = None
+) -> Matrix:
+    """The import transform (module docstring) of ``mesh`` (in the backend frame, Blender axes).
+
+    ``S(k) @ T(-bottom_centre) @ Rz(facing_angle(camera))``: the largest dimension becomes
+    ``target_size``, the bottom centre of the turned bounding box the origin.
+    """
+    if not mesh.vertices:
+        raise RuntimeError("the result mesh has no vertices")
+    turn = Matrix.Rotation(facing_angle(camera), 4, "Z")
+    turned = [turn @ vertex.co for vertex in mesh.vertices]
+    low = Vector(tuple(min(point[axis] for point in turned) for axis in range(3)))
+    high = Vector(tuple(max(point[axis] for point in turned) for axis in range(3)))
+    bottom = Vector(((low.x + high.x) / 2, (low.y + high.y) / 2, low.z))
     largest = max(high - low)
     scale = target_size / largest if largest > 0 else 1.0
-    mesh.transform(Matrix.Scale(scale, 4) @ Matrix.Translation(-offset))
-    return scale, offset
+    return Matrix.Scale(scale, 4) @ Matrix.Translation(-bottom) @ turn
+
+
+def import_matrix(mesh_object: bpy.types.Object) -> Matrix:
+    """The recorded import transform of a result (older results: their scale and offset)."""
+    values = mesh_object.get(PROPERTY_TRANSFORM)
+    if values is not None and len(values) == 16:
+        rows = [[float(value) for value in values[row * 4 : row * 4 + 4]] for row in range(4)]
+        return Matrix(rows)
+    scale = float(mesh_object.get(PROPERTY_SCALE, 1.0))
+    offset = Vector(mesh_object.get(PROPERTY_OFFSET, (0.0, 0.0, 0.0)))
+    return Matrix.Scale(scale, 4) @ Matrix.Translation(-offset)
+
+
+def _record_transform(mesh_object: bpy.types.Object, matrix: Matrix) -> None:
+    mesh_object[PROPERTY_TRANSFORM] = [float(value) for row in matrix for value in row]
+    mesh_object[PROPERTY_SCALE] = matrix.to_scale()[0]
+    # the point of the backend frame (Blender axes) that lands on the object's origin
+    mesh_object[PROPERTY_OFFSET] = list(matrix.inverted() @ Vector((0.0, 0.0, 0.0)))
 
 
 def _smooth(mesh: bpy.types.Mesh) -> None:
@@ -165,10 +296,41 @@ def ensure_textured_material(
 
 
 def load_texture(path: str | Path, name: str) -> bpy.types.Image:
-    """Load the texture PNG from disk (a file reference, not packed)."""
+    """Load the texture PNG from disk (a file reference; ``store_texture`` packs or moves it)."""
     image = bpy.data.images.load(str(path), check_existing=False)
     image.name = name
     return image
+
+
+def store_texture(image: bpy.types.Image, storage: str | None = "PACK") -> str:
+    """Keep ``image`` with the .blend: ``"PACK"`` packs it into the file; ``"BESIDE_BLEND"`` copies its
+    file to ``//textures/`` next to the saved .blend and points at it with a relative path (an unsaved
+    .blend: packed); ``None`` leaves it where it is (scripts that pack later, like the batch).
+    Returns what was done: ``"packed"``, ``"file"`` or ``"kept"``."""
+    if storage is None:
+        return "kept"
+    if storage not in TEXTURE_STORAGE:
+        raise ValueError(f"texture storage must be one of {TEXTURE_STORAGE}, got {storage!r}")
+    if storage == "BESIDE_BLEND" and bpy.data.filepath:
+        source = Path(bpy.path.abspath(image.filepath))
+        folder = Path(bpy.path.abspath("//textures"))
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{_file_stem(image.name)}.png"
+        counter = 1
+        while target.exists() and not (source.exists() and target.samefile(source)):
+            target = folder / f"{_file_stem(image.name)}_{counter}.png"
+            counter += 1
+        if not target.exists():
+            shutil.copyfile(source, target)
+        image.filepath = bpy.path.relpath(str(target))
+        image.reload()
+        return "file"
+    image.pack()
+    return "packed"
+
+
+def _file_stem(name: str) -> str:
+    return "".join(char if char.isalnum() or char in "-_" else "_" for char in name) or "texture"
 
 
 def report_properties(report: dict[str, Any], job: dict[str, Any], source_image: str) -> dict[str, Any]:
@@ -196,10 +358,13 @@ def import_result(
     location: tuple[float, float, float] | Vector = (0.0, 0.0, 0.0),
     target_size: float = 2.0,
     properties: dict[str, Any] | None = None,
+    camera: dict[str, Any] | None = None,
+    texture_storage: str | None = "PACK",
 ) -> bpy.types.Object:
     """Import a result as one object in ``collection`` (module docstring); return it.
 
-    ``properties`` (see ``report_properties``) are stored on the object.
+    ``properties`` (see ``report_properties``) are stored on the object. ``camera`` is the report's
+    camera (it decides which side faces -Y); ``texture_storage`` as in ``store_texture``.
     """
     started = time.perf_counter()
     with _rollback_on_error():
@@ -209,26 +374,99 @@ def import_result(
         collection.objects.link(mesh_object)
         mesh_object.name = name
         mesh_object.data.name = name
-        scale, offset = normalize_mesh(mesh_object.data, target_size)
+        merged = weld(mesh_object.data)
+        matrix = placement_matrix(mesh_object.data, target_size, camera)
+        mesh_object.data.transform(matrix)
         _smooth(mesh_object.data)
         mesh_object.location = Vector(location)
         image = load_texture(texture_path, f"{name}_texture")
+        stored = store_texture(image, texture_storage)
         ensure_textured_material(mesh_object, image, name)
         for key, value in (properties or {}).items():
             mesh_object[key] = value
-        mesh_object[PROPERTY_SCALE] = scale
-        mesh_object[PROPERTY_OFFSET] = list(offset)
+        _record_transform(mesh_object, matrix)
+        mesh_object[PROPERTY_WELDED] = merged
+        mesh_object[PROPERTY_TEXTURE] = stored
         mesh_object[PROPERTY_OUTPUT] = str(Path(texture_path).parent)
     mesh_object["mono2mesh_import_seconds"] = time.perf_counter() - started
     return mesh_object
 
 
+def add_photo_camera(
+    mesh_object: bpy.types.Object,
+    report: dict[str, Any],
+    photo_path: str | Path,
+    collection: bpy.types.Collection,
+    scene: bpy.types.Scene | None = None,
+) -> bpy.types.Object | None:
+    """Add a camera that sees ``mesh_object`` as the photo did, the photo as its background image.
+
+    From the report's ``camera`` (weak perspective: an orthographic camera; look-at: a perspective
+    one), ``crop_box`` and ``photo`` size: the frame covers the whole photo, and the scene's render
+    resolution becomes the photo's size so the aspect matches. The backend camera is mapped through
+    the object's import transform and world matrix. The scene's camera if it had none. Returns None
+    (adding nothing) when the report lacks what is needed.
+    """
+    camera = report.get("camera") or {}
+    rotation = camera_rotation(camera)
+    box, photo = report.get("crop_box") or {}, report.get("photo") or {}
+    try:
+        x0, y0, side = float(box["x0"]), float(box["y0"]), float(box["side"])
+        width, height = int(photo["width"]), int(photo["height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if rotation is None or side <= 0 or width <= 0 or height <= 0:
+        return None
+    # the photo's centre and half-extent in the crop's NDC (x right, y up, -1..1 over the crop box)
+    centre_x, centre_y = (width - 2 * x0) / side - 1, 1 - (height - 2 * y0) / side
+    extent = max(width, height) / side
+    image = bpy.data.images.load(str(photo_path), check_existing=True)  # first: may raise, adds nothing
+    data = bpy.data.cameras.new(f"{mesh_object.name}_photo_camera")
+    if camera["kind"] == "weak_perspective":
+        scale = float(camera["scale"][0])
+        tx, ty = (float(value) for value in camera["translation"][0])
+        # p_view = R p + (tx/s, ty/s, -10); the camera sits at the photo centre, 10 in front
+        translation = Vector((tx / scale, ty / scale, -10.0))
+        position_view = Vector((centre_x / scale, centre_y / scale, 0.0))
+        data.type = "ORTHO"
+        ortho = 2 * extent / scale
+    else:
+        eye = _look_at_eye(camera)
+        translation = -(rotation @ eye)
+        position_view = Vector((0.0, 0.0, 0.0))
+        data.type = "PERSP"
+        data.sensor_fit = "AUTO"
+        half = math.radians(float(camera["viewing_angle"][0]))
+        data.angle = 2 * math.atan(math.tan(half) * extent)
+        data.shift_x, data.shift_y = centre_x / (2 * extent), centre_y / (2 * extent)
+    inverse = rotation.transposed()
+    camera_to_gltf = inverse.to_4x4()
+    camera_to_gltf.translation = inverse @ (position_view - translation)
+    to_world = mesh_object.matrix_world @ import_matrix(mesh_object) @ BLENDER_FROM_GLTF.to_4x4()
+    location, turn, scales = (to_world @ camera_to_gltf).decompose()
+    if data.type == "ORTHO":
+        data.ortho_scale = ortho * scales[0]
+    data.clip_end = max(100.0, 40.0 * scales[0])
+    camera_object = bpy.data.objects.new(data.name, data)
+    camera_object.matrix_world = Matrix.Translation(location) @ turn.to_matrix().to_4x4()
+    collection.objects.link(camera_object)
+    data.show_background_images = True
+    background = data.background_images.new()
+    background.image = image
+    background.alpha = 0.6
+    background.frame_method = "FIT"
+    scene = scene or bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    if scene.camera is None:
+        scene.camera = camera_object
+    camera_object[PREFIX + "photo_camera_of"] = mesh_object.name
+    return camera_object
+
+
 def backend_frame_mesh(mesh_object: bpy.types.Object) -> bpy.types.Mesh:
-    """A copy of the object's mesh moved back into the backend's frame (undoing the import scale)."""
+    """A copy of the object's mesh moved back into the backend's frame (the import transform undone)."""
     mesh = mesh_object.data.copy()
-    scale = float(mesh_object.get(PROPERTY_SCALE, 1.0))
-    offset = Vector(mesh_object.get(PROPERTY_OFFSET, (0.0, 0.0, 0.0)))
-    mesh.transform(Matrix.Translation(offset) @ Matrix.Scale(1.0 / scale, 4))
+    mesh.transform(import_matrix(mesh_object).inverted())
     return mesh
 
 
@@ -268,21 +506,25 @@ def replace_mesh(
     glb_path: str | Path,
     texture_path: str | Path,
     properties: dict[str, Any] | None = None,
+    texture_storage: str | None = "PACK",
 ) -> bpy.types.Mesh:
     """Swap the object's mesh data for the refined result, keeping its materials and transform.
 
-    The refined mesh gets the object's recorded import scale and offset (so it sits where the old
-    one did); the material's Image Texture node now shows the refined texture. Returns the new mesh.
+    The refined mesh is welded and gets the object's recorded import transform (so it sits where the
+    old one did); the material's Image Texture node now shows the refined texture, stored as
+    ``store_texture`` says. Returns the new mesh.
     """
     with _rollback_on_error():  # everything that can fail happens before the object is touched
         created = import_glb(glb_path)
         donor = _single_mesh(created)
         mesh = donor.data
         bpy.data.objects.remove(donor)
+        merged = weld(mesh)
         image = load_texture(texture_path, f"{mesh_object.name}_texture")
-    scale = float(mesh_object.get(PROPERTY_SCALE, 1.0))
-    offset = Vector(mesh_object.get(PROPERTY_OFFSET, (0.0, 0.0, 0.0)))
-    mesh.transform(Matrix.Scale(scale, 4) @ Matrix.Translation(-offset))
+        stored = store_texture(image, texture_storage)
+    mesh.transform(import_matrix(mesh_object))
+    mesh_object[PROPERTY_WELDED] = merged
+    mesh_object[PROPERTY_TEXTURE] = stored
     _smooth(mesh)
     imported_materials = list(mesh.materials)
     mesh.materials.clear()

@@ -4,8 +4,10 @@ Each operator reports errors with ``self.report({'ERROR'}, message)`` and return
 messages come from ``BackendError`` and ``ValueError`` texts, which name what to do. Reconstruct,
 Refine and Start Backend return at once: a local backend that is not running is launched and the
 submission waits for it in ``session.poll_start`` (a timer), and jobs are polled by
-``session.poll_once``. The hidden ``wait`` option of Reconstruct and Refine blocks instead, for
-scripts and background mode.
+``session.poll_once``. Their requests (upload, methods, health, cancel) run on worker threads
+(``session.run_task``: a click waits at most ``session.INLINE_WAIT`` s); Stop Backend does not wait
+for the process to exit; a backend known not to answer fails the click at once. The hidden ``wait``
+option of Reconstruct and Refine blocks instead, for scripts and background mode.
 """
 
 from functools import partial
@@ -95,13 +97,16 @@ class MONO2MESH_OT_cancel(bpy.types.Operator):
         settings = context.scene.mono2mesh
         job_id = settings.job_id
         was_starting = settings.job_status == "starting"
-        session.jobs.pop(job_id, None)  # nothing will be imported for it, whatever the backend says
+        # nothing will be imported for it, whatever the backend says
+        job = session.jobs.pop(job_id, None)
         settings.job_status = "canceled"
         session.set_message(settings, "Canceled")
-        if was_starting or not job_id:  # nothing was sent yet; the backend keeps starting
+        if was_starting or not job_id:  # nothing sent yet (a photo being sent is canceled once sent)
             return {"FINISHED"}
-        try:
-            session.get_client(context, start=False).cancel(job_id)
+        try:  # on a worker: a quick answer's error is reported here, a slow one printed later
+            client = job.client if job is not None and job.client is not None else None
+            client = client or session.get_client(context, start=False)
+            session.cancel_in_background(client, job_id, wait=session.INLINE_WAIT)
         except BackendError as error:  # already finished (409) or backend gone: nothing to stop
             self.report({"WARNING"}, str(error))
         return {"FINISHED"}
@@ -112,7 +117,8 @@ class MONO2MESH_OT_refine(bpy.types.Operator):
 
     bl_idname = "mono2mesh.refine"
     bl_label = "Refine"
-    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (a set, as Blender requires)
+    # no "UNDO": submitting changes nothing undoable; the finished refinement pushes its own step
+    bl_options = {"REGISTER"}  # noqa: RUF012 (a set, as Blender requires)
 
     wait: BoolProperty(
         name="Wait", description="Block until the job is done", options={"HIDDEN", "SKIP_SAVE"}
@@ -157,40 +163,94 @@ class MONO2MESH_OT_refine(bpy.types.Operator):
 
 
 class MONO2MESH_OT_transfer_texture(bpy.types.Operator):
-    """Give the active object the texture of the other selected object (copy or Cycles bake)"""
+    """Give the active object the texture of the other selected object (copy or closest-point transfer)"""
+
+    bl_description = (
+        "Give the active object the texture of the other selected object: the image itself when their "
+        "UV layouts are the same, else each texel's colour from the closest point of the source (both "
+        "meshes normalised to their bounding boxes), computed in the background with a Cancel. Nothing "
+        "is applied when more than 5 % of the texels are out of reach, unless Apply Anyway"
+    )
 
     bl_idname = "mono2mesh.transfer_texture"
     bl_label = "Transfer Texture"
-    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (a set, as Blender requires)
+    # no "UNDO": starting changes nothing undoable; applying the result pushes its own step
+    bl_options = {"REGISTER"}  # noqa: RUF012 (a set, as Blender requires)
+
+    wait: BoolProperty(
+        name="Wait", description="Block until the transfer is done", options={"HIDDEN", "SKIP_SAVE"}
+    )
+    force: BoolProperty(
+        name="Apply Anyway",
+        description="Apply the transfer even when more than 5 % of the target's texels are out of the "
+        "source's reach (they get the mean colour)",
+        options={"SKIP_SAVE"},
+    )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         target = context.active_object
         others = [obj for obj in context.selected_objects if obj != target and obj.type == "MESH"]
-        return target is not None and target.type == "MESH" and len(others) == 1
+        return (
+            target is not None
+            and target.type == "MESH"
+            and len(others) == 1
+            and not transfer.running(context.scene.name)
+        )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         target = context.active_object
         source = next(obj for obj in context.selected_objects if obj != target and obj.type == "MESH")
-        window_manager = context.window_manager
-
-        def progress(fraction: float, stage: str) -> None:
-            window_manager.progress_update(int(fraction * 100))
-            print(f"Mono2Mesh: transfer {stage} ({fraction:.0%})")
-
-        window_manager.progress_begin(0, 100)
+        scene_name = context.scene.name
+        resolution = context.scene.mono2mesh.bake_resolution
+        if target.mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
         try:
+            pending = transfer.jobs.get(scene_name)
+            if (
+                self.force
+                and pending is not None
+                and pending.state == "refused"
+                and (pending.source_name, pending.target_name) == (source.name, target.name)
+                and pending.resolution == resolution
+            ):
+                pending.apply()  # the refused result, computed already
+                self.report({"WARNING"}, pending.message)
+                return {"FINISHED"}
+            if transfer.same_uv_layout(source, target):
+                transfer.copy_texture(source, target)
+                self.report({"INFO"}, f"Texture of {source.name} copied onto {target.name} (same UV layout)")
+                return {"FINISHED"}
             output = session.output_root(context) / "transfers"
-            kind = transfer.transfer_texture(
-                source, target, output, context.scene.mono2mesh.bake_resolution, progress
-            )
+            job = transfer.TransferJob(source, target, output, resolution, self.force, scene_name)
+            if not self.wait:
+                transfer.start(job)
+                self.report({"INFO"}, f"Transferring the texture of {source.name} onto {target.name}")
+                return {"FINISHED"}
+            transfer.jobs[scene_name] = job.run()
         except _ERRORS as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        finally:
-            window_manager.progress_end()
-        how = "copied (same topology)" if kind == "copy" else "baked with Cycles"
-        self.report({"INFO"}, f"Texture of {source.name} {how} onto {target.name}")
+        if job.state != "done":
+            self.report({"ERROR"}, job.message)
+            return {"CANCELLED"}
+        self.report({"INFO"}, job.message)
+        return {"FINISHED"}
+
+
+class MONO2MESH_OT_cancel_transfer(bpy.types.Operator):
+    """Stop the running texture transfer; the target keeps its texture"""
+
+    bl_idname = "mono2mesh.cancel_transfer"
+    bl_label = "Cancel Transfer"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and transfer.running(context.scene.name)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        transfer.cancel(context.scene.name)
+        self.report({"INFO"}, "Texture transfer canceled")
         return {"FINISHED"}
 
 
@@ -205,20 +265,43 @@ class MONO2MESH_OT_start_backend(bpy.types.Operator):
         return not session.backend_starting()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        scene_name = context.scene.name
         try:
-            client = session.ensure_backend(context.scene.name, context=context)
+            client = session.ensure_backend(scene_name, context=context)
             if client is None:
                 self.report({"INFO"}, "Starting the backend")
                 return {"FINISHED"}
-            session.refresh_methods(client)
-            health = client.health(timeout=2.0)
+            session.check_answering(client)
+            # health and methods on a worker; a quick answer is reported here, a slow one later
+            text = session.run_task(
+                lambda: (client.health(timeout=session.HEALTH_TIMEOUT), client.methods()),
+                partial(_backend_answered, scene_name, client),
+                partial(_backend_failed, scene_name),
+                client=client,
+                label="health",
+            )
         except BackendError as error:
             session.set_message(context.scene.mono2mesh, str(error), error=True)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        session.set_message(context.scene.mono2mesh, f"Backend {health.get('version')} at {client.url}")
-        self.report({"INFO"}, f"Backend {health.get('version')} at {client.url}")
+        self.report({"INFO"}, f"Checking the backend at {client.url}" if text is session.PENDING else text)
         return {"FINISHED"}
+
+
+def _backend_answered(scene_name: str, client: BackendClient, answer: tuple[dict, list]) -> str:
+    """Main thread: Start Backend's health and methods answers arrived."""
+    health, fetched = answer
+    session.apply_methods(fetched)
+    text = f"Backend {health.get('version')} at {client.url}"
+    scene = bpy.data.scenes.get(scene_name)
+    session.set_message(scene.mono2mesh if scene is not None else None, text)
+    return text
+
+
+def _backend_failed(scene_name: str, error: Exception) -> None:
+    scene = bpy.data.scenes.get(scene_name)
+    session.set_message(scene.mono2mesh if scene is not None else None, str(error), error=True)
+    print(f"Mono2Mesh: {error}")
 
 
 class MONO2MESH_OT_stop_backend(bpy.types.Operator):
@@ -238,6 +321,7 @@ classes = (
     MONO2MESH_OT_cancel,
     MONO2MESH_OT_refine,
     MONO2MESH_OT_transfer_texture,
+    MONO2MESH_OT_cancel_transfer,
     MONO2MESH_OT_start_backend,
     MONO2MESH_OT_stop_backend,
 )

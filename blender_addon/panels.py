@@ -6,7 +6,7 @@ to the backend (the methods list comes from the cache that Start Backend / Recon
 
 import bpy
 
-from . import importer, session
+from . import importer, session, transfer
 
 
 class VIEW3D_PT_mono2mesh(bpy.types.Panel):
@@ -34,6 +34,8 @@ class VIEW3D_PT_mono2mesh(bpy.types.Panel):
         layout.prop(settings, "quality")
         layout.prop(settings, "extra_options")
         layout.prop(settings, "target_size")
+        layout.prop(settings, "texture_storage")
+        layout.prop(settings, "as_in_photo")
         if settings.busy:
             row = layout.row(align=True)
             text = f"{settings.job_status} {settings.job_stage}".strip()
@@ -66,7 +68,19 @@ class VIEW3D_PT_mono2mesh_result(bpy.types.Panel):
                     column.label(text=f"{label}: {text}")
         layout.operator("mono2mesh.refine", icon="MODIFIER")
         layout.prop(context.scene.mono2mesh, "bake_resolution")
-        layout.operator("mono2mesh.transfer_texture", icon="TEXTURE")
+        job = transfer.jobs.get(context.scene.name)
+        if job is not None and transfer.running(context.scene.name):
+            row = layout.row(align=True)
+            row.progress(factor=job.progress, type="BAR", text=f"Transfer: {job.stage}")
+            row.operator("mono2mesh.cancel_transfer", text="", icon="CANCEL")
+        else:
+            layout.operator("mono2mesh.transfer_texture", icon="TEXTURE")
+        about_active = job is not None and obj is not None and job.target_name == obj.name
+        if about_active and job.message and job.state != "running":
+            icon = "ERROR" if job.state in ("refused", "failed") else "INFO"
+            layout.label(text=job.message, icon=icon)
+        if about_active and job.state == "refused":
+            layout.operator("mono2mesh.transfer_texture", text="Apply Anyway", icon="ERROR").force = True
 
 
 class VIEW3D_PT_mono2mesh_backend(bpy.types.Panel):

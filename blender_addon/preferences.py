@@ -3,7 +3,10 @@
 ``bl_idname = __package__`` (the extension's module name, ``bl_ext.<repo>.mono2mesh``); read them with
 ``preferences.get(context)``. Backend modes: ``LOCAL`` starts ``<python> -m backend serve`` with the
 configured Python (state file, log and job folders under the extension's user directory); ``URL``
-connects to a running backend with a token.
+connects to a running backend with a token. The output folder holds each job's downloaded files
+(GLB, texture, preview, report); the .blend never depends on it, nor on the extension's user folder
+that uninstalling deletes: imported textures are packed into the .blend or copied next to it (the
+scene setting "Textures", ``Scene.mono2mesh.texture_storage``).
 """
 
 import bpy
@@ -34,8 +37,8 @@ class Mono2MeshPreferences(bpy.types.AddonPreferences):
     )
     output_dir: StringProperty(
         name="Output Folder",
-        description="Where results (GLB, texture, preview, report) are saved; empty: the extension's "
-        "user folder",
+        description="Where downloaded results (GLB, texture, preview, report) are saved; empty: the "
+        "extension's user folder. Imported textures are packed into the .blend (or copied next to it)",
         subtype="DIR_PATH",
     )
     start_timeout: FloatProperty(

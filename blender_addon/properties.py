@@ -1,9 +1,9 @@
 """The one scene settings group, ``Scene.mono2mesh`` (a PointerProperty), and the quality presets.
 
-Holds the panel's inputs (image, mask, method, quality, import size) and the state of the scene's
-current job (id, status, progress, stage, message), which the polling timer updates on the main
-thread. No module-level Blender data access; ``register``/``unregister`` in ``__init__`` attach and
-remove the pointer.
+Holds the panel's inputs (image, mask, method, quality, import size, where imported textures are
+kept, "As in the Photo") and the state of the scene's current job (id, status, progress, stage,
+message), which the polling timer updates on the main thread. No module-level Blender data access;
+``register``/``unregister`` in ``__init__`` attach and remove the pointer.
 """
 
 import json
@@ -70,12 +70,33 @@ class Mono2MeshSettings(bpy.types.PropertyGroup):
         min=0.001,
         unit="LENGTH",
     )
+    texture_storage: EnumProperty(
+        name="Textures",
+        description="Where the textures of imported results are kept",
+        items=[
+            ("PACK", "Pack into .blend", "Pack the textures into the .blend file"),
+            (
+                "BESIDE_BLEND",
+                "Next to the .blend",
+                "Copy them to a textures folder next to the saved .blend (relative paths); "
+                "packed while the .blend is unsaved",
+            ),
+        ],
+        default="PACK",
+    )
+    as_in_photo: BoolProperty(
+        name="As in the Photo",
+        description="Also add a camera that sees the result as the photo did, with the photo as its "
+        "background image (and set the render size to the photo's)",
+        default=False,
+    )
     bake_resolution: IntProperty(
-        name="Bake Size",
-        description="Texture size for baked texture transfer",
-        default=1024,
+        name="Transfer Size",
+        description="Side of the texture made by Transfer Texture between different UV layouts "
+        "(pure Python: about 2 s at 512, four times that at 1024, minutes at 4096)",
+        default=512,
         min=16,
-        max=8192,
+        max=4096,
     )
     # state of the scene's current job (written by the timer on the main thread)
     job_id: StringProperty(name="Job")

@@ -6,11 +6,19 @@ block until it is done and finish it at once, the path for scripts and backgroun
 never fire). They take the scene, not the operator's context, because the UI may call them later,
 from the timer that sees a starting backend answer.
 ``finish_reconstruction`` and ``finish_refinement`` are the session's finishers: they run on the main
-thread, download the result files into the job's output folder and import them.
+thread, download the result files into the job's output folder and import them (welded, placed on
+the floor at the recorded cursor, the texture stored as the scene's Textures setting says; with
+"As in the Photo" also a camera with the photo behind it), mark the scene's job succeeded and then
+record exactly one undo step named "Mono2Mesh: Reconstruct <name>" / "Mono2Mesh: Refine <name>"
+(``push_undo``: the import runs from a timer, which Blender's undo system does not see), so undo
+removes only the result and redo brings it back.
 """
 
+import os
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,31 +76,43 @@ def check_inputs(scene: bpy.types.Scene) -> tuple[Path, Path | None]:
 def submit_reconstruction(
     scene: bpy.types.Scene, client: BackendClient, wait: bool = False, timeout: float = 600.0
 ) -> session.ActiveJob | bpy.types.Object:
-    """Send the scene's chosen photo; return the tracked job (or, with ``wait``, the new object)."""
+    """Send the scene's chosen photo; return the tracked job (or, with ``wait``, the new object).
+
+    Without ``wait`` the upload runs on a worker thread (see ``_send``): ``session.PENDING`` is
+    returned when it takes longer than ``session.INLINE_WAIT``, and the job is tracked when it is sent.
+    """
     settings = scene.mono2mesh
     root = session.output_root()
     photo, mask = check_inputs(scene)
-    if not session.methods():
-        session.refresh_methods(client)
-    info = session.method_info(settings.method)
-    if info is not None and not info["available"]:
-        raise ValueError(f"Method {settings.method} is unavailable: {info['reason']}")
-    options = settings.method_options(info["options_schema"] if info else None)
-    data = client.submit(photo, mask=mask, method=settings.method, options=options)
-    name = safe_name(photo.name)
-    job = session.ActiveJob(
-        job_id=data["id"],
-        kind="reconstruct",
-        scene_name=scene.name,
-        name=name,
-        image_path=str(photo),
-        output_dir=_job_folder(root, name, data["id"]),
-        method=settings.method,
-        location=tuple(scene.cursor.location),
-        target_size=settings.target_size,
-    )
-    _show_submitted(settings, data, "reconstruct")
-    return _track_or_wait(client, job, wait, timeout)
+    method = settings.method
+    location = tuple(scene.cursor.location)
+    target_size = settings.target_size
+
+    def options_for(settings: Any, info: dict[str, Any] | None) -> dict[str, Any]:
+        if info is not None and not info["available"]:
+            raise ValueError(f"Method {method} is unavailable: {info['reason']}")
+        return dict(settings.method_options(info["options_schema"] if info else None))
+
+    def upload(options: dict[str, Any]) -> dict[str, Any]:  # worker thread: no bpy
+        return client.submit(photo, mask=mask, method=method, options=options)
+
+    def sent(scene: bpy.types.Scene, data: dict[str, Any]) -> Any:
+        name = safe_name(photo.name)
+        job = session.ActiveJob(
+            job_id=data["id"],
+            kind="reconstruct",
+            scene_name=scene.name,
+            name=name,
+            image_path=str(photo),
+            output_dir=_job_folder(root, name, data["id"]),
+            method=method,
+            location=location,
+            target_size=target_size,
+        )
+        _show_submitted(scene.mono2mesh, data, "reconstruct")
+        return _track_or_wait(client, job, wait, timeout)
+
+    return _send(scene, client, method, options_for, upload, sent, wait)
 
 
 def check_refinable(mesh_object: bpy.types.Object) -> Path:
@@ -119,23 +139,116 @@ def submit_refinement(
     scratch.mkdir(parents=True, exist_ok=True)
     glb = importer.export_for_refinement(mesh_object, scratch / f"{stem}_edited.glb")
     method = str(mesh_object.get(importer.PROPERTY_METHOD) or settings.method)
-    if not session.methods():
-        session.refresh_methods(client)
-    info = session.method_info(method)
-    options = settings.method_options(info["options_schema"] if info else None)
-    data = client.submit(photo, mesh=glb, method=method, options=options)
-    job = session.ActiveJob(
-        job_id=data["id"],
-        kind="refine",
-        scene_name=scene.name,
-        name=mesh_object.name,
-        image_path=str(photo),
-        output_dir=_job_folder(root, stem, data["id"]),
-        method=method,
-        target_object=mesh_object.name,
+    object_name = mesh_object.name
+
+    def options_for(settings: Any, info: dict[str, Any] | None) -> dict[str, Any]:
+        return dict(settings.method_options(info["options_schema"] if info else None))
+
+    def upload(options: dict[str, Any]) -> dict[str, Any]:  # worker thread: no bpy
+        return client.submit(photo, mesh=glb, method=method, options=options)
+
+    def sent(scene: bpy.types.Scene, data: dict[str, Any]) -> Any:
+        job = session.ActiveJob(
+            job_id=data["id"],
+            kind="refine",
+            scene_name=scene.name,
+            name=object_name,
+            image_path=str(photo),
+            output_dir=_job_folder(root, stem, data["id"]),
+            method=method,
+            target_object=object_name,
+        )
+        _show_submitted(scene.mono2mesh, data, "refine")
+        return _track_or_wait(client, job, wait, timeout)
+
+    return _send(scene, client, method, options_for, upload, sent, wait)
+
+
+def _send(
+    scene: bpy.types.Scene,
+    client: BackendClient,
+    method: str,
+    options_for: Callable[[Any, dict[str, Any] | None], dict[str, Any]],
+    upload: Callable[[dict[str, Any]], dict[str, Any]],
+    sent: Callable[[bpy.types.Scene, dict[str, Any]], Any],
+    wait: bool,
+) -> Any:
+    """Submit a job of ``scene``: the methods list if not known yet, ``options_for(settings, info)``
+    (main thread), ``upload(options)`` -> job JSON, then ``sent(scene, data)`` (main thread).
+
+    With ``wait`` everything runs here (scripts). Otherwise the network requests (a health check
+    with a short timeout first, the methods list, the upload) run on worker threads: the scene shows
+    status "starting", stage "upload" meanwhile (busy: Cancel is offered, and a job sent after a
+    Cancel is canceled on the backend), and the caller waits at most ``session.INLINE_WAIT`` s in
+    all; a quick upload is tracked before this returns, a slow one later from the timers. Raises at
+    once when the backend is known not to answer (``session.check_answering``).
+    """
+    if wait:
+        if not session.methods():
+            session.refresh_methods(client)
+        options = options_for(scene.mono2mesh, session.method_info(method))
+        return sent(scene, upload(options))
+    session.check_answering(client)
+    scene_name = scene.name
+    settings = scene.mono2mesh
+    settings.job_id = ""
+    settings.job_status = "starting"
+    settings.job_progress = 0.0
+    settings.job_stage = "upload"
+    session.set_message(settings, f"Sending to {client.url}…")
+    deadline = time.monotonic() + session.INLINE_WAIT
+    failed = partial(_submission_failed, scene_name)
+
+    def wanted() -> bpy.types.Scene | None:  # not canceled meanwhile (nor another file opened)
+        scene = bpy.data.scenes.get(scene_name)
+        return scene if scene is not None and scene.mono2mesh.job_status == "starting" else None
+
+    def uploaded(data: dict[str, Any]) -> Any:
+        scene = wanted()
+        if scene is None:
+            try:
+                session.cancel_in_background(client, data["id"])
+            except BackendError as error:
+                print(f"Mono2Mesh: cancel {data['id']}: {error}")
+            return None
+        return sent(scene, data)
+
+    def with_methods(fetched: list[dict[str, Any]] | None) -> Any:
+        if fetched is not None:
+            session.apply_methods(fetched)
+        scene = wanted()
+        if scene is None:
+            return None
+        options = options_for(scene.mono2mesh, session.method_info(method))
+
+        def work() -> dict[str, Any]:
+            if fetched is None:  # one short request first: a hung backend costs a short timeout
+                client.health(timeout=session.HEALTH_TIMEOUT)
+            return upload(options)
+
+        left = max(0.0, deadline - time.monotonic())
+        return session.run_task(work, uploaded, failed, client=client, wait=left, label="upload")
+
+    if session.methods():
+        return with_methods(None)
+
+    def fetch() -> list[dict[str, Any]]:
+        client.health(timeout=session.HEALTH_TIMEOUT)
+        return client.methods()
+
+    return session.run_task(
+        fetch, with_methods, failed, client=client, wait=session.INLINE_WAIT, label="methods"
     )
-    _show_submitted(settings, data, "refine")
-    return _track_or_wait(client, job, wait, timeout)
+
+
+def _submission_failed(scene_name: str, error: Exception) -> None:
+    """A submission that went on in the background failed (main thread, from the timers)."""
+    scene = bpy.data.scenes.get(scene_name)
+    settings = scene.mono2mesh if scene is not None else None
+    if settings is not None and settings.job_status in ("starting", "submitting"):
+        settings.job_status = "failed"
+        session.set_message(settings, str(error), error=True)
+    print(f"Mono2Mesh: {error}")
 
 
 def _show_submitted(settings: Any, data: dict[str, Any], kind: str) -> None:
@@ -177,7 +290,19 @@ def download_results(client: BackendClient, job_id: str, folder: Path, stem: str
     """Save the job's GLB, texture, preview and report as ``<stem>.glb``, ``<stem>_texture.png``, ..."""
     names = {"glb": f"{stem}.glb", "texture": f"{stem}_texture.png", "preview": f"{stem}_preview.png"}
     names["report"] = f"{stem}.json"
-    return {kind: client.download(job_id, kind, folder / names[kind]) for kind in RESULT_KINDS}
+    # the status worker already downloaded them (off the main thread): only move them into place
+    ready = session.take_prefetched(job_id)
+    files = {}
+    for kind in RESULT_KINDS:
+        target = folder / names[kind]
+        if kind in ready and ready[kind].is_file():
+            os.replace(ready.pop(kind), target)
+            files[kind] = target
+        else:
+            files[kind] = client.download(job_id, kind, target)
+    for leftover in ready.values():
+        leftover.unlink(missing_ok=True)
+    return files
 
 
 def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types.Object:
@@ -189,6 +314,7 @@ def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.t
     files = download_results(session.job_client(job), job.job_id, job.output_dir, job.name)
     report = json.loads(files["report"].read_text(encoding="utf-8"))
     collection = _target_collection(scene)
+    settings = scene.mono2mesh
     mesh_object = importer.import_result(
         collection,
         files["glb"],
@@ -197,11 +323,34 @@ def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.t
         location=job.location,
         target_size=job.target_size,
         properties=importer.report_properties(report, data, job.image_path),
+        camera=report.get("camera"),
+        texture_storage=settings.texture_storage,
     )
     mesh_object["mono2mesh_fetch_seconds"] = time.perf_counter() - started
+    text = f"Imported {mesh_object.name} (IoU {report.get('silhouette_iou')})"
+    if settings.as_in_photo:
+        try:
+            if importer.add_photo_camera(mesh_object, report, job.image_path, collection, scene) is None:
+                text += "; no photo camera: the report has no camera"
+        except (OSError, RuntimeError) as error:  # the result stays; only the camera is missing
+            text += f"; no photo camera: {error}"
     _select_only(mesh_object)
-    session.set_message(scene.mono2mesh, f"Imported {mesh_object.name} (IoU {report.get('silhouette_iou')})")
+    session.set_message(settings, text + _texture_note(settings, mesh_object))
+    _mark_succeeded(settings)
+    push_undo(f"Mono2Mesh: Reconstruct {mesh_object.name}")
     return mesh_object
+
+
+def _texture_note(settings: Any, mesh_object: bpy.types.Object) -> str:
+    if settings.texture_storage == "BESIDE_BLEND" and mesh_object.get(importer.PROPERTY_TEXTURE) == "packed":
+        return "; texture packed: save the .blend first to keep textures beside it"
+    return ""
+
+
+def _mark_succeeded(settings: Any) -> None:
+    """The job's final state, set before the undo step so that undo/redo never restore a busy scene."""
+    settings.job_status = "succeeded"
+    settings.job_progress = 1.0
 
 
 def finish_refinement(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types.Object:
@@ -214,16 +363,26 @@ def finish_refinement(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types
         raise RuntimeError(f"The object {job.target_object} to refine is gone")
     files = download_results(session.job_client(job), job.job_id, job.output_dir, safe_name(job.name))
     report = json.loads(files["report"].read_text(encoding="utf-8"))
+    settings = scene.mono2mesh
     importer.replace_mesh(
-        mesh_object, files["glb"], files["texture"], importer.report_properties(report, data, job.image_path)
+        mesh_object,
+        files["glb"],
+        files["texture"],
+        importer.report_properties(report, data, job.image_path),
+        texture_storage=settings.texture_storage,
     )
-    push_undo("Mono2Mesh Refine")
-    session.set_message(scene.mono2mesh, f"Refined {mesh_object.name}")
+    session.set_message(settings, f"Refined {mesh_object.name}" + _texture_note(settings, mesh_object))
+    _mark_succeeded(settings)
+    push_undo(f"Mono2Mesh: Refine {mesh_object.name}")
     return mesh_object
 
 
 def push_undo(message: str) -> None:
-    """Record an undo step (needs a window; skipped when there is none)."""
+    """Record one undo step named ``message`` for changes made outside an operator (timers).
+
+    The one helper for this in the add-on. Needs a window (the bpy module has one even in background
+    mode; ``blender -b`` has none, and then nothing is recorded).
+    """
     window_manager = bpy.context.window_manager
     if window_manager is None or not window_manager.windows:
         return

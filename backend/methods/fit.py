@@ -21,10 +21,34 @@ No checkpoint, no download; seconds on a laptop CPU. Given the square crop and i
    when that point is visible and faces the camera (``backend.meshing.texturing.project_photo``); the
    hidden side is filled from the mirrored visible side, and what is still empty is inpainted.
 
-**Refinement** (``init_mesh`` given): the optimisation starts from that mesh with its own topology and
-UVs, with free (not mirrored) offsets, the Laplacian taken on the offsets (so the artist's detail is
-kept, only changes are smoothed) and ``keep_shape_weight * mean |offset|^2`` holding it near the given
-shape. Texels the photo does not see keep the given mesh's texture.
+**Refinement** (``init_mesh`` given, e.g. an artist's edit): topology and UVs kept; the photo moves the
+shape only where it contradicts it. A silhouette observes the outline and nothing else, so:
+
+1. The camera is fitted first with the mesh frozen (the first half of the iterations, hypotheses as
+   above), so the edit is not explained away by offsets that undo it while the camera wanders; the
+   camera then stays fixed.
+2. The offsets from the given mesh are fitted with per-vertex ``keep`` weights (``refine_terms.
+   outline_freedom``): ``outline_keep_weight`` (weak) for vertices the photo constrains (rim vertices
+   on the outline of the mesh's silhouette in that view, and vertices projecting outside the mask),
+   fading to ``keep_shape_weight`` (strong) over two edge rings; ``depth_weight * mean (o . d)^2``
+   holds every offset off the view direction d, which no silhouette observes (and which Adam's
+   per-axis steps would otherwise leak into). The Laplacian is taken on the offsets, not the shape, so
+   the edit is not smoothed away; SoftRas's flatten loss (on the absolute shape) is left out for the
+   same reason. Alternatives rejected: only a depth penalty would let the Chamfer mask-to-vertex term
+   slide interior vertices in the image plane (the "bump on the head"); only outline weights would
+   leave depth free to drift under Adam.
+3. ``keep_symmetry``: "auto" ties the offsets mirror-symmetric (``(o_i + M o_j) / 2`` over mirror
+   partners i, j, M flipping x) when the given vertex set is x -> -x symmetric about x = mean x within
+   1e-3 of its size (``refine_terms.mirror_pairs``; it is then snapped exactly symmetric, so the result
+   is too); "on" ties mutually nearest mirror vertices of any mesh; "off" for a deliberately asymmetric
+   edit. An asymmetric mesh is never tied under "auto".
+4. Texture (``keep_texture``, set by ``reconstruct``): texels whose surface point moved less than
+   ``texture_keep_distance`` of the size keep the given texture (re-projecting them through the new
+   camera would slide the texture, e.g. onto an eye); the photo is projected only onto visible texels
+   that moved; unseen ones keep the given texture.
+
+Known limit: an outline edit the photo contradicts is pulled back only partly, because the camera fit
+of step 1 shrinks the camera to explain part of it (a spike of 40 % of the size keeps about 70 %).
 
 **Other methods' meshes** (``FitMethod.fit_mesh``): a learned method (e.g. ``softras``) predicts a
 shape but not the camera that explains the photo; ``fit_mesh`` finds that camera with the mesh frozen
@@ -64,6 +88,14 @@ from backend.geometry.ops import (
 from backend.geometry.templates import SymmetricTemplate, icosphere_template, symmetrize_vertices
 from backend.meshing.texturing import fill_mirrored, inpaint, project_photo
 from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Report, cpu_threads
+from backend.methods.refine_terms import (
+    mirror_pairs,
+    moved_texels,
+    nearest_mirror_pairs,
+    outline_freedom,
+    symmetrize_offsets_by_pairs,
+    symmetrize_positions,
+)
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 
@@ -97,7 +129,32 @@ class FitOptions(MethodOptions):
     flatten_weight: float = Field(5e-4, ge=0.0, description="weight of SoftRas's flatten loss")
     deformation_weight: float = Field(0.05, ge=0.0, description="weight of the mean offset norm")
     keep_shape_weight: float = Field(
-        10.0, ge=0.0, description="refinement only: weight of the mean squared offset from the given mesh"
+        10.0,
+        ge=0.0,
+        description="refinement only: weight of the mean squared offset from the given mesh of the vertices "
+        "the photo's outline does not constrain",
+    )
+    outline_keep_weight: float = Field(
+        0.1,
+        ge=0.0,
+        description="refinement only: that weight for vertices on the photo's outline (or outside the mask)",
+    )
+    depth_weight: float = Field(
+        100.0,
+        ge=0.0,
+        description="refinement only: weight of the mean squared offset along the view direction "
+        "(a silhouette does not see depth)",
+    )
+    keep_symmetry: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="refinement only: tie the offsets mirror-symmetric (x -> -x): auto when the given mesh "
+        "is symmetric, on (mutually nearest mirror vertices), off (for a deliberately asymmetric edit)",
+    )
+    texture_keep_distance: float = Field(
+        0.01,
+        ge=0.0,
+        description="refinement only: texels whose surface moved less than this share of the mesh's size "
+        "keep the given texture",
     )
     texture_size: int = Field(512, ge=16, le=4096, description="texture height; its width is twice that")
     crop_size: int = Field(
@@ -124,12 +181,66 @@ class ShapeFit:
     final_loss: float
 
 
+UV_ID_GRID = 2.0**16
+"""UV coordinates are rounded to 1 / ``UV_ID_GRID`` (about 1.5e-5) before ``topology_id`` hashes them."""
+
+
+def _uv_layout_key(mesh: TexturedMesh) -> bytes:
+    """The mesh's UV faces in a canonical form: (F, 6) int64 rows, as bytes.
+
+    Each face is its three UV corners, rounded to 1 / ``UV_ID_GRID`` and rotated (winding kept) to
+    the lexicographically smallest of its three rotations; the rows are sorted. That is the faces'
+    connectivity as the UV map sees it (faces sharing a UV corner share its coordinates) and the UV
+    layout, but none of the vertex numbering, the face order or how seams split vertices. Before
+    rounding, ``v -> 1 - (1 - v)`` in float32 (exact for v >= 0.5 and idempotent) removes the last-bit
+    noise of the glTF V flip (``1 - v``) done by the backend's writer, Blender and back, so a result
+    that went through Blender hashes exactly as before.
+    """
+    one = np.float32(1.0)
+    uvs = mesh.uvs.detach().cpu().numpy().astype(np.float32)
+    uvs = one - (one - uvs)
+    quantised = np.rint(uvs.astype(np.float64) * UV_ID_GRID).astype(np.int64)  # (T, 2)
+    corners = quantised[mesh.face_uvs.detach().cpu().numpy()]  # (F, 3, 2)
+    rotations = np.stack([np.roll(corners, -shift, axis=1).reshape(-1, 6) for shift in range(3)], 1)
+    candidate = np.ones(rotations.shape[:2], dtype=bool)  # (F, 3): rotations still tied for smallest
+    for column in range(6):
+        values = np.where(candidate, rotations[:, :, column], np.iinfo(np.int64).max)
+        candidate &= values == values.min(axis=1, keepdims=True)
+    canonical = rotations[np.arange(len(rotations)), candidate.argmax(axis=1)]  # (F, 6)
+    canonical = canonical[np.lexsort(canonical.T[::-1])]
+    return np.ascontiguousarray(canonical).tobytes()
+
+
+def _layout_hash(mesh: TexturedMesh) -> str:
+    return hashlib.sha1(_uv_layout_key(mesh)).hexdigest()[:12]
+
+
+_KNOWN_TEMPLATES: dict[str, str] = {}  # layout hash -> the template's fixed id, filled on first use
+
+
+def _known_template_id(digest: str) -> str | None:
+    """The fixed id (e.g. "icosphere-642") of the shared template with this layout hash, if any."""
+    if not _KNOWN_TEMPLATES:
+        from backend.geometry.templates import uv_sphere_template
+
+        for template in (icosphere_template(level) for level in (2, 3, 4)):
+            _KNOWN_TEMPLATES[_layout_hash(template.mesh)] = f"icosphere-{template.mesh.num_vertices}"
+        sphere = uv_sphere_template().mesh
+        _KNOWN_TEMPLATES[_layout_hash(sphere)] = f"uvsphere-{sphere.num_vertices}"
+    return _KNOWN_TEMPLATES.get(digest)
+
+
 def topology_id(mesh: TexturedMesh) -> str:
-    """A short id of a mesh's faces and UV layout: meshes with the same id share their texture layout."""
-    digest = hashlib.sha1()
-    for tensor in (mesh.faces, mesh.face_uvs, (mesh.uvs * 1e5).round().long()):
-        digest.update(tensor.detach().cpu().numpy().astype(np.int64).tobytes())
-    return f"{mesh.num_vertices}v-{digest.hexdigest()[:12]}"
+    """A short id of a mesh's UV layout: meshes with the same id share their texture layout.
+
+    The id depends on the faces as UV triangles only (``_uv_layout_key``): renumbered vertices,
+    shuffled faces, vertices split (or welded) along UV seams and moved vertices keep it; a changed UV
+    layout changes it. A layout equal to a shared template's has that template's fixed id
+    ("icosphere-642", "icosphere-162", "icosphere-2562", "uvsphere-482"), so a refined template
+    result keeps the id of the template's other results; any other layout gets ``"<F>f-<12 hex>"``.
+    """
+    digest = _layout_hash(mesh)
+    return _known_template_id(digest) or f"{mesh.num_faces}f-{digest}"
 
 
 @torch.no_grad()
@@ -259,7 +370,9 @@ class FitMethod:
         opts = _fit_options(options)
         if init_mesh is None:
             return self.fit_mesh(None, image, mask, opts, progress, shape="template")
-        return self.fit_mesh(init_mesh, image, mask, opts, progress, shape="refine", mirror_texture=False)
+        return self.fit_mesh(
+            init_mesh, image, mask, opts, progress, shape="refine", mirror_texture=False, keep_texture=True
+        )
 
     def fit_mesh(
         self,
@@ -273,6 +386,7 @@ class FitMethod:
         mirror_texture: bool = True,
         template_id: str | None = None,
         initial_camera: Camera | None = None,
+        keep_texture: bool = False,
     ) -> Reconstruction:
         """Fit ``mesh`` (or, with ``shape="template"``, the icosphere) and a camera to the mask; texture it.
 
@@ -282,11 +396,14 @@ class FitMethod:
         ``template_id``: the report's topology id (default: the icosphere's, or ``mesh``'s own).
         ``initial_camera``: a batch-of-one camera (e.g. a network's prediction) to start from instead of
         the azimuth hypotheses around the mask's centroid (``opts.hypotheses`` is then ignored).
+        ``keep_texture`` (an artist's refinement, ``mesh``'s texture is meaningful): texels whose surface
+        moved less than ``opts.texture_keep_distance`` keep ``mesh``'s colour; only the rest take the photo.
         """
         with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
             return self._reconstruct(
-                image, mask, opts, progress, mesh, shape, mirror_texture, template_id, initial_camera
-            )
+                image, mask, opts, progress, mesh, shape, mirror_texture, template_id, initial_camera,
+                keep_texture,
+            )  # fmt: skip
 
     def _reconstruct(
         self,
@@ -299,6 +416,7 @@ class FitMethod:
         mirror_texture: bool,
         template_id: str | None,
         initial_camera: Camera | None = None,
+        keep_texture: bool = False,
     ) -> Reconstruction:
         size = image.shape[0]
         if image.shape != (size, size, 3) or mask.shape != (size, size):
@@ -325,7 +443,7 @@ class FitMethod:
 
         started = time.perf_counter()
         progress(0.0, "texture")
-        texture = self._texture(fitted, base, image, mask, opts, mirror=mirror_texture)
+        texture = self._texture(fitted, base, image, mask, opts, mirror_texture, keep_texture)
         mesh = TexturedMesh(
             vertices=fitted.vertices.detach().cpu(),
             faces=base.faces.cpu(),
@@ -402,22 +520,67 @@ class FitMethod:
         train_shape: bool = True,
         initial_camera: Camera | None = None,
     ) -> ShapeFit:
+        """Camera with the shape frozen, then (``train_shape``) the shape with the camera frozen (module
+        docstring, "Refinement")."""
         base = mesh.vertices.float()  # (V, 3)
         faces = mesh.faces
-        laplacian = uniform_laplacian(faces, mesh.num_vertices, device=self.device)
         count = 1 if initial_camera is not None else opts.hypotheses
-        offsets = torch.zeros(count, mesh.num_vertices, 3, device=self.device)
+        pose_share = 0.5 if train_shape else 1.0
+        pose_iterations = round(pose_share * opts.iterations)
+        pairs: Tensor | None = None
+        if train_shape and opts.keep_symmetry != "off":
+            pairs = mirror_pairs(base)
+            if pairs is not None:  # symmetric within float noise: make it exact, the output stays so
+                base = symmetrize_positions(base, pairs.to(self.device))
+            elif opts.keep_symmetry == "on":
+                pairs = nearest_mirror_pairs(base)
+        if pairs is not None:
+            pairs = pairs.to(self.device)
+
+        posed = self._optimise(
+            mask, faces, torch.zeros(count, mesh.num_vertices, 3, device=self.device),
+            lambda offsets: base + offsets, lambda vertices, offsets: offsets.new_zeros(offsets.shape[0]),
+            opts.model_copy(update={"iterations": pose_iterations}),
+            lambda fraction, stage: progress(pose_share * fraction, stage),
+            train_shape=False, initial_camera=initial_camera,
+        )  # fmt: skip
+        if not train_shape:
+            return posed
+
+        target = cv2.resize(mask.astype(np.float32), (opts.resolution,) * 2, interpolation=cv2.INTER_AREA)
+        freedom = outline_freedom(base, faces, posed.camera, target > 0.5, opts.resolution)  # (V,)
+        if pairs is not None:  # a vertex moves with its mirror partner: free when either one is
+            partner = torch.where(pairs >= 0, pairs, torch.arange(pairs.shape[0], device=self.device))
+            freedom = torch.maximum(freedom, freedom[partner])
+        keep = opts.keep_shape_weight * (1 - freedom) + opts.outline_keep_weight * freedom  # (V,)
+        view_axis = posed.camera.to(self.device).view_transform()[0][0, 2]  # (3,) depth direction
+        laplacian = uniform_laplacian(faces, mesh.num_vertices, device=self.device)
 
         def vertices_of(offsets: Tensor) -> Tensor:
+            if pairs is not None:
+                offsets = symmetrize_offsets_by_pairs(offsets, pairs)
             return base + offsets
 
         def regularisers(vertices: Tensor, offsets: Tensor) -> Tensor:
-            return opts.laplacian_weight * laplacian_loss(
-                offsets, faces, laplacian=laplacian
-            ) + opts.keep_shape_weight * offsets.pow(2).sum(-1).mean(-1)
+            offsets = vertices - base  # (B, V, 3) as applied (symmetrised)
+            return (
+                opts.laplacian_weight * laplacian_loss(offsets, faces, laplacian=laplacian)
+                + (keep * offsets.pow(2).sum(-1)).mean(-1)
+                + opts.depth_weight * (offsets @ view_axis).pow(2).mean(-1)
+            )
 
-        return self._optimise(
-            mask, faces, offsets, vertices_of, regularisers, opts, progress, train_shape, initial_camera
+        shaped = self._optimise(
+            mask, faces, torch.zeros(1, mesh.num_vertices, 3, device=self.device), vertices_of, regularisers,
+            opts.model_copy(update={"iterations": opts.iterations - pose_iterations}),
+            lambda fraction, stage: progress(pose_share + (1 - pose_share) * fraction, stage),
+            initial_camera=posed.camera, train_camera=False, flatten=False,
+        )  # fmt: skip
+        return ShapeFit(
+            vertices=shaped.vertices,
+            camera=shaped.camera,
+            hypothesis=posed.hypothesis,
+            hypothesis_losses=posed.hypothesis_losses,
+            final_loss=shaped.final_loss,
         )
 
     def _optimise(
@@ -431,8 +594,12 @@ class FitMethod:
         progress: ProgressCallback,
         train_shape: bool = True,
         initial_camera: Camera | None = None,
+        *,
+        train_camera: bool = True,
+        flatten: bool = True,
     ) -> ShapeFit:
-        """Adam on offsets (B, ...) (unless not ``train_shape``: they stay zero) and B cameras.
+        """Adam on offsets (B, ...) (unless not ``train_shape``: they stay zero) and B cameras (unless not
+        ``train_camera``); ``flatten``: whether SoftRas's flatten loss (on the absolute shape) applies.
 
         All hypotheses run the first ``selection_fraction`` of the iterations at half the resolution;
         the one with the lowest loss then continues alone at the full resolution.
@@ -467,7 +634,7 @@ class FitMethod:
             projected = cameras.project(vertices)[..., :2]  # (B, V, 2)
             chamfer = chamfer_mask_loss(projected, target.distance, target.points)
             data = opts.silhouette_weight * silhouette + opts.chamfer_weight * chamfer
-            flat = opts.flatten_weight * flatten_loss(vertices, faces, adjacency)
+            flat = opts.flatten_weight * flatten_loss(vertices, faces, adjacency) if flatten else 0.0
             return data + flat + regularisers(vertices, offsets)  # (B,)
 
         def choose(losses: Tensor) -> list[Tensor]:
@@ -486,7 +653,9 @@ class FitMethod:
                 offsets, log_scale, translation, rotation = choose(losses)
                 optimiser = None
             if optimiser is None:
-                params = [log_scale, translation, rotation] + ([offsets] if train_shape else [])
+                params = ([log_scale, translation, rotation] if train_camera else []) + (
+                    [offsets] if train_shape else []
+                )
                 for param in params:
                     param.requires_grad_(True)
                 optimiser = torch.optim.Adam(params, lr=opts.learning_rate, betas=(0.5, 0.99))
@@ -524,11 +693,17 @@ class FitMethod:
         mask: np.ndarray,
         opts: FitOptions,
         mirror: bool,
+        keep: bool = False,
     ) -> Tensor:
         size = (opts.texture_size, 2 * opts.texture_size)
         colors, known = project_photo(
             fitted.vertices, base.faces, base.uvs, base.face_uvs, fitted.camera, image, mask, size
         )
+        if keep:  # the given texture stays where the surface stayed: no sliding under a new camera
+            known &= moved_texels(
+                base.vertices, fitted.vertices, base.faces, base.uvs, base.face_uvs, size,
+                opts.texture_keep_distance,
+            )  # fmt: skip
         if mirror:
             colors, known = fill_mirrored(colors, known)
         else:

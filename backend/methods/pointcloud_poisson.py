@@ -24,9 +24,10 @@ Progress: stage "shape" covers steps 1-4, stage "texture" step 5.
 Open3D's Poisson solver runs on several threads and is not bit-reproducible: two runs on one photo give
 meshes that agree in shape but not vertex for vertex.
 
-The mesh has its own topology and atlas (template ``point-cloud``): textures do not move to other results
-by copying. Checkpoints are ``backend.checkpoints`` files of method ``pointcloud-poisson``
-(``mono2mesh-train pointcloud-poisson``); without ``--checkpoint`` the newest installed one is used.
+The mesh has its own topology and atlas (the report's template is its ``topology_id``): textures do not
+move to other results by copying. Checkpoints are ``backend.checkpoints`` files of method
+``pointcloud-poisson`` (``mono2mesh-train pointcloud-poisson``); without ``--checkpoint`` the newest
+installed one is used.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from backend.methods.base import (
     cpu_threads,
 )
 from backend.methods.checkpointed import checkpoint_availability, load_method_network, masked_crop_input
-from backend.methods.fit import reprojection_iou
+from backend.methods.fit import reprojection_iou, topology_id
 from backend.methods.point_camera import fit_point_camera
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
 from backend.models.texture_gan import (
@@ -218,7 +219,7 @@ class PointCloudPoissonMethod:
             silhouette_iou=round(iou, 4),
             num_vertices=mesh.num_vertices,
             num_faces=mesh.num_faces,
-            template=TEMPLATE_ID,
+            template=topology_id(mesh),  # its own atlas: the id of its faces and UV layout
             extra={
                 "points": int(points.shape[0]),
                 "poisson_depth": opts.depth,

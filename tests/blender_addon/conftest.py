@@ -41,6 +41,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory, client_module: ModuleType)
         jobs_dir=folder / "jobs",
     )
     server.start(timeout=120)
+    # a fresh server's first methods list takes seconds (it imports the methods); the add-on fetches
+    # it on a worker, so a click right after start would not see its job tracked yet: warm it here
+    server.client.methods()
     yield server
     server.stop()
 

@@ -37,7 +37,7 @@ def test_batch_all_succeed(tmp_path: Path, backend: Any, birds: list[Path]) -> N
     result = run_batch(
         "--input", str(PHOTOS), "--out", str(out),
         "--url", backend.client.url, "--token", backend.client.token,
-        "--blend", str(out / "scene.blend"), "--export", "glb", tmp_path=tmp_path,
+        "--blend", str(out / "scene.blend"), "--export", "glb", "--as-in-photo", tmp_path=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith(("ok ", "FAILED "))]
@@ -46,17 +46,32 @@ def test_batch_all_succeed(tmp_path: Path, backend: Any, birds: list[Path]) -> N
     assert (out / "batch.glb").is_file()
     for photo in birds:
         assert (out / photo.stem / f"{photo.stem}_texture.png").is_file()
-    # the saved scene: one object per photo, side by side along X, each textured from a file
+    # the saved scene: one object per photo, side by side along X, standing on the floor, welded,
+    # its texture packed into the .blend (the UI's placement and weld)
     check = (
-        "import bpy, json\n"
+        "import bpy, bmesh, json\n"
         f"bpy.ops.wm.open_mainfile(filepath={str(out / 'scene.blend')!r})\n"
-        "print(json.dumps({o.name: [list(o.location), o['mono2mesh_template']] for o in bpy.data.objects}))\n"
+        "def info(o):\n"
+        "    b = bmesh.new(); b.from_mesh(o.data)\n"
+        "    boundary = sum(e.is_boundary for e in b.edges); b.free()\n"
+        "    zs = [(o.matrix_world @ v.co).z for v in o.data.vertices]\n"
+        "    image = o.active_material.node_tree.nodes['Image Texture'].image\n"
+        "    return [list(o.location), o['mono2mesh_template'], min(zs), boundary,\n"
+        "            len(o.data.vertices), image.packed_file is not None]\n"
+        "print(json.dumps({o.name: info(o) for o in bpy.data.objects if o.type == 'MESH'}))\n"
+        "print(json.dumps(sorted(o['mono2mesh_photo_camera_of'] for o in bpy.data.objects\n"
+        "                        if o.type == 'CAMERA' and o.data.background_images)))\n"
     )
     opened = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    objects = json.loads(opened.stdout.strip().splitlines()[-1])
+    objects = json.loads(opened.stdout.strip().splitlines()[-2])
     assert sorted(objects) == sorted(photo.stem for photo in birds)
-    xs = sorted(location[0] for location, _ in objects.values())
+    # --as-in-photo: one camera per photo, the photo behind it
+    assert json.loads(opened.stdout.strip().splitlines()[-1]) == sorted(objects)
+    xs = sorted(values[0][0] for values in objects.values())
     assert all(b - a >= 2.0 for a, b in itertools.pairwise(xs))
+    for location, template, lowest, boundary, vertices, packed in objects.values():
+        assert template == "icosphere-642" and vertices == 642 and boundary == 0 and packed
+        assert location[2] == 0.0 and abs(lowest) < 1e-5
 
 
 def test_batch_exit_code_when_a_photo_fails(tmp_path: Path, birds: list[Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -141,3 +142,63 @@ def test_local_backend_killed_mid_job(tmp_path: Path, photo: Path, client_module
     finally:
         local.stop()
     assert not local.is_alive()
+
+
+def _timed(call: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+def _wait_gone(pid: int, timeout: float) -> float:
+    """Seconds until ``pid`` is gone (or a zombie: exited, not reaped yet)."""
+    started = time.monotonic()
+    while True:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except (ProcessLookupError, OSError):
+            break
+        if state == "Z":
+            break
+        assert time.monotonic() - started < timeout, f"process {pid} still runs"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_backend_that_ignores_sigterm_is_killed(tmp_path: Path, client_module: ModuleType) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    local = client_module.LocalBackend(sys.executable, tmp_path / "s.json", tmp_path / "s.log")
+    local.process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    assert local.process.stdout.readline() == b"ready\n"  # SIGTERM is ignored from now on
+    pid = local.pid = local.process.pid
+    _none, took = _timed(lambda: local.stop(timeout=1.0, wait=False))
+    assert took < 0.5
+    assert pid in client_module.stopping_pids()
+    assert 0.9 < _wait_gone(pid, timeout=5) < 3.0  # SIGKILL after the timeout
+    deadline = time.monotonic() + 2
+    while pid in client_module.stopping_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid not in client_module.stopping_pids()
+
+
+def test_reap_at_exit_leaves_a_killer_for_a_lingering_backend(
+    tmp_path: Path, client_module: ModuleType
+) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    local = client_module.LocalBackend(sys.executable, tmp_path / "s.json", tmp_path / "s.log")
+    local.process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    assert local.process.stdout.readline() == b"ready\n"
+    pid = local.pid = local.process.pid
+    local.stop(timeout=60.0, wait=False)  # the reaper thread would wait a minute
+    _none, took = _timed(lambda: client_module.reap_at_exit(grace=0.2, kill_after=0.5))
+    assert took < 0.5  # what interpreter exit waits
+    assert _wait_gone(pid, timeout=5) < 3.0  # the detached killer got it

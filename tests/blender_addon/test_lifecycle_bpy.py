@@ -1,8 +1,11 @@
 """A local backend started from Blender does not outlive Blender: quitting stops it.
 
 Two paths do it: Blender disables add-ons when it quits (``unregister`` -> ``session.shutdown``), and
-``session`` registers ``stop_backend`` with ``atexit`` for exits that skip that; the test fails when
-both are removed.
+``session`` registers a handler with ``atexit`` for exits that skip that; the test fails when both are
+removed. Neither waits for the process: it gets SIGTERM at once and a daemon thread kills it if it
+lingers; at interpreter exit ``client.reap_at_exit`` gives it a short grace and leaves a detached
+killer behind for one still running. Quitting returns at once (measured: from the session's last
+line to the end of its process), also right after Stop Backend.
 
 The Blender session is a separate Python process with the bpy module (the add-on installed from the
 built zip, preferences in LOCAL mode); it starts the backend the way the UI does (Start Backend, then
@@ -25,7 +28,7 @@ from tests.blender_addon.helpers import MAIN_PYTHON, REPO
 SESSION = """
 import json, sys, time
 import bpy
-archive, python = sys.argv[1], sys.argv[2]
+archive, python, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 assert bpy.ops.extensions.package_install_files(
     filepath=archive, repo="user_default", enable_on_install=True
 ) == {"FINISHED"}
@@ -38,7 +41,12 @@ deadline = time.monotonic() + 120
 while session.poll_start() is not None and time.monotonic() < deadline:
     time.sleep(0.1)
 local = session.local_backend()
-print(json.dumps({"pid": local.pid, "alive": local.is_alive(), "state": str(local.state_file)}), flush=True)
+pid, alive, state = local.pid, local.is_alive(), str(local.state_file)
+if mode == "stop":  # Stop Backend, then quit at once
+    started = time.perf_counter()
+    bpy.ops.mono2mesh.stop_backend()
+    assert time.perf_counter() - started < 0.5
+print(json.dumps({"pid": pid, "alive": alive, "state": state, "exiting": time.time()}), flush=True)
 """  # then the interpreter exits normally: Blender quitting
 
 
@@ -54,7 +62,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_quitting_blender_stops_the_backend_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["quit", "stop"])
+def test_quitting_blender_stops_the_backend_it_started(tmp_path: Path, mode: str) -> None:
     if not MAIN_PYTHON.is_file():
         pytest.skip("no backend Python")
     from backend.addon_build import build_zip
@@ -62,15 +71,18 @@ def test_quitting_blender_stops_the_backend_it_started(tmp_path: Path) -> None:
     archive = build_zip(REPO, tmp_path / "zip")
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
     result = subprocess.run(
-        [sys.executable, "-c", SESSION, str(archive), str(MAIN_PYTHON)],
+        [sys.executable, "-c", SESSION, str(archive), str(MAIN_PYTHON), mode],
         capture_output=True,
         text=True,
         timeout=240,
         env=env,
     )
+    quit_seconds = time.time() - json.loads(result.stdout.strip().splitlines()[-1])["exiting"]
     assert result.returncode == 0, result.stdout + result.stderr
     started = json.loads(result.stdout.strip().splitlines()[-1])
     assert started["alive"], result.stdout
+    print(f"quitting took {quit_seconds:.2f} s")
+    assert quit_seconds < 1.5, f"quitting blocked {quit_seconds:.2f} s"
     deadline = time.monotonic() + 15
     while _alive(started["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -72,14 +72,14 @@ def test_reconstruct_imports_one_textured_object(
     assert tuple(obj.scale) == (1.0, 1.0, 1.0)
     assert obj.data.uv_layers.active is not None
     assert all(polygon.use_smooth for polygon in obj.data.polygons)
-    # material: Image Texture -> Principled BSDF Base Color, the texture saved on disk, not packed
+    # material: Image Texture -> Principled BSDF Base Color, the texture packed into the .blend
     material = obj.active_material
     principled = next(node for node in material.node_tree.nodes if node.type == "BSDF_PRINCIPLED")
     texture = principled.inputs["Base Color"].links[0].from_node
     assert texture.type == "TEX_IMAGE"
     image = texture.image
     path = Path(bpy.path.abspath(image.filepath))
-    assert path.is_file() and image.packed_file is None
+    assert image.packed_file is not None and obj["mono2mesh_texture_storage"] == "packed"
     assert path.parent == Path(obj["mono2mesh_output_dir"])
     assert {p.name for p in path.parent.iterdir()} >= {
         "disk_photo.glb",
@@ -98,6 +98,7 @@ def test_reconstruct_imports_one_textured_object(
     assert obj["mono2mesh_template"] == report["template"] == "icosphere-642"
     assert obj["mono2mesh_silhouette_iou"] == pytest.approx(report["silhouette_iou"])
     assert obj["mono2mesh_num_faces"] == len(obj.data.polygons) == report["num_faces"]
+    assert len(obj.data.vertices) == report["num_vertices"]  # welded: one vertex per position
     assert obj["mono2mesh_import_seconds"] < 0.3
 
 

@@ -1,9 +1,11 @@
-"""Refine (mesh swap, one undo step) and Transfer Texture (copy for the same topology, Cycles bake
-otherwise), driven through the installed add-on's operators."""
+"""Refine (mesh swap, one undo step, the template id kept) and Transfer Texture (copy for the same UV
+layout, also after a refinement; closest-point transfer otherwise, see test_transfer_bpy.py), driven
+through the installed add-on's operators."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,6 +14,14 @@ import numpy as np
 import pytest
 
 from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct, run_jobs
+
+
+@pytest.fixture(autouse=True)
+def _no_transfer_jobs(addon: ModuleType) -> Iterator[None]:
+    """Each test starts and ends without the add-on's transfer jobs (they outlive a file load)."""
+    addon.transfer.jobs.clear()
+    yield
+    addon.transfer.jobs.clear()
 
 
 def _window_override(bpy: ModuleType) -> dict[str, Any]:
@@ -47,7 +57,8 @@ def test_refine_swaps_mesh_keeps_material_and_undoes(
     assert obj.active_material == material and len(obj.material_slots) == 1
     assert tuple(obj.location) == pytest.approx((3.0, 0.0, 1.0))
     assert obj.rotation_euler.z == pytest.approx(0.5)
-    assert obj["mono2mesh_template"] != "icosphere-642"  # refined results carry their own topology id
+    # the refined mesh has the template's UV layout (Blender renumbered its vertices): the same id
+    assert obj["mono2mesh_template"] == "icosphere-642"
     assert obj["mono2mesh_job_id"] == settings.job_id
     # the refined mesh kept the edit (flattened top) in the object's frame
     zs = np.array([vertex.co.z for vertex in obj.data.vertices])
@@ -78,7 +89,35 @@ def test_transfer_same_topology_copies_the_image(
     assert addon.importer.texture_node(target.active_material).image == source_image
 
 
-def test_transfer_different_topology_bakes(
+def test_transfer_after_refine_still_copies(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path
+) -> None:
+    bpy = blender
+    source = reconstruct(bpy, addon, photo)
+    scene.cursor.location = (3.0, 0.0, 0.0)
+    target = reconstruct(bpy, addon, photo)
+    target_material = target.active_material
+    with bpy.context.temp_override(**_window_override(bpy)):
+        assert bpy.ops.mono2mesh.refine() == {"FINISHED"}
+        run_jobs(addon)
+    assert scene.mono2mesh.job_status == "succeeded", scene.mono2mesh.message
+    target = bpy.data.objects[target.name]
+    assert target["mono2mesh_template"] == source["mono2mesh_template"] == "icosphere-642"
+    images = set(bpy.data.images)
+    source.select_set(True)
+    target.select_set(True)
+    bpy.context.view_layer.objects.active = target
+    assert addon.transfer.same_uv_layout(source, target)
+    assert bpy.ops.mono2mesh.transfer_texture() == {"FINISHED"}  # a copy: done at once, no job
+    assert not addon.transfer.running(scene.name)
+    assert target.active_material == target_material
+    assert addon.importer.texture_node(target.active_material).image == (
+        addon.importer.texture_node(source.active_material).image
+    )
+    assert set(bpy.data.images) <= images  # no new image was made
+
+
+def test_transfer_different_topology_uses_the_closest_surface(
     blender: ModuleType, addon: ModuleType, scene: Any, photo: Path, tmp_path: Path
 ) -> None:
     bpy = blender
@@ -89,12 +128,13 @@ def test_transfer_different_topology_bakes(
     source.select_set(True)
     target.select_set(True)
     started = time.perf_counter()
-    assert bpy.ops.mono2mesh.transfer_texture() == {"FINISHED"}
+    assert bpy.ops.mono2mesh.transfer_texture(wait=True) == {"FINISHED"}
     assert time.perf_counter() - started < 30
+    assert addon.transfer.jobs[scene.name].uncoloured < 0.05
     node = addon.importer.texture_node(target.active_material)
     image = node.image
     assert image.size[:] == (64, 64)
     assert Path(bpy.path.abspath(image.filepath)).is_file()
     rgb = pixels(image)[..., :3].reshape(-1, 3)
-    # the baked texture holds the source's red and blue, not an empty (black) image
+    # the transferred texture holds the source's red and blue, not an empty (black) image
     assert (rgb[:, 0] > rgb[:, 2] + 0.2).mean() > 0.05 and (rgb[:, 2] > rgb[:, 0] + 0.2).mean() > 0.05

@@ -23,9 +23,10 @@ def _camera_matrix(report: dict[str, Any], obj: Any) -> tuple[Any, float]:
     """World matrix and ortho scale of a Blender camera that sees what the backend camera sees.
 
     Backend: ``x_ndc = s (R p)_x + t_x`` (same for y) with p in glTF axes. Blender: the importer maps
-    glTF (x, y, z) to (x, -z, y) (matrix C), the add-on then stores ``k (C p - o)`` in the mesh and
-    puts the object at L. So camera-space ``k (R p - c)`` is ``A (v - L) + k A o - k c`` with
-    ``A = R C^T``, ``c = (-t_x / s, -t_y / s, 10)`` (10: in front), and the view is ``2 k / s`` wide.
+    glTF (x, y, z) to (x, -z, y) (matrix C), the add-on then stores ``M C p`` in the mesh (M: the
+    recorded import matrix, scale k) and puts the object at L. So the camera-space point
+    ``k (R p - c)`` is ``k (A M^-1 (v - L) - c)`` with ``A = R C^T``, ``c = (-t_x / s, -t_y / s, 10)``
+    (10: in front), and the view is ``2 k / s`` wide.
     """
     from mathutils import Matrix, Quaternion, Vector
 
@@ -34,12 +35,13 @@ def _camera_matrix(report: dict[str, Any], obj: Any) -> tuple[Any, float]:
     tx, ty = camera["translation"][0]
     rotation = Quaternion(camera["rotation"][0]).normalized().to_matrix()  # (w, x, y, z)
     gltf_from_blender = Matrix(((1, 0, 0), (0, 0, 1), (0, -1, 0)))  # C^T
-    k = float(obj["mono2mesh_import_scale"])
-    offset = Vector(obj["mono2mesh_import_offset"])
-    a = rotation @ gltf_from_blender
+    values = [float(value) for value in obj["mono2mesh_import_matrix"]]
+    imported = Matrix([values[row * 4 : row * 4 + 4] for row in range(4)])
+    k = imported.to_scale()[0]
+    a = (rotation @ gltf_from_blender).to_4x4()
     centre = Vector((-tx / s, -ty / s, 10.0))
-    view = a.to_4x4()
-    view.translation = -(a @ obj.location) + k * (a @ offset) - k * centre
+    view = Matrix.Scale(k, 4) @ Matrix.Translation(-centre) @ a @ imported.inverted()
+    view = view @ Matrix.Translation(-obj.location)
     return view.inverted(), 2.0 * k / s
 
 
