@@ -73,3 +73,19 @@ def test_refinement_is_one_undo_step_with_redo(
     again = np.array([tuple(vertex.co) for vertex in bpy.data.objects[name].data.vertices])
     assert np.allclose(again, refined)
     assert bpy.context.scene.mono2mesh.job_status == "succeeded"
+
+
+def test_three_reconstructions_are_three_undo_steps(
+    blender: ModuleType, addon: ModuleType, scene: Any, photo: Path
+) -> None:
+    bpy = blender
+    with bpy.context.temp_override(**_window_override(bpy)):
+        bpy.ops.ed.undo_push(message="start")
+    names = [reconstruct(bpy, addon, photo).name for _ in range(3)]
+    assert len(set(names)) == 3
+    for count in (2, 1, 0):  # each undo removes exactly the latest reconstruction
+        _undo(bpy)
+        assert sorted(o.name for o in bpy.data.objects) == sorted(names[:count])
+    for count in (1, 2, 3):  # and each redo brings exactly one back
+        _redo(bpy)
+        assert sorted(o.name for o in bpy.data.objects) == sorted(names[:count])
