@@ -154,6 +154,7 @@ class AdaptiveFlowMethod:
                 progress,
                 shape="refine",
                 mirror_texture=False,
+                keep_texture=True,
             )
         if not mask.any():
             raise ValueError("the mask is empty")

@@ -99,8 +99,9 @@ class SoftRasMethod:
         opts = _options(options)
         if init_mesh is not None:  # a result to refine: the network has nothing to add
             return self.fit.fit_mesh(
-                init_mesh, image, mask, opts.fit_options(), progress, shape="refine", mirror_texture=False
-            )
+                init_mesh, image, mask, opts.fit_options(), progress, shape="refine", mirror_texture=False,
+                keep_texture=True,
+            )  # fmt: skip
         if not mask.any():
             raise ValueError("the mask is empty")
         progress(0.0, "shape")
