@@ -315,10 +315,10 @@ def store_texture(image: bpy.types.Image, storage: str | None = "PACK") -> str:
         source = Path(bpy.path.abspath(image.filepath))
         folder = Path(bpy.path.abspath("//textures"))
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{_file_stem(image.name)}.png"
+        target = folder / f"{file_stem(image.name)}.png"
         counter = 1
         while target.exists() and not (source.exists() and target.samefile(source)):
-            target = folder / f"{_file_stem(image.name)}_{counter}.png"
+            target = folder / f"{file_stem(image.name)}_{counter}.png"
             counter += 1
         if not target.exists():
             shutil.copyfile(source, target)
@@ -329,7 +329,8 @@ def store_texture(image: bpy.types.Image, storage: str | None = "PACK") -> str:
     return "packed"
 
 
-def _file_stem(name: str) -> str:
+def file_stem(name: str) -> str:
+    """``name`` as a file stem: letters, digits, ``-`` and ``_`` kept, anything else ``_``."""
     return "".join(char if char.isalnum() or char in "-_" else "_" for char in name) or "texture"
 
 

@@ -268,12 +268,17 @@ def _start_failed(attempt: _Starting, error: Exception) -> None:
         return  # stopped meanwhile
     _starting = None
     for scene_name, _then in attempt.waiting:
-        settings = _scene_settings(scene_name)
-        if settings is not None and settings.job_status == "starting":
-            settings.job_status = "failed"
-        set_message(settings, str(error), error=True)
+        _fail_waiting(scene_name, error)
     print(f"Mono2Mesh: {error}")
     _redraw()
+
+
+def _fail_waiting(scene_name: str, error: Exception) -> None:
+    """Show ``error`` in a scene that waited for the backend; its pending submission failed."""
+    settings = _scene_settings(scene_name)
+    if settings is not None and settings.job_status == "starting":
+        settings.job_status = "failed"
+    set_message(settings, str(error), error=True)
 
 
 def _started(attempt: _Starting, client: BackendClient, fetched: list[dict[str, Any]]) -> None:
@@ -290,10 +295,7 @@ def _started(attempt: _Starting, client: BackendClient, fetched: list[dict[str, 
         try:
             then(client)
         except (BackendError, OSError, RuntimeError, ValueError) as error:
-            settings = _scene_settings(scene_name)
-            if settings is not None and settings.job_status == "starting":
-                settings.job_status = "failed"
-            set_message(settings, str(error), error=True)
+            _fail_waiting(scene_name, error)
             print(f"Mono2Mesh: {error}")
     _redraw()
 

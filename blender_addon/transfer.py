@@ -184,6 +184,14 @@ def _triangles(mesh: bpy.types.Mesh, name: str) -> tuple[array.array, array.arra
     return vertices, loops, uvs
 
 
+def check_pair(source: bpy.types.Object, target: bpy.types.Object) -> None:
+    """``ValueError`` unless ``source`` and ``target`` are two different mesh objects."""
+    if source == target:
+        raise ValueError("Select two different objects: the source, then the target as active")
+    if source.type != "MESH" or target.type != "MESH":
+        raise ValueError("Texture transfer needs two mesh objects")
+
+
 class TransferJob:
     """One closest-point transfer from ``source`` onto ``target`` (module docstring).
 
@@ -203,10 +211,7 @@ class TransferJob:
         force: bool = False,
         scene_name: str = "",
     ) -> None:
-        if source == target:
-            raise ValueError("Select two different objects: the source, then the target as active")
-        if source.type != "MESH" or target.type != "MESH":
-            raise ValueError("Texture transfer needs two mesh objects")
+        check_pair(source, target)
         if resolution < 4:
             raise ValueError(f"The texture size must be at least 4, got {resolution}")
         self.source_name, self.target_name = source.name, target.name
@@ -466,7 +471,8 @@ class TransferJob:
         image = bpy.data.images.new(f"{target.name}_transfer", size, size, alpha=False)
         image.pixels.foreach_set(self._rgba)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        image.filepath_raw = str(self.output_dir / f"{importer.PREFIX}{_file_stem(target.name)}_transfer.png")
+        stem = f"{importer.PREFIX}{importer.file_stem(target.name)}_transfer"
+        image.filepath_raw = str(self.output_dir / f"{stem}.png")
         image.file_format = "PNG"
         image.save()
         scene = bpy.data.scenes.get(self.scene_name) if self.scene_name else None
@@ -491,10 +497,6 @@ class TransferJob:
         return image
 
 
-def _file_stem(name: str) -> str:
-    return "".join(char if char.isalnum() or char in "-_" else "_" for char in name)
-
-
 def transfer_texture(
     source: bpy.types.Object,
     target: bpy.types.Object,
@@ -508,10 +510,7 @@ def transfer_texture(
     Raises ``ValueError`` for a refusal (the message says how much was out of reach; the target is
     untouched) and for what is missing.
     """
-    if source == target:
-        raise ValueError("Select two different objects: the source, then the target as active")
-    if target.type != "MESH" or source.type != "MESH":
-        raise ValueError("Texture transfer needs two mesh objects")
+    check_pair(source, target)
     if same_uv_layout(source, target):
         copy_texture(source, target)
         return "copy"

@@ -242,32 +242,14 @@ def trainer_arguments(trainer: str, precision: str, device: str, root: Path, ste
         "eval_items=3",
         "pretrained=none",
     )
+    adaptive = ["adaptive-flow", "--data", str(data / "cub64"), "--preset", "smoke", *adaptive, *base]
     if trainer == "adaptive-flow-stage1":
-        return [
-            "adaptive-flow",
-            "--data",
-            str(data / "cub64"),
-            "--preset",
-            "smoke",
-            "--preset",
-            "stage1",
-            *adaptive,
-            *base,
-        ]
+        return [*adaptive, "--preset", "stage1"]
     if trainer == "adaptive-flow-stage2":
         stage1 = run_folder(root, "adaptive-flow-stage1", "fp32") / "adaptive-flow.safetensors"
         if not stage1.is_file():
             raise PartFailure(f"stage 2 needs stage 1's fp32 checkpoint {stage1}, which is missing")
-        return [
-            "adaptive-flow",
-            "--data",
-            str(data / "cub64"),
-            "--preset",
-            "smoke",
-            *adaptive,
-            *sets(f"stage1_checkpoint={stage1}"),
-            *base,
-        ]
+        return [*adaptive, *sets(f"stage1_checkpoint={stage1}")]
     if trainer == "pointcloud-poisson":
         return [
             "pointcloud-poisson",
