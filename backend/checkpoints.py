@@ -18,6 +18,11 @@ with a ``CheckpointError`` (a ``ValueError``) whose message says what was wrong.
 Installed checkpoints live under ``checkpoint_root()`` (``$MONO2MESH_HOME/checkpoints``, else
 ``~/.local/share/mono2mesh/checkpoints``), conventionally as ``<root>/<method>/<name>.safetensors``;
 ``installed_checkpoints`` lists every pair found below the root, newest first.
+
+A renamed method keeps its old checkpoints loading: ``METHOD_ALIASES`` maps retired method ids to current
+ones, and the method checks (``check_compatible``, ``installed_checkpoints``) compare ``canonical_method``
+names, so a checkpoint whose JSON says ``pointcloud-texture`` (found in any folder below the root, e.g.
+the old ``<root>/pointcloud-texture/``) counts as ``texture-completion``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ META_SUFFIX = ".json"
 WEIGHTS_ID_KEY = "mono2mesh_weights_id"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".tar", ".pkl", ".pickle"})
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+
+
+METHOD_ALIASES: dict[str, str] = {"pointcloud-texture": "texture-completion"}
+"""Retired method id -> current method id (checkpoints written under the old id still load)."""
+
+
+def canonical_method(method: str) -> str:
+    """The current id of ``method`` (itself unless it is a retired id in ``METHOD_ALIASES``)."""
+    return METHOD_ALIASES.get(method, method)
 
 
 class CheckpointError(ValueError):
@@ -310,7 +324,7 @@ def _read_document(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[s
 
 def check_compatible(meta: CheckpointMeta, path: Path, method: str | None, template: str | None) -> None:
     """``CheckpointError`` when ``meta`` is of another method or template than asked (None: any)."""
-    if method is not None and meta.method != method:
+    if method is not None and canonical_method(meta.method) != canonical_method(method):
         raise CheckpointError(f"{path} is a checkpoint of method {meta.method!r}, not {method!r}")
     if template is not None and meta.template != template:
         raise CheckpointError(
@@ -381,7 +395,7 @@ def installed_checkpoints(method: str | None = None, root: Path | None = None) -
             meta = read_meta(meta_path)
         except CheckpointError:
             continue
-        if method is not None and meta.method != method:
+        if method is not None and canonical_method(meta.method) != canonical_method(method):
             continue
         found.append((meta.created, meta_path.stat().st_mtime, CheckpointInfo(weights_path, meta)))
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)

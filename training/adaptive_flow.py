@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from backend.checkpoints import load_checkpoint
 from backend.devices import resolve_device
-from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
+from backend.geometry.camera import Camera
 from backend.geometry.metrics import mask_iou, ssim
 from backend.geometry.ops import EdgeAdjacency, deformation_loss, edge_adjacent_faces, uniform_laplacian
 from backend.meshing.texturing import uv_rasterize
@@ -516,7 +516,7 @@ class AdaptiveFlowTraining:
         limit = self.config.random_azimuth
         azimuth = (torch.rand(batch, device=texture.device) * 2 - 1) * limit
         views = render(
-            output.vertices, network.faces, turned(camera, azimuth), self.settings(),
+            output.vertices, network.faces, camera.turned(azimuth), self.settings(),
             uvs=network.uvs, face_uvs=network.face_uvs, texture=texture,
         )  # fmt: skip
         alpha = views.alpha.permute(0, 3, 1, 2)
@@ -625,12 +625,12 @@ class AdaptiveFlowTraining:
             for turn in NOVEL_TURNS:
                 azimuth = texture.new_tensor([turn])
                 theirs = render(
-                    truth.vertices, truth.faces, turned(truth_cameras[item], azimuth), settings,
+                    truth.vertices, truth.faces, truth_cameras[item].turned(azimuth), settings,
                     uvs=truth.uvs, face_uvs=truth.face_uvs, texture=truth.texture, lighting=WHITE,
                 )  # fmt: skip
                 ours = self._textured(
                     network, output.vertices[item : item + 1], texture[item : item + 1],
-                    turned(camera[item], azimuth), settings,
+                    camera[item].turned(azimuth), settings,
                 )  # fmt: skip
                 values["novel_iou"].append(
                     float(mask_iou(ours.alpha[0, ..., 0], theirs.alpha[0, ..., 0], soft=False))
@@ -651,7 +651,7 @@ class AdaptiveFlowTraining:
         columns = [_on_white(_resize(image, size), _resize(mask, size)).permute(0, 3, 1, 2)]
         for turn in (0.0, 90.0, 180.0):
             azimuth = torch.full((len(image),), turn, device=image.device)
-            views = self._textured(network, output.vertices, texture, turned(camera, azimuth), hard)
+            views = self._textured(network, output.vertices, texture, camera.turned(azimuth), hard)
             columns.append(views.rgb.permute(0, 3, 1, 2))
         if output.variance is not None:
             variance = _resize(output.variance.mean(1, keepdim=True), size)
@@ -662,16 +662,6 @@ class AdaptiveFlowTraining:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-def turned(camera: Camera, azimuth: Tensor) -> Camera:
-    """Weak-perspective cameras that see their object turned by ``azimuth`` (B,) degrees about its up (Y)."""
-    rotation = camera.params["rotation"]
-    axis = rotation.new_tensor([0.0, 1.0, 0.0]).expand(len(rotation), 3)
-    turn = axis_angle_to_quaternion(axis, torch.deg2rad(azimuth.to(rotation).expand(len(rotation))))
-    return Camera.weak_perspective(
-        camera.params["scale"], camera.params["translation"], quaternion_multiply(rotation, turn)
-    )
-
-
 def _camera_from_vector(vector: Tensor) -> Camera:
     """Cameras from the datasets' (B, 7) ``[scale, tx, ty, qw, qx, qy, qz]`` vectors."""
     return Camera.weak_perspective(vector[:, 0], vector[:, 1:3], vector[:, 3:7])

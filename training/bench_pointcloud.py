@@ -160,13 +160,13 @@ def to_ground_truth_frame(
     the object that ``camera_true`` (look-at) sees there (module docstring); (V, 3)."""
     rotation, _ = camera.view_transform()  # (1, 3, 3)
     rotation_true, translation_true = camera_true.view_transform()
-    scale = camera.params["scale"][0]
+    scale = camera.weak.scale[0]
     scale_true = 1 / (
-        float(camera_true.params["distance"][0])
-        * math.tan(math.radians(float(camera_true.params["viewing_angle"][0])))
+        float(camera_true.orbit.distance[0])
+        * math.tan(math.radians(float(camera_true.orbit.viewing_angle[0])))
     )
     view = scale / scale_true * (vertices @ rotation[0].T)  # (V, 3) in the true camera's view units
-    view[:, :2] += camera.params["translation"][0] / scale_true
+    view[:, :2] += camera.weak.translation[0] / scale_true
     centre_true = truth_points.mean(0) @ rotation_true[0].T + translation_true[0]  # (3,)
     view[:, 2] += centre_true[2] - view[:, 2].mean()
     return (view - translation_true[0]) @ rotation_true[0]

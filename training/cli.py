@@ -8,12 +8,16 @@ is the one ``register`` gives).
 A subcommand's module (torch, the datasets, the trainers) is imported, and its ``register`` called, only
 when that subcommand is parsed or its help printed (``backend.cli.DeferredParser``): ``--help`` and
 ``--version`` import none of them.
+
+``DEPRECATED`` maps retired subcommand names to their current ones: ``main`` still runs them, after a
+warning on stderr (``pointcloud-texture`` is now ``texture-completion``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -46,9 +50,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.bench_effective_loss",
         "time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
     ),
-    "pointcloud-texture": (
-        "training.texture_gan",
-        "train the texture generator of pointcloud-poisson (method pointcloud-texture)",
+    "texture-completion": (
+        "training.texture_completion",
+        "train the texture-completion network of pointcloud-poisson (method texture-completion)",
     ),
     "bench-pointcloud": (
         "training.bench_pointcloud",
@@ -56,6 +60,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 """Subcommand name -> (the module whose ``register`` adds it, its one-line help), in ``--help`` order."""
+
+DEPRECATED: dict[str, str] = {"pointcloud-texture": "texture-completion"}
+"""Retired subcommand name -> its current name (still accepted, with a warning; not listed in --help)."""
 
 
 class _OneParser:
@@ -98,8 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in DEPRECATED:
+        current = DEPRECATED[arguments[0]]
+        print(
+            f"mono2mesh-train: {arguments[0]!r} is deprecated and will be removed; use {current!r}",
+            file=sys.stderr,
+        )
+        arguments[0] = current
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 2

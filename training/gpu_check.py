@@ -10,7 +10,7 @@ the others):
 - ``train/<trainer>/<precision>``: ``mono2mesh-train <trainer>`` for ``--steps`` steps (20) with its
   evaluation, image grid and mid-run checkpoint, in fp32, fp16 (GradScaler) and bf16: softras,
   adaptive-flow stage 1 and stage 2 (from stage 1's fp32 checkpoint), pointcloud-poisson,
-  pointcloud-texture. A run passes when it exits 0 with finite losses and writes its final checkpoint.
+  texture-completion. A run passes when it exits 0 with finite losses and writes its final checkpoint.
 - ``reconstruct/<method>``: ``mono2mesh reconstruct PHOTO --device D`` (a separate process, the real
   command) with ``fit`` and with each trainer's fp32 checkpoint; it passes when the GLB is written and the
   report says it ran on D. ``pointcloud-poisson`` meshes with Open3D: where Open3D is not installed the
@@ -276,9 +276,9 @@ def trainer_arguments(trainer: str, precision: str, device: str, root: Path, ste
             "--checkpoint-every",
             "10",
         ]
-    if trainer == "pointcloud-texture":
+    if trainer == "texture-completion":
         return [
-            "pointcloud-texture",
+            "texture-completion",
             "--data",
             str(data / "folder32"),
             "--preset",
@@ -304,14 +304,14 @@ TRAINERS = (
     "adaptive-flow-stage1",
     "adaptive-flow-stage2",
     "pointcloud-poisson",
-    "pointcloud-texture",
+    "texture-completion",
 )
 FINAL_NAME = {
     "softras": "softras",
     "adaptive-flow-stage1": "adaptive-flow",
     "adaptive-flow-stage2": "adaptive-flow",
     "pointcloud-poisson": "pointcloud-poisson",
-    "pointcloud-texture": "pointcloud-texture",
+    "texture-completion": "texture-completion",
 }
 
 
@@ -386,7 +386,7 @@ def reconstruct(check: Check, method: str, photo: Path) -> dict[str, Any]:
             raise PartFailure(f"the {trainer} fp32 run wrote no checkpoint {checkpoint}")
         command += ["--checkpoint", str(checkpoint)]
         if method == "pointcloud-poisson":
-            texture = run_folder(check.out, "pointcloud-texture", "fp32") / "pointcloud-texture.safetensors"
+            texture = run_folder(check.out, "texture-completion", "fp32") / "texture-completion.safetensors"
             if texture.is_file():
                 command += ["-o", f"texture_checkpoint={texture}", "-o", "texture=gan"]
     process = _run(command, timeout=check.args.part_timeout)

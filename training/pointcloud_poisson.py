@@ -61,9 +61,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from backend.geometry.camera import (
+    SOFTRAS_VIEWING_ANGLE,
     Camera,
-    axis_angle_to_quaternion,
-    quaternion_multiply,
     quaternion_to_matrix,
 )
 from backend.geometry.metrics import chamfer_distance, voxel_iou
@@ -99,7 +98,6 @@ from training.losses.effective import (
 from training.softras import _ground_truth, _mean, sample_surface
 
 METHOD = "pointcloud-poisson"
-VIEWING_ANGLE = 15.0
 """Half field of view (degrees) of the datasets' look-at cameras (SoftRas's and the synthetic sets')."""
 
 PoseMode = Literal["known", "learned"]
@@ -322,13 +320,16 @@ def splat_points(xy_ndc: Tensor, size: int) -> Tensor:
 
 def dataset_scale(distance: Tensor) -> Tensor:
     """Weak-perspective scale (...,) matching look-at views at ``distance`` (...,): 1 / (d tan 15 deg)."""
-    return 1.0 / (distance * math.tan(math.radians(VIEWING_ANGLE)))
+    return 1.0 / (distance * math.tan(math.radians(SOFTRAS_VIEWING_ANGLE)))
 
 
 def all_views_camera(batch: Mapping[str, Any]) -> Camera:
     """The look-at cameras (B V',) of every view of a multi-view batch, item-major."""
     return Camera.look_at(
-        batch["distance"].flatten(), batch["elevation"].flatten(), batch["azimuth"].flatten(), VIEWING_ANGLE
+        batch["distance"].flatten(),
+        batch["elevation"].flatten(),
+        batch["azimuth"].flatten(),
+        SOFTRAS_VIEWING_ANGLE,
     )
 
 
@@ -412,7 +413,7 @@ class PointCloudTraining:
             batch[key][:, None, :].expand(items, views, views).flatten()  # (B V' V',) of the target views
             for key in ("distance", "elevation", "azimuth")
         )
-        camera = Camera.look_at(distance, elevation, azimuth, VIEWING_ANGLE)
+        camera = Camera.look_at(distance, elevation, azimuth, SOFTRAS_VIEWING_ANGLE)
         sources = points[:, :, None].expand(items, views, views, count, 3).flatten(0, 2)  # (B V' V', N, 3)
         xy_ndc = camera.project(sources)[..., :2].view(items * views, views, count, 2)  # (B V', V', N, 2)
         field = self._field(masks)  # (B, V', H, W) or None
@@ -531,18 +532,7 @@ class PointCloudTraining:
         ink = torch.tensor([0.1, 0.2, 0.8], device=image.device)[None, :, None, None]  # (1, 3, 1, 1)
         columns = [image * mask + (1 - mask)]
         for turn in (0.0, 90.0, 180.0):
-            if camera.kind == "look_at":
-                params = camera.params
-                turned = Camera.look_at(
-                    params["distance"], params["elevation"], params["azimuth"] + turn, VIEWING_ANGLE
-                )
-            else:
-                axis = prediction.student.new_tensor([[0.0, 1.0, 0.0]]).expand(len(image), 3)
-                spin = axis_angle_to_quaternion(axis, axis.new_full((len(image),), math.radians(turn)))
-                rotation = quaternion_multiply(camera.params["rotation"], spin)
-                turned = Camera.weak_perspective(
-                    camera.params["scale"], camera.params["translation"], rotation
-                )
+            turned = camera.turned(turn)
             hit = splat_points(turned.project(prediction.points)[..., :2], size)[
                 :, None
             ].float()  # (B, 1, S, S)

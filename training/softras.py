@@ -243,9 +243,7 @@ class SoftRasTraining:
         grey = torch.full((len(vertices), network.num_vertices, 3), 0.8, device=vertices.device)
         columns = [image * mask + (1 - mask)]
         for turn in (0.0, 90.0, 180.0):
-            turned = Camera.look_at(
-                camera.params["distance"], camera.params["elevation"], camera.params["azimuth"] + turn
-            )
+            turned = camera.turned(turn)
             shaded = render(
                 vertices, network.faces, turned, RasterSettings(size, soft=False),
                 vertex_colors=grey, lighting=lighting,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backend.geometry.camera import Camera, from_softras_images
+from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE, Camera, from_softras_images
 from backend.geometry.io import load_obj, save_obj
 from backend.geometry.metrics import mask_iou
 from backend.methods.multiview import MultiViewOptions, fit_multiview
@@ -44,7 +44,6 @@ from backend.render import RasterSettings, render
 DEFAULT_DATA = Path("..") / "shared" / "data" / "multiview"
 """Where the data lie, relative to the current directory (the project checkout)."""
 
-SOFTRAS_VIEWING_ANGLE = 15.0
 """Half field of view in degrees of SoftRas's look-at camera in its demos."""
 
 SOFTRAS_RESULT = "softras_fit_result_plane.obj"

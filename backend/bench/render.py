@@ -26,10 +26,11 @@ import torch
 
 from backend.bench.machine import machine_info
 from backend.geometry import Camera
+from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE
 from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
 
-CAMERA = {"distance": 2.732, "elevation": 30.0, "azimuth": 45.0, "viewing_angle": 15.0}
+CAMERA = {"distance": 2.732, "elevation": 30.0, "azimuth": 45.0, "viewing_angle": SOFTRAS_VIEWING_ANGLE}
 RADIUS = 0.5
 
 

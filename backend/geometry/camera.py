@@ -14,9 +14,9 @@ differentiable in the points and in the camera parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -113,20 +113,104 @@ def _as_batch(
     return tensor
 
 
+SOFTRAS_VIEWING_ANGLE = 15.0
+"""Half field of view (degrees) of SoftRas's look-at camera, its renderings and ours of its data."""
+
+
+@dataclass(frozen=True)
+class WeakPerspectiveParams:
+    """Parameters of B weak-perspective cameras (CMR, UMR, MeshInversion).
+
+    Attributes:
+        scale: (B,) NDC units per world unit.
+        translation: (B, 2) NDC offset.
+        rotation: (B, 4) quaternion (w, x, y, z), object -> view.
+    """
+
+    scale: Tensor
+    translation: Tensor
+    rotation: Tensor
+
+    kind: ClassVar[Literal["weak_perspective"]] = "weak_perspective"
+
+
+@dataclass(frozen=True)
+class LookAtParams:
+    """Parameters of B SoftRas look-at perspective cameras (module docstring), each (B,).
+
+    Attributes:
+        distance: eye distance from the origin.
+        elevation: degrees above the XZ plane.
+        azimuth: degrees about Y.
+        viewing_angle: half field of view in degrees.
+    """
+
+    distance: Tensor
+    elevation: Tensor
+    azimuth: Tensor
+    viewing_angle: Tensor
+
+    kind: ClassVar[Literal["look_at"]] = "look_at"
+
+
+CameraParams = WeakPerspectiveParams | LookAtParams
+"""The parameters of one camera kind: a tagged union (``kind``) of frozen dataclasses of tensors."""
+
+
+def _tensors(params: CameraParams) -> dict[str, Tensor]:
+    """Field name -> tensor of ``params``, in declaration order."""
+    return {field.name: getattr(params, field.name) for field in fields(params)}
+
+
+def _mapped(params: CameraParams, function: Callable[[Tensor], Tensor]) -> CameraParams:
+    """``params`` of the same kind with ``function`` applied to every tensor."""
+    return type(params)(**{name: function(value) for name, value in _tensors(params).items()})
+
+
 @dataclass(frozen=True)
 class Camera:
     """A batch of B cameras of one kind; build it with ``Camera.weak_perspective`` or ``Camera.look_at``.
 
     Attributes:
-        kind: "weak_perspective" or "look_at".
-        params: name -> (B,) or (B, k) tensor. weak_perspective: ``scale`` (B,), ``translation``
-            (B, 2) in NDC, ``rotation`` (B, 4) quaternion (w, x, y, z). look_at: ``distance``,
-            ``elevation`` (degrees), ``azimuth`` (degrees), ``viewing_angle`` (half angle, degrees),
-            each (B,).
+        params: ``WeakPerspectiveParams`` or ``LookAtParams`` (``kind`` tells which); ``weak`` and
+            ``orbit`` give them typed, raising ``ValueError`` for the other kind.
     """
 
-    kind: CameraKind
-    params: dict[str, Tensor]
+    params: CameraParams
+
+    def __post_init__(self) -> None:
+        tensors = _tensors(self.params)
+        sizes = {name: int(value.shape[0]) for name, value in tensors.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"camera parameters have different batch sizes: {sizes}")
+        devices = {name: str(value.device) for name, value in tensors.items()}
+        if len(set(devices.values())) != 1:
+            raise ValueError(f"camera parameters are on different devices: {devices}")
+        for name, value in tensors.items():
+            if not torch.isfinite(value).all():
+                raise ValueError(f"camera parameter {name} contains NaN or infinite values")
+
+    @property
+    def kind(self) -> CameraKind:
+        return self.params.kind
+
+    @property
+    def weak(self) -> WeakPerspectiveParams:
+        """The weak-perspective parameters; ``ValueError`` for a look-at camera."""
+        if not isinstance(self.params, WeakPerspectiveParams):
+            raise ValueError(f"expected a weak_perspective camera, got {self.kind}")
+        return self.params
+
+    @property
+    def orbit(self) -> LookAtParams:
+        """The look-at parameters; ``ValueError`` for a weak-perspective camera."""
+        if not isinstance(self.params, LookAtParams):
+            raise ValueError(f"expected a look_at camera, got {self.kind}")
+        return self.params
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Parameter name -> (B,) or (B, k) tensor (for code generic over the kinds)."""
+        return _tensors(self.params)
 
     @staticmethod
     def weak_perspective(scale: Tensor | float, translation: Tensor, rotation: Tensor) -> Camera:
@@ -137,19 +221,20 @@ class Camera:
         placement = _placement([rotation, translation, scale])
         rotation = _as_batch(rotation, None, "rotation", 4, placement)
         batch = rotation.shape[0]
-        params = {
-            "scale": _as_batch(scale, batch, "scale", None, placement),
-            "translation": _as_batch(translation, batch, "translation", 2, placement),
-            "rotation": rotation,
-        }
-        return Camera("weak_perspective", _same_batch(params))
+        return Camera(
+            WeakPerspectiveParams(
+                scale=_as_batch(scale, batch, "scale", None, placement),
+                translation=_as_batch(translation, batch, "translation", 2, placement),
+                rotation=rotation,
+            )
+        )
 
     @staticmethod
     def look_at(
         distance: Tensor | float,
         elevation: Tensor | float,
         azimuth: Tensor | float,
-        viewing_angle: Tensor | float = 15.0,
+        viewing_angle: Tensor | float = SOFTRAS_VIEWING_ANGLE,
     ) -> Camera:
         """SoftRas look-at perspective cameras; each argument a float or a (B,) tensor (degrees).
 
@@ -160,28 +245,32 @@ class Camera:
         sizes = [v.shape[0] for v in arguments if torch.is_tensor(v) and v.dim()]
         batch = max(sizes, default=1)
         placement = _placement(arguments)
-        params = {
-            "distance": _as_batch(distance, batch, "distance", None, placement),
-            "elevation": _as_batch(elevation, batch, "elevation", None, placement),
-            "azimuth": _as_batch(azimuth, batch, "azimuth", None, placement),
-            "viewing_angle": _as_batch(viewing_angle, batch, "viewing_angle", None, placement),
-        }
-        if (params["distance"] <= 0).any():
+        params = LookAtParams(
+            distance=_as_batch(distance, batch, "distance", None, placement),
+            elevation=_as_batch(elevation, batch, "elevation", None, placement),
+            azimuth=_as_batch(azimuth, batch, "azimuth", None, placement),
+            viewing_angle=_as_batch(viewing_angle, batch, "viewing_angle", None, placement),
+        )
+        if (params.distance <= 0).any():
             raise ValueError("look_at distance must be positive")
-        if ((params["viewing_angle"] <= 0) | (params["viewing_angle"] >= 90)).any():
+        if ((params.viewing_angle <= 0) | (params.viewing_angle >= 90)).any():
             raise ValueError("viewing_angle is a half angle in degrees and must lie in (0, 90)")
-        return Camera("look_at", _same_batch(params))
+        return Camera(params)
 
     @property
     def batch_size(self) -> int:
-        return int(next(iter(self.params.values())).shape[0])
+        return int(next(iter(self.tensors().values())).shape[0])
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.params.values())).device
+        return next(iter(self.tensors().values())).device
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Camera:
-        return Camera(self.kind, {k: v.to(device=device, dtype=dtype) for k, v in self.params.items()})
+        return Camera(_mapped(self.params, lambda value: value.to(device=device, dtype=dtype)))
+
+    def detach(self) -> Camera:
+        """The same cameras with every parameter detached from the autograd graph."""
+        return Camera(_mapped(self.params, Tensor.detach))
 
     @staticmethod
     def cat(cameras: Sequence[Camera]) -> Camera:
@@ -191,14 +280,35 @@ class Camera:
         kinds = {camera.kind for camera in cameras}
         if len(kinds) != 1:
             raise ValueError(f"cannot concatenate cameras of different kinds: {sorted(kinds)}")
-        names = cameras[0].params
-        return Camera(cameras[0].kind, {k: torch.cat([c.params[k] for c in cameras]) for k in names})
+        names = cameras[0].tensors()
+        joined = {name: torch.cat([camera.tensors()[name] for camera in cameras]) for name in names}
+        return Camera(type(cameras[0].params)(**joined))
 
     def __getitem__(self, index: int | slice | Tensor) -> Camera:
         """The sub-batch ``index`` (an int keeps a batch of one)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Camera(self.kind, {k: v[index] for k, v in self.params.items()})
+        return Camera(_mapped(self.params, lambda value: value[index]))
+
+    def turned(self, azimuth: Tensor | float) -> Camera:
+        """The cameras seeing their object turned by ``azimuth`` degrees (float or (B,)) about world Y.
+
+        A look-at camera moves its eye to ``azimuth + turn`` (same distance, elevation and viewing
+        angle); a weak-perspective camera rotates the object by the turn before its own rotation.
+        Both give the same image of the turned object (tested).
+        """
+        tensors = self.tensors()
+        reference = next(iter(tensors.values()))
+        turn = torch.as_tensor(azimuth, dtype=reference.dtype, device=reference.device)
+        turn = turn.expand(self.batch_size) if turn.dim() == 0 else turn
+        if turn.shape != (self.batch_size,):
+            raise ValueError(f"azimuth must be a number or ({self.batch_size},), got {tuple(turn.shape)}")
+        if isinstance(self.params, LookAtParams):
+            return Camera(replace(self.params, azimuth=self.params.azimuth + turn))
+        rotation = self.params.rotation
+        axis = rotation.new_tensor([0.0, 1.0, 0.0]).expand(len(rotation), 3)
+        spin = axis_angle_to_quaternion(axis, torch.deg2rad(turn))
+        return Camera(replace(self.params, rotation=quaternion_multiply(rotation, spin)))
 
     def eye(self) -> Tensor:
         """Camera centres in world space (B, 3); the weak-perspective centre is at WEAK_PERSPECTIVE_DEPTH."""
@@ -211,12 +321,13 @@ class Camera:
         For the weak-perspective camera the translation holds (-t_x / s, -t_y / s, -depth offset),
         which makes ``p_view`` the coordinates of an orthographic camera that Blender can reproduce.
         """
-        if self.kind == "weak_perspective":
-            rotation = quaternion_to_matrix(self.params["rotation"])
-            scale, shift = self.params["scale"], self.params["translation"]
+        params = self.params
+        if isinstance(params, WeakPerspectiveParams):
+            rotation = quaternion_to_matrix(params.rotation)
+            scale, shift = params.scale, params.translation
             offset = torch.full_like(scale, -WEAK_PERSPECTIVE_DEPTH)
             return rotation, torch.stack([shift[:, 0] / scale, shift[:, 1] / scale, offset], dim=1)
-        eye = self._look_at_eye()  # (B, 3)
+        eye = _look_at_eye(params)  # (B, 3)
         forward = F.normalize(-eye, dim=1)
         up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
         right = torch.linalg.cross(forward, up, dim=1)
@@ -226,19 +337,6 @@ class Camera:
         true_up = torch.linalg.cross(right, forward, dim=1)
         rotation = torch.stack([right, true_up, -forward], dim=1)  # rows: view axes in world space
         return rotation, -torch.einsum("bij,bj->bi", rotation, eye)
-
-    def _look_at_eye(self) -> Tensor:
-        distance = self.params["distance"]
-        elevation = torch.deg2rad(self.params["elevation"])
-        azimuth = torch.deg2rad(self.params["azimuth"])
-        return torch.stack(
-            [
-                distance * torch.cos(elevation) * torch.sin(azimuth),
-                distance * torch.sin(elevation),
-                -distance * torch.cos(elevation) * torch.cos(azimuth),
-            ],
-            dim=1,
-        )
 
     def transform_points(self, points_world: Tensor) -> Tensor:
         """World points (B, N, 3) or (N, 3) shared by the batch -> view-space points (B, N, 3)."""
@@ -257,11 +355,11 @@ class Camera:
         """World points (B, N, 3) or (N, 3) -> (B, N, 3) holding x_ndc, y_ndc and depth (> 0 in front)."""
         points_view = self.transform_points(points_world)
         depth = -points_view[..., 2]  # (B, N)
-        if self.kind == "weak_perspective":
-            scale = self.params["scale"][:, None]
-            xy_ndc = points_view[..., :2] * scale[..., None]
+        params = self.params
+        if isinstance(params, WeakPerspectiveParams):
+            xy_ndc = points_view[..., :2] * params.scale[:, None, None]
         else:
-            tan = torch.tan(torch.deg2rad(self.params["viewing_angle"]))[:, None, None]
+            tan = torch.tan(torch.deg2rad(params.viewing_angle))[:, None, None]
             # Points behind the camera keep a finite (but meaningless) position; the rasterizer drops
             # faces with a vertex at depth <= its near plane.
             safe_depth = torch.where(depth.abs() < 1e-8, torch.full_like(depth, 1e-8), depth)
@@ -270,7 +368,7 @@ class Camera:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (lists of floats), the inverse of ``from_dict``."""
-        return {"kind": self.kind, **{k: v.detach().cpu().tolist() for k, v in self.params.items()}}
+        return {"kind": self.kind, **{k: v.detach().cpu().tolist() for k, v in self.tensors().items()}}
 
     @staticmethod
     def from_dict(data: dict[str, Any], device: torch.device | str = "cpu") -> Camera:
@@ -287,17 +385,18 @@ class Camera:
         raise ValueError(f"unknown camera kind {data.get('kind')!r}")
 
 
-def _same_batch(params: dict[str, Tensor]) -> dict[str, Tensor]:
-    sizes = {name: int(value.shape[0]) for name, value in params.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"camera parameters have different batch sizes: {sizes}")
-    devices = {name: str(value.device) for name, value in params.items()}
-    if len(set(devices.values())) != 1:
-        raise ValueError(f"camera parameters are on different devices: {devices}")
-    for name, value in params.items():
-        if not torch.isfinite(value).all():
-            raise ValueError(f"camera parameter {name} contains NaN or infinite values")
-    return params
+def _look_at_eye(params: LookAtParams) -> Tensor:
+    """Eye positions (B, 3) of look-at cameras (module docstring)."""
+    elevation = torch.deg2rad(params.elevation)
+    azimuth = torch.deg2rad(params.azimuth)
+    return torch.stack(
+        [
+            params.distance * torch.cos(elevation) * torch.sin(azimuth),
+            params.distance * torch.sin(elevation),
+            -params.distance * torch.cos(elevation) * torch.cos(azimuth),
+        ],
+        dim=1,
+    )
 
 
 def from_softras_images(images: Tensor, width_dim: int = -1) -> Tensor:

@@ -4,6 +4,8 @@
 ``compute_mask`` picks the given mask, the alpha channel or GrabCut; ``crop_to_mask`` cuts the square crop
 a method consumes and its ``CropTransform`` maps crop pixels and NDC back to the photo. Bad input raises an
 ``ImageError`` (a ``ValueError``) subclass. Coordinate conventions are those of ``backend.geometry``.
+``backend.imaging.distance_transform`` (torch; import the submodule, not re-exported here) is the exact
+Euclidean distance transform of boolean masks.
 """
 
 from backend.imaging.crop import CropResult, CropTransform, crop_box, crop_to_mask, paste_mask

@@ -127,8 +127,8 @@ class AdaptiveFlowMethod:
             face_uvs=template.face_uvs.cpu(),
             texture=texture.float().cpu(),
         )
-        params = camera.params
-        vector = torch.cat([params["scale"][:, None], params["translation"], params["rotation"]], dim=1)[0]
+        params = camera.weak
+        vector = torch.cat([params.scale[:, None], params.translation, params.rotation], dim=1)[0]
         extra = {
             "hypothesis": int(best[0]),
             "hypothesis_probabilities": [round(float(p), 4) for p in output.probs[0]],

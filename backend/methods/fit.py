@@ -614,9 +614,9 @@ class FitMethod:
             log_scale, translation, rotation = self._initial_camera(full.mask, count, radius)
         else:
             start = initial_camera.to(self.device)
-            log_scale = start.params["scale"].float().log().clone()
-            translation = start.params["translation"].float().clone()
-            rotation = start.params["rotation"].float().clone()
+            log_scale = start.weak.scale.float().log().clone()
+            translation = start.weak.translation.float().clone()
+            rotation = start.weak.rotation.float().clone()
         params = [offsets, log_scale, translation, rotation]
         adjacency = edge_adjacent_faces(faces)
         hypothesis_losses: list[float] = []
@@ -674,9 +674,9 @@ class FitMethod:
         return ShapeFit(
             vertices=vertices,
             camera=Camera.weak_perspective(
-                fitted.params["scale"].detach(),
-                fitted.params["translation"].detach(),
-                F.normalize(fitted.params["rotation"].detach(), dim=-1),
+                fitted.weak.scale.detach(),
+                fitted.weak.translation.detach(),
+                F.normalize(fitted.weak.rotation.detach(), dim=-1),
             ),
             hypothesis=chosen,
             hypothesis_losses=hypothesis_losses,

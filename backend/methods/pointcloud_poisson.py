@@ -17,9 +17,11 @@ Progress: stage "shape" covers steps 1-4, stage "texture" step 5.
 4. **unwrap**: an xatlas atlas.
 5. **texture**: the photo is projected onto the visible surface, the hidden side takes
    the colour of its mirror point across the object's symmetry plane (x = 0 of the canonical frame) where
-   that is visible; the rest is filled by the GAN texture generator when its checkpoint
-   (``pointcloud-texture``) is installed or given and ``texture`` is not "bake", else by inpainting. The
-   report's ``extra["texture"]`` says which ("gan" or "bake").
+   that is visible; the rest is filled by the texture-completion network (a GAN-trained generator,
+   ``backend.models.texture_completion``) when its checkpoint (method ``texture-completion``, formerly
+   ``pointcloud-texture``) is installed or given and ``texture`` is not "bake", else by inpainting. The
+   option value "gan" and the report's ``extra["texture"]`` ("gan" or "bake") name the completion
+   network "gan" for compatibility.
 
 Open3D's Poisson solver runs on several threads and is not bit-reproducible: two runs on one photo give
 meshes that agree in shape but not vertex for vertex.
@@ -55,7 +57,7 @@ from backend.methods.checkpointed import checkpoint_availability, load_method_ne
 from backend.methods.fit import reprojection_iou, topology_id
 from backend.methods.point_camera import fit_point_camera
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
-from backend.models.texture_gan import (
+from backend.models.texture_completion import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
     TextureGenerator,
@@ -91,10 +93,12 @@ class PointCloudPoissonOptions(MethodOptions):
     texture_size: int = Field(1024, ge=64, le=4096, description="side of the square texture atlas")
     texture: TextureChoice = Field(
         "auto",
-        description="hidden texels: GAN generator if installed (auto), always (gan), inpainting (bake)",
+        description=(
+            "hidden texels: texture-completion network if installed (auto), always (gan), inpainting (bake)"
+        ),
     )
     texture_checkpoint: str | None = Field(
-        None, description="generator checkpoint (pointcloud-texture); default: the newest installed"
+        None, description="texture-completion checkpoint; default: the newest installed"
     )
     time_limit: float = Field(
         120.0, gt=0.0, le=3600.0, description="seconds allowed for Poisson (checked when Open3D returns)"

@@ -39,7 +39,7 @@ def novel_view_cameras(mesh: TexturedMesh, camera: Camera) -> Camera:
     ``make_preview`` renders.
     """
     cpu = "cpu"
-    rotation = camera.params["rotation"][:1].detach().cpu().float()  # (1, 4)
+    rotation = camera.weak.rotation[:1].detach().cpu().float()  # (1, 4)
     up = torch.tensor([[0.0, 1.0, 0.0]], device=cpu)
     turns = [
         axis_angle_to_quaternion(up, torch.tensor([math.pi / 2], device=cpu)),

@@ -7,5 +7,6 @@ which a checkpoint's JSON carries as ``config["model"]``.
 - ``adaptive_flow``: the adaptive-flow network (UMR's texture-flow model plus the variance decoder D_var).
 - ``discriminator``: the WGAN critic for renders (UMR's discriminator without batch norm).
 - ``pointcloud``: DPC's point-cloud network (image -> N points in [-0.5, 0.5]^3, pose candidates, student).
-- ``texture_gan``: the texture generator completing a baked atlas (pointcloud-texture) and its PatchGAN.
+- ``texture_completion``: the texture-completion network (generator completing a baked atlas; method
+  texture-completion, formerly pointcloud-texture) and its training-only PatchGAN.
 """

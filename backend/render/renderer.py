@@ -127,7 +127,7 @@ def _render_dtype(vertices: Tensor) -> torch.dtype:
 
 
 def _any_half(vertices: Tensor, texture: Tensor | None, colors: Tensor | None, camera: Camera) -> bool:
-    tensors = [vertices, texture, colors, *camera.params.values()]
+    tensors = [vertices, texture, colors, *camera.tensors().values()]
     return any(t is not None and t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
 
 

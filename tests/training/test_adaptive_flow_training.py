@@ -18,7 +18,7 @@ from backend.geometry.io import load_glb
 from backend.methods.pipeline import export, reconstruct_photo
 from backend.methods.registry import create_method, parse_options
 from backend.models.adaptive_flow import AdaptiveFlowModel, AdaptiveFlowModelConfig
-from training.adaptive_flow import AdaptiveFlowTrainConfig, datasets, run, turned
+from training.adaptive_flow import AdaptiveFlowTrainConfig, datasets, run
 from training.cli import main as train_main
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
@@ -115,15 +115,6 @@ def test_cli_runs_stage1_and_refuses_bad_settings(birds: Path, tmp_path: Path) -
     assert train_main(["adaptive-flow", "--out", str(tmp_path / "x")]) == 2  # no --data
     # stage 1 with D_var on is refused with a message
     assert train_main([*common, "--set", "model.variance=true", "--out", str(tmp_path / "y")]) == 2
-
-
-def test_turned_cameras_rotate_about_the_object_up_axis() -> None:
-    camera = Camera.weak_perspective(torch.ones(2), torch.zeros(2, 2), torch.tensor([[1.0, 0, 0, 0]] * 2))
-    point = torch.tensor([[[0.3, 0.2, 0.0]]]).expand(2, 1, 3)
-    same = turned(camera, torch.zeros(2)).project(point)
-    half = turned(camera, torch.full((2,), 180.0)).project(point)
-    torch.testing.assert_close(same, camera.project(point))
-    torch.testing.assert_close(half[..., :2], point[..., :2] * torch.tensor([-1.0, 1.0]), atol=1e-6, rtol=0)
 
 
 def test_stage1_config_rules() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE
 from training.datasets.shapenet import SOFTRAS_NUM_VIEWS, softras_cameras
 from training.datasets.synthetic_categories import (
     check_category,
@@ -166,7 +167,7 @@ def metadata(config: SyntheticConfig, counts: list[tuple[str, int]]) -> dict[str
             "azimuth": list(ranges.azimuth),
             "elevation": list(ranges.elevation),
             "distance": list(ranges.distance),
-            "viewing_angle": 15.0,
+            "viewing_angle": SOFTRAS_VIEWING_ANGLE,
         }
     return {
         "format": 1,

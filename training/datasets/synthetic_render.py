@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from backend.geometry import Camera
+from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE
 from backend.render import Lighting, RasterSettings, render_mesh
 from training.datasets import transforms
 from training.datasets.synthetic_object import SyntheticObject
 
 SUPERSAMPLE = 2
-VIEWING_ANGLE = 15.0
 KEYPOINT_DEPTH_TOLERANCE = 0.04
 """A keypoint is visible when the visible surface near it is at most this much nearer (world units)."""
 
@@ -82,7 +82,7 @@ def look_at_cameras(views: dict[str, np.ndarray]) -> Camera:
         torch.from_numpy(np.asarray(views["distance"], dtype=np.float32)),
         torch.from_numpy(np.asarray(views["elevation"], dtype=np.float32)),
         torch.from_numpy(np.asarray(views["azimuth"], dtype=np.float32)),
-        VIEWING_ANGLE,
+        SOFTRAS_VIEWING_ANGLE,
     )
 
 
@@ -90,7 +90,9 @@ def weak_perspective_from_views(views: dict[str, np.ndarray], rng: np.random.Gen
     """(B, 7) weak-perspective cameras [s, tx, ty, qw, qx, qy, qz] seeing what the look-at views see."""
     rotation, _ = look_at_cameras(views).view_transform()  # (B, 3, 3)
     count = rotation.shape[0]
-    scale = 1.0 / (np.asarray(views["distance"], dtype=np.float64) * math.tan(math.radians(VIEWING_ANGLE)))
+    scale = 1.0 / (
+        np.asarray(views["distance"], dtype=np.float64) * math.tan(math.radians(SOFTRAS_VIEWING_ANGLE))
+    )
     shift = rng.uniform(-0.12, 0.12, size=(count, 2))
     quaternions = np.stack([transforms.matrix_to_quaternion(r) for r in rotation.double().numpy()])
     return np.concatenate([scale[:, None], shift, quaternions], axis=1).astype(np.float32)

@@ -33,6 +33,7 @@ import scipy.io
 import scipy.spatial
 from PIL import Image
 
+from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE
 from training.datasets.meshes import save_mesh_archive
 from training.datasets.shapenet import voxels_to_softras
 from training.datasets.synthetic_object import SyntheticObject
@@ -204,7 +205,7 @@ class FolderWriter:
             self.cameras[name] = {
                 "kind": "look_at",
                 **{key: float(values[view]) for key, values in views.items()},
-                "viewing_angle": 15.0,
+                "viewing_angle": SOFTRAS_VIEWING_ANGLE,
                 "object": index,
             }
 

@@ -13,8 +13,8 @@
   ``fid_loss``.
 - ``camera``: multi-hypothesis cameras: ``weighted_by_hypothesis``, ``camera_entropy``.
 - ``effective``: seed 001's rendering-free loss (eq. 1-6): ``effective_loss`` -> ``EffectiveLoss``,
-  ``distance_field`` (eq. 2), ``first_term``, ``second_term``, ``boundary_bias``, ``sample_bilinear``,
-  ``pairwise_kernel_sum`` (chunked forward and backward).
+  ``distance_field`` (eq. 2), ``first_term``, ``second_term``, ``boundary_bias``, ``sample_bilinear``
+  (its kernel sums are ``training.ops``; readings and tuning: docs/effective_loss_tuning.md).
 
 Import from the submodules (``from training.losses.fid import fid_loss``): nothing is re-exported
 here, so importing one loss does not import the others' dependencies.

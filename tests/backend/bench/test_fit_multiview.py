@@ -33,10 +33,10 @@ def test_load_mirrors_and_thresholds_the_alpha_channel() -> None:
     assert torch.allclose(soft, torch.from_numpy(raw[:, 3, :, ::-1] / 255.0).float())
     assert camera.kind == "look_at" and camera.batch_size == 120
     cameras = np.load(DATA / "camera.npy")
-    assert torch.allclose(camera.params["elevation"], torch.from_numpy(cameras[:, 1]).float())
-    assert torch.allclose(camera.params["azimuth"], torch.from_numpy(cameras[:, 2]).float())
-    assert torch.allclose(camera.params["distance"], torch.full((120,), 2.732))
-    assert torch.allclose(camera.params["viewing_angle"], torch.full((120,), 15.0))
+    assert torch.allclose(camera.orbit.elevation, torch.from_numpy(cameras[:, 1]).float())
+    assert torch.allclose(camera.orbit.azimuth, torch.from_numpy(cameras[:, 2]).float())
+    assert torch.allclose(camera.orbit.distance, torch.full((120,), 2.732))
+    assert torch.allclose(camera.orbit.viewing_angle, torch.full((120,), 15.0))
 
 
 def test_load_explains_missing_files(tmp_path: Path) -> None:

@@ -39,13 +39,13 @@ def paint(points: np.ndarray) -> np.ndarray:
 def sphere_photo(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """(S, S, 3) image and (S, S) mask of the painted unit sphere seen by a weak-perspective camera."""
     centres = (2 * np.arange(SIZE) + 1) / SIZE - 1
-    x_view = centres[None, :] / float(camera.params["scale"][0])  # (1, S)
-    y_view = -centres[:, None] / float(camera.params["scale"][0])  # (S, 1), row 0 at the top
+    x_view = centres[None, :] / float(camera.weak.scale[0])  # (1, S)
+    y_view = -centres[:, None] / float(camera.weak.scale[0])  # (S, 1), row 0 at the top
     squared = x_view**2 + y_view**2  # (S, S)
     mask = squared < 1
     z_view = np.sqrt(np.clip(1 - squared, 0, None))  # the front of the sphere faces +z (the camera)
     view = np.stack(np.broadcast_arrays(x_view, y_view, z_view), axis=-1)  # (S, S, 3)
-    rotation = quaternion_to_matrix(camera.params["rotation"])[0].double().numpy()
+    rotation = quaternion_to_matrix(camera.weak.rotation)[0].double().numpy()
     world = view @ rotation  # R^T p_view, row-vector form
     return np.where(mask[..., None], paint(world), 0).astype(np.float32), mask
 

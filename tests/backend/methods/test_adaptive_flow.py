@@ -86,8 +86,8 @@ def test_the_result_is_the_networks_prediction(tmp_path: Path) -> None:
     torch.testing.assert_close(result.mesh.vertices, output.vertices[0])
     best = int(output.probs[0].argmax())
     assert result.report.extra["hypothesis"] == best
-    torch.testing.assert_close(result.camera.params["rotation"][0], output.rotation[0, best])
-    torch.testing.assert_close(result.camera.params["scale"][0], output.scale[0, best])
+    torch.testing.assert_close(result.camera.weak.rotation[0], output.rotation[0, best])
+    torch.testing.assert_close(result.camera.weak.scale[0], output.scale[0, best])
     # the icosphere's topology and UV layout: textures move to and from fit results by copying
     template = icosphere_template(3).mesh
     assert torch.equal(result.mesh.faces, template.faces) and torch.equal(

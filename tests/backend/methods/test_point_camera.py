@@ -62,8 +62,8 @@ def test_recovers_a_known_camera_from_a_perturbed_rotation() -> None:
     assert iou_moments > 0.7  # centroid and spread alone are close
     assert iou_fitted > 0.9 and iou_fitted > iou_moments + 0.1
     assert chamfer < 1e-3
-    assert torch.allclose(fitted.params["translation"], truth.params["translation"], atol=0.03)
-    assert abs(float(fitted.params["scale"][0]) - 1.3) < 0.1
+    assert torch.allclose(fitted.weak.translation, truth.weak.translation, atol=0.03)
+    assert abs(float(fitted.weak.scale[0]) - 1.3) < 0.1
 
 
 @pytest.mark.parametrize(
@@ -87,4 +87,4 @@ def test_the_camera_holds_no_autograd_state() -> None:
         vertices, faces, Camera.weak_perspective(1.0, torch.zeros(1, 2), torch.tensor([[1.0, 0, 0, 0]]))
     )
     camera, _ = fit_point_camera(vertices, mask.numpy() > 0.5, torch.tensor([1.0, 0, 0, 0]), iterations=2)
-    assert not any(value.requires_grad for value in camera.params.values())
+    assert not any(value.requires_grad for value in camera.tensors().values())

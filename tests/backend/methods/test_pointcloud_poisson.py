@@ -27,7 +27,7 @@ from backend.methods.pipeline import export, reconstruct_photo
 from backend.methods.pointcloud_poisson import PointCloudPoissonMethod, PointCloudPoissonOptions
 from backend.methods.registry import create_method, method_info, parse_options
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
-from backend.models.texture_gan import (
+from backend.models.texture_completion import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
     TextureGenerator,
@@ -157,7 +157,7 @@ def test_a_texture_generator_fills_the_hidden_texels(
     method = ellipsoid_method(tmp_path)
     image, mask = photo()
     gan_options = parse_options("pointcloud-poisson", {**OPTIONS, "texture": "gan"})
-    with pytest.raises(MethodError, match="pointcloud-texture"):
+    with pytest.raises(MethodError, match="texture-completion"):
         method.reconstruct(image, mask, gan_options, no_progress)
 
     calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

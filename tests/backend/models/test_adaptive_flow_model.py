@@ -193,9 +193,9 @@ def test_cameras_pick_hypotheses_item_major(model: AdaptiveFlowModel, output: Ad
     chosen = model.camera(output, hypothesis)
     assert chosen.batch_size == 2
     for b, h in enumerate(hypothesis.tolist()):
-        for name, value in chosen.params.items():
-            assert torch.equal(value[b], every.params[name][b * 8 + h]), name
-        assert torch.equal(every.params["rotation"][b * 8 + h], output.rotation[b, h])
+        for name, value in chosen.tensors().items():
+            assert torch.equal(value[b], every.tensors()[name][b * 8 + h]), name
+        assert torch.equal(every.weak.rotation[b * 8 + h], output.rotation[b, h])
     points = every.project(model.template_vertices)  # (B * H, V, 3)
     assert points.shape == (16, 642, 3)
     with pytest.raises(ValueError, match="long tensor"):

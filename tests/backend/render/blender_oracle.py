@@ -67,9 +67,9 @@ def camera_spec(camera: Camera) -> dict[str, Any]:
         "translation": translation[0].detach().double().cpu().tolist(),
     }
     if camera.kind == "weak_perspective":
-        spec.update(projection="orthographic", ndc_scale=float(camera.params["scale"][0]))
+        spec.update(projection="orthographic", ndc_scale=float(camera.weak.scale[0]))
     elif camera.kind == "look_at":
-        spec.update(projection="perspective", viewing_angle_deg=float(camera.params["viewing_angle"][0]))
+        spec.update(projection="perspective", viewing_angle_deg=float(camera.orbit.viewing_angle[0]))
     else:
         raise ValueError(f"unknown camera kind {camera.kind!r}")
     return spec

@@ -106,15 +106,15 @@ def test_render_under_autocast_gives_float32_images_and_gradients(device: str, d
 def test_cameras_put_their_float_parameters_on_the_device_of_their_tensors(device: str) -> None:
     distance = torch.tensor([2.0, 3.0], device=device)
     camera = Camera.look_at(distance, 30.0, torch.tensor([0.0, 90.0], device=device))
-    assert {v.device.type for v in camera.params.values()} == {device}
+    assert {v.device.type for v in camera.tensors().values()} == {device}
     projected = camera.project(torch.zeros(2, 5, 3, device=device))
     assert projected.device.type == device and torch.isfinite(projected).all()
     weak = Camera.weak_perspective(
         0.8, torch.zeros(1, 2, device=device), torch.tensor([[1.0, 0, 0, 0]], device=device)
     )
-    assert weak.params["scale"].device.type == device
+    assert weak.weak.scale.device.type == device
     restored = Camera.from_dict(camera.to_dict(), device=device)
-    assert restored.params["viewing_angle"].device.type == device
+    assert restored.orbit.viewing_angle.device.type == device
     if device == "cuda" or not CUDA:
         return
     with pytest.raises(ValueError, match="different devices"):

@@ -81,7 +81,7 @@ def test_gradient_to_weak_perspective_camera() -> None:
         camera = Camera.weak_perspective(scale, translation, rotation)
         return (render(vertices, faces, camera, SETTINGS).alpha * weights).sum()
 
-    params = _camera().params
+    params = _camera().tensors()
     inputs = tuple(params[k].clone().requires_grad_() for k in ("scale", "translation", "rotation"))
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 

@@ -1,4 +1,5 @@
-"""The effective loss (seed 001, eq. 1-6) on hand-made silhouettes and points, against loop oracles.
+"""The effective loss (seed 001, eq. 1-6) on hand-made silhouettes and points, against loop oracles
+(its kernel sums: tests/training/ops; the exact distance transform: tests/backend/imaging).
 
 Pixel (row, col) of an S x S image has its centre at NDC ``((2 col + 1) / S - 1, 1 - (2 row + 1) / S)``;
 points placed on pixel centres read pixel values exactly, which makes hand computations possible.
@@ -17,18 +18,14 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
+from tests.training.ops.kernel_oracles import truncated_kernel_sum
 from training.losses.effective import (
-    DEFAULT_THETA,
-    _neighbour_grid,
     boundary_bias,
     distance_field,
     effective_loss,
     first_term,
-    local_kernel_sum,
-    pairwise_kernel_sum,
     sample_bilinear,
     second_term,
-    squared_distance_to_foreground,
 )
 
 SIZE = 8
@@ -64,21 +61,6 @@ def _grad(loss: Tensor, points: Tensor) -> Tensor:
 
 
 # -- distance field (eq. 2) ------------------------------------------------------------------------------
-
-
-def test_squared_distance_matches_a_loop_over_foreground_pixels() -> None:
-    generator = torch.Generator().manual_seed(0)
-    tall = torch.zeros(1, 30, 3, dtype=torch.bool)
-    tall[0, 0, 1] = True  # one pixel at the top of a tall image: distances up to 29 rows
-    for foreground in (torch.rand(3, 9, 13, generator=generator) > 0.85, tall, tall.transpose(1, 2)):
-        result = squared_distance_to_foreground(foreground)
-        masks, height, width = foreground.shape
-        for m in range(masks):
-            cells = [(r, c) for r in range(height) for c in range(width) if foreground[m, r, c]]
-            for r in range(height):
-                for c in range(width):
-                    expected = min((r - rr) ** 2 + (c - cc) ** 2 for rr, cc in cells)
-                    assert float(result[m, r, c]) == expected
 
 
 def test_distance_field_is_one_inside_and_a_min_max_ramp_outside() -> None:
@@ -242,88 +224,7 @@ def test_background_points_take_no_part_in_the_second_term() -> None:
     assert torch.equal(values[0], values[1])
 
 
-# -- the chunked pairwise sum ---------------------------------------------------------------------------
-
-
-def _dense_kernel_sum(points: Tensor, weights: Tensor, theta: float) -> Tensor:
-    """All pairs at once (M, N, N): the reference the chunked function must equal."""
-    distance = (points[:, :, None] - points[:, None]).norm(dim=-1).clamp_min(1e-8)  # (M, N, N)
-    kernel = torch.exp(-distance / theta) * (1 - torch.eye(points.shape[1], dtype=points.dtype))
-    return (kernel * weights[:, None, :]).sum(-1)
-
-
-def _loop_kernel_sum(points: Tensor, weights: Tensor, theta: float) -> list[list[float]]:
-    """A python double loop over pairs."""
-    rows = []
-    for m in range(points.shape[0]):
-        row = []
-        for j in range(points.shape[1]):
-            total = 0.0
-            for k in range(points.shape[1]):
-                if k != j:
-                    dx, dy = (points[m, j] - points[m, k]).tolist()
-                    total += float(weights[m, k]) * math.exp(-math.hypot(dx, dy) / theta)
-            row.append(total)
-        rows.append(row)
-    return rows
-
-
-@pytest.mark.parametrize("chunk_size", [1, 2, 5, 6, 13, 100])
-def test_pairwise_kernel_sum_gradcheck(chunk_size: int) -> None:
-    generator = torch.Generator().manual_seed(chunk_size)
-    points = torch.rand(3, 6, 2, dtype=torch.float64, generator=generator).requires_grad_(True)
-    weights = torch.rand(3, 6, dtype=torch.float64, generator=generator)
-    assert torch.autograd.gradcheck(
-        lambda p: pairwise_kernel_sum(p, weights, 0.2, chunk_size=chunk_size), points
-    )
-
-
-def test_pairwise_kernel_sum_equals_the_loop_oracle() -> None:
-    generator = torch.Generator().manual_seed(3)
-    points = torch.rand(2, 4, 2, dtype=torch.float64, generator=generator)
-    weights = torch.rand(2, 4, dtype=torch.float64, generator=generator)
-    result = pairwise_kernel_sum(points, weights, 0.3, chunk_size=3)
-    for got, expected in zip(result.tolist(), _loop_kernel_sum(points, weights, 0.3), strict=True):
-        assert got == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("chunk_size", [7, 64, 1000])
-def test_pairwise_kernel_sum_equals_the_dense_version_with_gradients(chunk_size: int) -> None:
-    generator = torch.Generator().manual_seed(4)
-    points = torch.rand(3, 150, 2, dtype=torch.float64, generator=generator).requires_grad_(True)
-    weights = (torch.rand(3, 150, dtype=torch.float64, generator=generator) - 0.3).clamp_min(0)
-    upstream = torch.randn(3, 150, dtype=torch.float64, generator=generator)
-    chunked = pairwise_kernel_sum(points, weights, DEFAULT_THETA * 10, chunk_size=chunk_size)
-    dense = _dense_kernel_sum(points, weights, DEFAULT_THETA * 10)
-    torch.testing.assert_close(chunked, dense, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(
-        _grad((chunked * upstream).sum(), points),
-        _grad((dense * upstream).sum(), points),
-        rtol=1e-10,
-        atol=1e-12,
-    )
-
-
-def test_pairwise_kernel_sum_float32_matches_float64() -> None:
-    generator = torch.Generator().manual_seed(5)
-    points = torch.rand(2, 300, 2, dtype=torch.float64, generator=generator) * 0.5
-    weights = torch.rand(2, 300, dtype=torch.float64, generator=generator)
-    single = points.float().requires_grad_(True)
-    double = points.clone().requires_grad_(True)
-    low = pairwise_kernel_sum(single, weights.float(), 0.01, chunk_size=64)
-    high = pairwise_kernel_sum(double, weights, 0.01, chunk_size=64)
-    torch.testing.assert_close(low.double(), high, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(
-        _grad(low.sum(), single).double(), _grad(high.sum(), double), rtol=1e-3, atol=1e-2
-    )
-
-
-def test_pairwise_kernel_sum_rejects_bad_arguments() -> None:
-    points = torch.rand(1, 4, 2)
-    with pytest.raises(ValueError, match="chunk_size"):
-        pairwise_kernel_sum(points, torch.ones(1, 4), 0.1, chunk_size=0)
-    with pytest.raises(ValueError, match="weights"):
-        pairwise_kernel_sum(points, torch.ones(4), 0.1, chunk_size=2)
+# -- memory of the chunked pairwise sum -----------------------------------------------------------------
 
 
 def test_8000_points_in_two_views_fit_in_chunk_sized_memory() -> None:
@@ -352,113 +253,7 @@ def test_8000_points_in_two_views_fit_in_chunk_sized_memory() -> None:
     assert float(added_mb) < 200, f"forward + backward added {added_mb} MB"
 
 
-# -- the neighbour-limited pairwise sum -----------------------------------------------------------------
-
-
-def _truncated_kernel_sum(points: Tensor, weights: Tensor, theta: float, cutoff: float) -> Tensor:
-    """All pairs at once (M, N, N), the kernel of reading 3 and 0 at ``d >= cutoff * theta``."""
-    distance = (points[:, :, None] - points[:, None]).norm(dim=-1).clamp_min(1e-8)  # (M, N, N)
-    kernel = (torch.exp(-distance / theta) - math.exp(-40)).clamp_min(0)
-    kernel = kernel * (distance < cutoff * theta) * (1 - torch.eye(points.shape[1], dtype=points.dtype))
-    return (kernel * weights[:, None, :]).sum(-1)
-
-
-def _scattered_points(views: int, count: int, seed: int) -> tuple[Tensor, Tensor]:
-    """(M, N, 2) points in image sides, a tenth of them outside the image, and (M, N) weights, a third 0."""
-    generator = torch.Generator().manual_seed(seed)
-    points = torch.rand(views, count, 2, dtype=torch.float64, generator=generator) - 0.5
-    points[:, : count // 10] *= 3  # some outside the image [-0.5, 0.5]^2, some far outside
-    points[:, 1] = torch.tensor([40.0, -1e4], dtype=torch.float64)  # a point very far away
-    weights = (torch.rand(views, count, dtype=torch.float64, generator=generator) * 1.5 - 0.5).clamp_min(0)
-    return points, weights
-
-
-@pytest.mark.parametrize(("cutoff", "chunk_size"), [(3.0, 1), (3.0, 1024), (10.0, 2), (25.0, 64)])
-def test_local_kernel_sum_equals_the_dense_truncated_sum_with_gradients(
-    cutoff: float, chunk_size: int
-) -> None:
-    points, weights = _scattered_points(3, 400, seed=int(cutoff))
-    points.requires_grad_(True)
-    upstream = torch.randn(3, 400, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    theta = 0.004
-    local = local_kernel_sum(points, weights, theta, cutoff=cutoff, chunk_size=chunk_size)
-    dense = _truncated_kernel_sum(points, weights, theta, cutoff)
-    assert float(dense.detach().abs().max()) > 0.1  # close pairs exist
-    torch.testing.assert_close(local, dense, rtol=1e-12, atol=1e-14)
-    local_grad = _grad((local * upstream).sum(), points)
-    dense_grad = _grad((dense * upstream).sum(), points)
-    assert float(dense_grad.abs().max()) > 1.0
-    torch.testing.assert_close(local_grad, dense_grad, rtol=1e-10, atol=1e-9)
-    # the all-pairs path truncated at the same cutoff (the fallback) agrees too
-    all_pairs = pairwise_kernel_sum(points, weights, theta, chunk_size=chunk_size, cutoff=cutoff)
-    torch.testing.assert_close(local, all_pairs, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(_grad((all_pairs * upstream).sum(), points), dense_grad, rtol=1e-10, atol=1e-9)
-
-
-def test_local_kernel_sum_at_cutoff_40_equals_the_all_pairs_sum() -> None:
-    points, weights = _scattered_points(2, 500, seed=7)
-    points = (points * 2).requires_grad_(True)  # sparse enough at theta = 0.005 for the local path
-    upstream = torch.randn(2, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    local = local_kernel_sum(points, weights, DEFAULT_THETA, cutoff=40.0)
-    all_pairs = pairwise_kernel_sum(points, weights, DEFAULT_THETA, chunk_size=100)
-    assert int((local > 1e-3).sum()) > 10
-    assert _neighbour_grid(points.detach(), weights.flatten(), torch.arange(1000), 40 * DEFAULT_THETA, 1000)
-    torch.testing.assert_close(local, all_pairs, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(
-        _grad((local * upstream).sum(), points),
-        _grad((all_pairs * upstream).sum(), points),
-        rtol=1e-10,
-        atol=1e-9,
-    )
-
-
-def test_local_kernel_sum_gradcheck() -> None:
-    generator = torch.Generator().manual_seed(8)
-    points = (torch.rand(2, 12, 2, dtype=torch.float64, generator=generator) * 0.6).requires_grad_(True)
-    weights = torch.rand(2, 12, dtype=torch.float64, generator=generator)
-    weights[0, 3] = 0
-    theta, cutoff = 0.05, 3.0
-    distance = (points[:, :, None] - points[:, None]).norm(dim=-1).detach()
-    assert float((distance / (cutoff * theta) - 1).abs().min()) > 1e-3  # no pair at the cutoff's jump
-    assert bool(((distance > 0) & (distance < cutoff * theta)).any())
-    assert bool((distance > cutoff * theta).any())
-    assert torch.autograd.gradcheck(
-        lambda p: local_kernel_sum(p, weights, theta, cutoff=cutoff, chunk_size=1), points
-    )
-
-
-def test_local_kernel_sum_falls_back_to_all_pairs_when_crowded() -> None:
-    generator = torch.Generator().manual_seed(9)
-    points = (torch.rand(2, 300, 2, dtype=torch.float64, generator=generator) * 0.01).requires_grad_(True)
-    weights = torch.rand(2, 300, dtype=torch.float64, generator=generator)
-    upstream = torch.randn(2, 300, dtype=torch.float64, generator=generator)
-    rows = torch.arange(600)
-    assert _neighbour_grid(points.detach(), weights.flatten(), rows, 0.05, 16 * 300) is None  # all pairs
-    sparse = _neighbour_grid(points.detach() * 100, weights.flatten(), rows, 0.05, 16 * 300)
-    assert sparse is not None and len(sparse.blocks) > 1  # spread out: the grid, in several blocks
-    local = local_kernel_sum(points, weights, 0.005, cutoff=10.0, chunk_size=16)  # all in one cell
-    dense = _truncated_kernel_sum(points, weights, 0.005, 10.0)
-    torch.testing.assert_close(local, dense, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(
-        _grad((local * upstream).sum(), points),
-        _grad((dense * upstream).sum(), points),
-        rtol=1e-10,
-        atol=1e-9,
-    )
-
-
-def test_local_kernel_sum_edge_cases() -> None:
-    points = torch.rand(2, 5, 2, dtype=torch.float64, requires_grad=True)
-    zero = local_kernel_sum(points, torch.zeros(2, 5, dtype=torch.float64), 0.1, cutoff=5.0)
-    assert torch.equal(zero, torch.zeros(2, 5, dtype=torch.float64))
-    assert torch.equal(_grad(zero.sum(), points), torch.zeros(2, 5, 2, dtype=torch.float64))
-    none = torch.zeros(1, 0, 2, dtype=torch.float64)
-    assert local_kernel_sum(none, torch.zeros(1, 0, dtype=torch.float64), 0.1, cutoff=5.0).shape == (1, 0)
-    for cutoff in (0.0, -1.0, math.inf, math.nan):
-        with pytest.raises(ValueError, match="cutoff"):
-            local_kernel_sum(points, torch.ones(2, 5), 0.1, cutoff=cutoff)
-    with pytest.raises(ValueError, match="cutoff"):
-        effective_loss(points[None], torch.ones(1, 2, 4, 4), cutoff=0.0)
+# -- the second term with a neighbour limit -------------------------------------------------------------
 
 
 def test_second_term_with_a_cutoff_matches_the_truncated_sum() -> None:
@@ -473,7 +268,7 @@ def test_second_term_with_a_cutoff_matches_the_truncated_sum() -> None:
     weights = sample_bilinear((masks > 0.5).flatten(0, 1).double(), points.detach().flatten(0, 1))
     bias = boundary_bias(points, masks).flatten(0, 1)
     reference = (
-        weights * bias.exp() / 300 * _truncated_kernel_sum(points.flatten(0, 1) / 2, weights, theta, cutoff)
+        weights * bias.exp() / 300 * truncated_kernel_sum(points.flatten(0, 1) / 2, weights, theta, cutoff)
     )
     torch.testing.assert_close(local, reference.view(2, 3, 300), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(
@@ -512,6 +307,8 @@ def test_effective_loss_combines_the_terms() -> None:
 def test_effective_loss_validates_its_inputs() -> None:
     points = torch.zeros(1, 2, 5, 2)
     masks = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(ValueError, match="cutoff"):
+        effective_loss(torch.rand(2, 5, 2, dtype=torch.float64)[None], torch.ones(1, 2, 4, 4), cutoff=0.0)
     with pytest.raises(ValueError, match="B, G, N, 2"):
         effective_loss(points[0], masks)
     with pytest.raises(ValueError, match="masks"):

@@ -1,4 +1,4 @@
-"""The texture generator of ``pointcloud-poisson``'s last stage: it completes a partly known texture atlas.
+"""Texture completion, ``pointcloud-poisson``'s last stage: a generator completing a partly known atlas.
 
 The seed paper textures its Poisson mesh with a GAN (its refs. [36] TextureGAN, [16]); it gives no
 architecture. Ours (a design of this project, pix2pix/TextureGAN-like):
@@ -27,7 +27,8 @@ architecture. Ours (a design of this project, pix2pix/TextureGAN-like):
   generator's scale would not match its training and each tile would see only part of the atlas.
 - ``build_texture_generator(settings)``: the network from a checkpoint's ``config["model"]`` dict.
 
-Checkpoints (``mono2mesh-train pointcloud-texture``) are of method ``TEXTURE_METHOD`` and template
+Checkpoints (``mono2mesh-train texture-completion``) are of method ``TEXTURE_METHOD`` (``texture-completion``;
+those of the former id ``pointcloud-texture`` load too, ``backend.checkpoints.METHOD_ALIASES``) and template
 ``TEXTURE_TEMPLATE`` and hold only the generator's weights. Displacement maps (the paper's generator also
 makes them) are not implemented: the geometry is the Poisson mesh's.
 """
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TEXTURE_METHOD = "pointcloud-texture"
+TEXTURE_METHOD = "texture-completion"
 """Checkpoint method name of the texture generator."""
 
 TEXTURE_TEMPLATE = "texture-atlas"

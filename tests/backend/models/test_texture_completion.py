@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.models.texture_gan import (
+from backend.checkpoints import CheckpointMeta, canonical_method, default_checkpoint, save_checkpoint
+from backend.methods.checkpointed import load_method_network
+from backend.models.texture_completion import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
     PatchDiscriminator,
@@ -43,7 +45,7 @@ def small_generator(**changes: object) -> TextureGenerator:
 
 
 def test_names_and_config_round_trip() -> None:
-    assert TEXTURE_METHOD == "pointcloud-texture" and TEXTURE_TEMPLATE == "texture-atlas"
+    assert TEXTURE_METHOD == "texture-completion" and TEXTURE_TEMPLATE == "texture-atlas"
     config = TextureGeneratorConfig(image_size=64, base_channels=4, depth=2, norm="none", noise=True)
     assert TextureGeneratorConfig.from_dict(config.to_dict()) == config
     assert config.in_channels == 5 and SMALL.in_channels == 4
@@ -207,3 +209,23 @@ def test_complete_texture_on_a_real_1024_texture() -> None:
     result = complete_texture(generator, colors, known, torch.device("cpu"))
     assert result.shape == colors.shape and np.array_equal(result[known], colors[known])
     assert np.isfinite(result).all() and result.min() >= 0 and result.max() <= 1
+
+
+def test_checkpoints_of_the_former_method_id_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generator saved as method "pointcloud-texture" in the old installed folder is found and loaded."""
+    monkeypatch.setenv("MONO2MESH_HOME", str(tmp_path))
+    assert canonical_method("pointcloud-texture") == TEXTURE_METHOD
+    generator = small_generator()
+    meta = CheckpointMeta("pointcloud-texture", TEXTURE_TEMPLATE, config={"model": SMALL.to_dict()})
+    saved = save_checkpoint(
+        tmp_path / "checkpoints" / "pointcloud-texture" / "old", generator.state_dict(), meta
+    )
+    assert default_checkpoint(TEXTURE_METHOD) == saved
+    loaded, name = load_method_network(
+        TEXTURE_METHOD, None, TEXTURE_TEMPLATE, torch.device("cpu"), build_texture_generator
+    )
+    assert name == "old.safetensors" and loaded.config == SMALL
+    for key, value in generator.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)

@@ -1,4 +1,4 @@
-"""Training ``pointcloud-texture`` on tiny synthetic crops: the holes, the GAN losses, the one-optimiser
+"""Training ``texture-completion`` on tiny synthetic crops: the holes, the GAN losses, the one-optimiser
 split of gradients between the two players, a falling L1, and a checkpoint the backend loads; the CLI."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from backend.methods.checkpointed import load_method_network
-from backend.models.texture_gan import (
+from backend.models.texture_completion import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
     TextureGenerator,
@@ -25,11 +25,11 @@ from backend.models.texture_gan import (
 from training.cli import main as train_main
 from training.config import ConfigError, apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.texture_gan import (
+from training.texture_completion import (
     HoleConfig,
-    TextureGanNetwork,
-    TextureGanTrainConfig,
-    TextureGanTraining,
+    TextureCompletionNetwork,
+    TextureCompletionTrainConfig,
+    TextureCompletionTraining,
     datasets,
     discriminator_loss,
     frozen_call,
@@ -69,8 +69,8 @@ def cub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_config(data: Path, out: Path, *extra: str) -> TextureGanTrainConfig:
-    return apply_overrides(TextureGanTrainConfig(data=str(data)), [*TINY, f"out={out}", *extra])
+def tiny_config(data: Path, out: Path, *extra: str) -> TextureCompletionTrainConfig:
+    return apply_overrides(TextureCompletionTrainConfig(data=str(data)), [*TINY, f"out={out}", *extra])
 
 
 # -- holes and losses ---------------------------------------------------------------------------------------
@@ -135,10 +135,10 @@ def test_frozen_call_reaches_the_input_only() -> None:
 # -- the method ---------------------------------------------------------------------------------------------
 def test_one_backward_gives_each_player_its_own_gradient(folder: Path, tmp_path: Path) -> None:
     config = tiny_config(folder, tmp_path)
-    method = TextureGanTraining(config)
+    method = TextureCompletionTraining(config)
     torch.manual_seed(0)
     model = method.build_model()
-    assert isinstance(model, TextureGanNetwork) and model.discriminator is not None
+    assert isinstance(model, TextureCompletionNetwork) and model.discriminator is not None
     train_set, _ = datasets(config)
     batch = default_collate([train_set[i] for i in range(4)])
     losses = method.training_step(model, batch, step=3)
@@ -162,7 +162,7 @@ def test_one_backward_gives_each_player_its_own_gradient(folder: Path, tmp_path:
 
 def test_a_few_steps_lower_the_l1_on_a_fixed_batch(folder: Path, tmp_path: Path) -> None:
     config = tiny_config(folder, tmp_path, "gan_weight=0.5")
-    method = TextureGanTraining(config)
+    method = TextureCompletionTraining(config)
     torch.manual_seed(0)
     model = method.build_model()
     optimizer = method.configure_optimizer(model, config)
@@ -186,7 +186,7 @@ def test_a_few_steps_lower_the_l1_on_a_fixed_batch(folder: Path, tmp_path: Path)
 
 
 def test_evaluation_holes_do_not_depend_on_the_batch_size(folder: Path, tmp_path: Path) -> None:
-    method = TextureGanTraining(tiny_config(folder, tmp_path))
+    method = TextureCompletionTraining(tiny_config(folder, tmp_path))
     torch.manual_seed(0)
     model = method.build_model().eval()
     items = Subset(datasets(method.config)[0], range(4))
@@ -201,7 +201,7 @@ def test_evaluation_holes_do_not_depend_on_the_batch_size(folder: Path, tmp_path
 def test_run_writes_a_generator_checkpoint_the_backend_loads(folder: Path, tmp_path: Path) -> None:
     config = tiny_config(folder, tmp_path / "run", "iterations=6", "image_every=6", "model.noise=true")
     result = run(config)
-    assert result.checkpoint is not None and result.checkpoint.name == "pointcloud-texture.safetensors"
+    assert result.checkpoint is not None and result.checkpoint.name == "texture-completion.safetensors"
     metrics = result.metrics
     assert 0 < metrics["l1"] < 1 and math.isfinite(metrics["psnr"]) and 0 < metrics["l1_mean_fill"] < 1
     assert "fid" not in metrics  # pretrained=none: no Inception
@@ -216,7 +216,7 @@ def test_run_writes_a_generator_checkpoint_the_backend_loads(folder: Path, tmp_p
         TEXTURE_METHOD, result.checkpoint, TEXTURE_TEMPLATE, torch.device("cpu"),
         lambda settings: TextureGenerator(TextureGeneratorConfig.from_dict(settings)),
     )  # fmt: skip
-    assert name == "pointcloud-texture.safetensors" and generator.config == config.model
+    assert name == "texture-completion.safetensors" and generator.config == config.model
     trained: Any = result.model
     for key, value in trained.generator.state_dict().items():
         assert torch.equal(generator.state_dict()[key].cpu(), value.cpu()), key
@@ -239,9 +239,9 @@ def test_cub_layout_items(cub: Path, tmp_path: Path) -> None:
 
 
 def test_config_checks_and_presets(folder: Path, tmp_path: Path) -> None:
-    cpu = apply_preset(TextureGanTrainConfig(), "cpu")
+    cpu = apply_preset(TextureCompletionTrainConfig(), "cpu")
     assert cpu.model.image_size == 64 and cpu.discriminator_layers == 2
-    assert apply_preset(TextureGanTrainConfig(), "paper") == TextureGanTrainConfig()
+    assert apply_preset(TextureCompletionTrainConfig(), "paper") == TextureCompletionTrainConfig()
     with pytest.raises(ConfigError, match="PatchGAN"):
         tiny_config(folder, tmp_path, "discriminator_layers=4")
     with pytest.raises(ConfigError, match="nothing would train"):
@@ -249,11 +249,11 @@ def test_config_checks_and_presets(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="split folders"):
         datasets(tiny_config(folder, tmp_path, "train_split=training"))
     with pytest.raises(ValueError, match="no data folder"):
-        datasets(TextureGanTrainConfig())
+        datasets(TextureCompletionTrainConfig())
     # without the GAN term there is no discriminator (every parameter gets a gradient, as DDP needs)
-    l1_only = TextureGanTraining(tiny_config(folder, tmp_path, "gan_weight=0"))
+    l1_only = TextureCompletionTraining(tiny_config(folder, tmp_path, "gan_weight=0"))
     model = l1_only.build_model()
-    assert isinstance(model, TextureGanNetwork) and model.discriminator is None
+    assert isinstance(model, TextureCompletionNetwork) and model.discriminator is None
     assert len(l1_only.configure_optimizer(model, l1_only.config).param_groups) == 1
     batch = default_collate([datasets(l1_only.config)[0][i] for i in range(2)])
     assert "gan" not in l1_only.training_step(model, batch, 0)
@@ -262,13 +262,22 @@ def test_config_checks_and_presets(folder: Path, tmp_path: Path) -> None:
 def test_cli_trains_with_the_cpu_preset(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     status = train_main([
-        "pointcloud-texture", "--data", str(folder), "--out", str(out), "--preset", "cpu",
+        "texture-completion", "--data", str(folder), "--out", str(out), "--preset", "cpu",
         "--iterations", "2", "--batch-size", "2", "--device", "cpu", "--progress", "false",
         "--tensorboard", "false", "--pretrained", "none", "--eval-every", "0", "--image-every", "0",
         "--checkpoint-every", "0", "--set", "model.image_size=32", "--set", "model.depth=3",
     ])  # fmt: skip
     assert status == 0
-    saved = json.loads((out / "pointcloud-texture.json").read_text())
+    saved = json.loads((out / "texture-completion.json").read_text())
     assert saved["method"] == TEXTURE_METHOD and saved["step"] == 2
     assert saved["config"]["model"]["base_channels"] == 16 and saved["config"]["model"]["image_size"] == 32
-    assert train_main(["pointcloud-texture", "--out", str(tmp_path / "x")]) == 2  # no --data
+    assert train_main(["texture-completion", "--out", str(tmp_path / "x")]) == 2  # no --data
+
+
+def test_the_former_command_name_still_runs_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train_main(["pointcloud-texture", "--out", str(tmp_path / "x")]) == 2  # no --data, as the new name
+    captured = capsys.readouterr()
+    assert "'pointcloud-texture' is deprecated" in captured.err and "'texture-completion'" in captured.err
+    assert "mono2mesh-train texture-completion: error" in captured.out

@@ -1,8 +1,8 @@
-"""Training ``pointcloud-texture``: the texture generator of ``pointcloud-poisson``'s last stage.
+"""Training ``texture-completion``: the texture-completion network of ``pointcloud-poisson``'s last stage.
 
 The backend bakes the photo onto the Poisson mesh's atlas; the visible and mirrored texels are known, the
-rest is filled by ``backend.models.texture_gan.TextureGenerator`` (``complete_texture``). Training needs no
-meshes: it learns the same completion on real image crops (image + mask datasets: the "folder" layout,
+rest is filled by ``backend.models.texture_completion.TextureGenerator`` (``complete_texture``). Training
+needs no meshes: it learns the same completion on real image crops (image + mask datasets: the "folder" layout,
 ``ImageFolderDataset``, or the "cub" layout, ``CubDataset``). Each step:
 
 - ``random_holes`` hides part of each crop: free-form strokes (polylines of random width, as the
@@ -38,7 +38,7 @@ crop's mean known colour: the bar to beat) and, when Inception-v3 ImageNet weigh
 ``fid`` between real and completed crops (``training.losses.fid``; skipped otherwise, as the run's
 dataset information records).
 
-The final checkpoint (``<out>/pointcloud-texture.safetensors + .json``) has method ``TEXTURE_METHOD``,
+The final checkpoint (``<out>/texture-completion.safetensors + .json``) has method ``TEXTURE_METHOD``,
 template ``TEXTURE_TEMPLATE``, ``config["model"]`` the generator's settings and only the generator's
 weights (``export_weights``): ``backend.methods.checkpointed.load_method_network`` rebuilds it.
 """
@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from backend.models.texture_gan import (
+from backend.models.texture_completion import (
     TEXTURE_METHOD,
     TEXTURE_TEMPLATE,
     PatchDiscriminator,
@@ -120,7 +120,7 @@ class HoleConfig:
 
 
 @dataclass(frozen=True)
-class TextureGanTrainConfig(TrainConfig):
+class TextureCompletionTrainConfig(TrainConfig):
     """The texture generator's training (module docstring); defaults are the "paper" preset."""
 
     model: TextureGeneratorConfig = field(default_factory=TextureGeneratorConfig)
@@ -181,8 +181,8 @@ class TextureGanTrainConfig(TrainConfig):
     betas: tuple[float, float] = (0.5, 0.999)
     """Adam's betas (pix2pix: 0.5, 0.999)."""
 
-    out: str = "runs/pointcloud-texture"
-    """Run folder (checkpoints, final pointcloud-texture.safetensors + .json, history, report)."""
+    out: str = "runs/texture-completion"
+    """Run folder (checkpoints, final texture-completion.safetensors + .json, history, report)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -337,7 +337,7 @@ def frozen_call(module: nn.Module, inputs: Tensor) -> Tensor:
 
 
 # -- the method ---------------------------------------------------------------------------------------------
-class TextureGanNetwork(nn.Module):
+class TextureCompletionNetwork(nn.Module):
     """What the loop trains: the backend's generator plus the training-only discriminator.
 
     ``forward`` is the generator's (so that DDP synchronises it); ``export_weights`` keeps only
@@ -366,13 +366,13 @@ class Completion:
     completed: Tensor  # (B, 3, S, S) known pixels from the photo, the rest from the output
 
 
-class TextureGanTraining:
-    """The ``pointcloud-texture`` method for ``training.loop.train`` (module docstring)."""
+class TextureCompletionTraining:
+    """The ``texture-completion`` method for ``training.loop.train`` (module docstring)."""
 
     name = TEXTURE_METHOD
     template = TEXTURE_TEMPLATE
 
-    def __init__(self, config: TextureGanTrainConfig) -> None:
+    def __init__(self, config: TextureCompletionTrainConfig) -> None:
         self.config = config
         self._inception: FidFeatures | None = None
         self._inception_checked = False
@@ -384,11 +384,11 @@ class TextureGanTraining:
             discriminator = PatchDiscriminator(
                 3, config.discriminator_channels, config.discriminator_layers, config.model.norm
             )
-        return TextureGanNetwork(TextureGenerator(config.model), discriminator)
+        return TextureCompletionNetwork(TextureGenerator(config.model), discriminator)
 
     def configure_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         """Adam with two groups: the generator at ``lr``, the discriminator at ``lr`` x its factor."""
-        wrapper: TextureGanNetwork = unwrap_model(model)  # type: ignore[assignment]
+        wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         factor = getattr(config, "discriminator_lr_factor", self.config.discriminator_lr_factor)
         groups = [{"params": list(wrapper.generator.parameters()), "lr": config.lr}]
         if wrapper.discriminator is not None:
@@ -396,7 +396,7 @@ class TextureGanTraining:
         return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
     def export_weights(self, model: nn.Module) -> Mapping[str, Tensor]:
-        wrapper: TextureGanNetwork = unwrap_model(model)  # type: ignore[assignment]
+        wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         return wrapper.generator.state_dict()
 
     def draw(self, batch: int, size: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -421,7 +421,7 @@ class TextureGanTraining:
     # -- training --------------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int) -> dict[str, Tensor]:
         config = self.config
-        wrapper: TextureGanNetwork = unwrap_model(model)  # type: ignore[assignment]
+        wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         image, mask = batch["image"], batch["mask"]  # (B, 3, S, S), (B, 1, S, S)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         drawn = self.draw(len(image), image.shape[-1], generator, image.device)
@@ -467,7 +467,7 @@ class TextureGanTraining:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader[Any]) -> dict[str, float]:
-        wrapper: TextureGanNetwork = unwrap_model(model)  # type: ignore[assignment]
+        wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         device = next(wrapper.parameters()).device
         sums = {"abs": 0.0, "square": 0.0, "mean_fill": 0.0, "count": 0.0}
         real_features: list[Tensor] = []
@@ -506,7 +506,7 @@ class TextureGanTraining:
     @torch.no_grad()
     def visualise(self, model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
         """Rows: input (known pixels, grey elsewhere) | completed | photo | raw generator output."""
-        wrapper: TextureGanNetwork = unwrap_model(model)  # type: ignore[assignment]
+        wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         image, mask = batch["image"], batch["mask"]
         completion = self.complete(wrapper.generator, image, mask, self.eval_draw(image, 0))
         known = completion.known
@@ -524,7 +524,7 @@ def inception_available(config: TrainConfig) -> bool:
 
 
 # -- data and run -------------------------------------------------------------------------------------------
-def _train_folder(config: TextureGanTrainConfig) -> Path:
+def _train_folder(config: TextureCompletionTrainConfig) -> Path:
     """The folder layout's ``data/<train_split>``, or ``data`` itself when it has no split folders."""
     root = Path(config.data)
     if (root / config.train_split).is_dir():
@@ -535,13 +535,13 @@ def _train_folder(config: TextureGanTrainConfig) -> Path:
     return root
 
 
-def _folder_dataset(config: TextureGanTrainConfig, folder: Path, training: bool) -> ImageFolderDataset:
+def _folder_dataset(config: TextureCompletionTrainConfig, folder: Path, training: bool) -> ImageFolderDataset:
     return ImageFolderDataset(
         folder, image_size=config.model.image_size, augment=training and config.augment, seed=config.seed
     )
 
 
-def datasets(config: TextureGanTrainConfig) -> tuple[Dataset[Any], Dataset[Any] | None]:
+def datasets(config: TextureCompletionTrainConfig) -> tuple[Dataset[Any], Dataset[Any] | None]:
     """The training crops (augmented when ``augment``) and the evaluation crops (None when absent).
 
     Items carry "image" (3, S, S) and "mask" (1, S, S) with S = ``model.image_size``.
@@ -576,7 +576,7 @@ def datasets(config: TextureGanTrainConfig) -> tuple[Dataset[Any], Dataset[Any] 
 
 
 def run(
-    config: TextureGanTrainConfig,
+    config: TextureCompletionTrainConfig,
     train_set: Dataset[Any] | None = None,
     eval_set: Dataset[Any] | None = None,
 ) -> RunResult:
@@ -591,7 +591,7 @@ def run(
         else "skipped: no Inception-v3 ImageNet weights on this machine (or pretrained=none)"
     )  # fmt: skip
     if eval_set is not None and not inception_available(config):
-        log.warning("pointcloud-texture: %s; evaluating L1 and PSNR only", fid_note.removeprefix("skipped: "))
+        log.warning("texture-completion: %s; evaluating L1 and PSNR only", fid_note.removeprefix("skipped: "))
     info = {
         "name": f"{config.layout}-layout",
         "root": str(Path(config.data).resolve()) if config.data else type(train_set).__name__,
@@ -601,18 +601,18 @@ def run(
         "eval_items": len(eval_set) if eval_set is not None else 0,  # type: ignore[arg-type]
         "fid": fid_note,
     }
-    return train(TextureGanTraining(config), config, train_set, eval_set, dataset_info=info)
+    return train(TextureCompletionTraining(config), config, train_set, eval_set, dataset_info=info)
 
 
 # -- command line ---------------------------------------------------------------------------------------
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """``mono2mesh-train pointcloud-texture``: every field of ``TextureGanTrainConfig`` as a flag."""
+    """``mono2mesh-train texture-completion``: every field of ``TextureCompletionTrainConfig`` as a flag."""
     return register_training_command(
         subparsers,
         TEXTURE_METHOD,
-        "train the texture generator of pointcloud-poisson (method pointcloud-texture)",
+        "train the texture-completion network of pointcloud-poisson (method texture-completion)",
         __doc__,
-        TextureGanTrainConfig,
+        TextureCompletionTrainConfig,
         datasets,
         run,
     )
