@@ -41,7 +41,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from backend import __version__
-from backend.server.config import data_dir
+from backend.paths import data_dir
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,27 +73,6 @@ def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:
     return build
 
 
-def _available_devices() -> list[str]:
-    import torch
-
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``mono2mesh`` parser; each subcommand's module is imported when that subcommand is parsed."""
     parser = argparse.ArgumentParser(prog="mono2mesh", description="Single photo -> textured 3D mesh.")
@@ -119,22 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="run a benchmark (a table, or JSON with --json)")
     benches = bench.add_subparsers(dest="bench", required=True)
-    render = benches.add_parser("render", help="renderer forward+backward per image, beside DEODR")
-    render.add_argument(
-        "--sizes", type=_int_list, default=[64, 128, 256], help="image sizes (default 64,128,256)"
+    benches.add_parser(
+        "render",
+        help="renderer forward+backward per image, beside DEODR",
+        build=_arguments_of("backend.bench.render_command"),
     )
-    render.add_argument("--batches", type=_int_list, default=[1, 16], help="batch sizes (default 1,16)")
-    render.add_argument(
-        "--devices",
-        default=None,
-        help="comma-separated torch devices (default: every available device)",
-    )
-    render.add_argument("--repeats", type=int, default=5, help="timed runs per case; the minimum is reported")
-    render.add_argument(
-        "--sigma", type=float, default=None, help="fixed SoftRas sigma (default 1e-4*(64/S)^2)"
-    )
-    render.add_argument("--no-deodr", action="store_true", help="skip the DEODR comparison")
-    render.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
 
     benches.add_parser(
         "reconstruct",
@@ -217,19 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_reconstruct.main(args)
     if args.command == "bench" and args.bench == "render":
-        from backend.bench import render as bench_render
+        from backend.bench import render_command
 
-        with_deodr = not args.no_deodr
-        if with_deodr:
-            try:
-                import deodr  # noqa: F401
-            except ImportError:
-                print("deodr is not installed (pip install 'mono2mesh[bench]'); skipping it", file=sys.stderr)
-                with_deodr = False
-        devices = [d for d in args.devices.split(",") if d] if args.devices else _available_devices()
-        report = bench_render.run(args.sizes, args.batches, devices, args.repeats, with_deodr, args.sigma)
-        print(json.dumps(report, indent=2) if args.json else bench_render.format_table(report))
-        return 0
+        return render_command.main(args)
     return 2
 
 

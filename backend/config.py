@@ -61,6 +61,10 @@ class Config(BaseModel):
         except ValidationError as error:
             raise ConfigError(describe(error, type(self))) from error
 
+    # Marked as pydantic's own __init__: nested configs are then validated by pydantic-core directly, so
+    # their errors keep their dotted locations instead of arriving as this ConfigError.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         """Build from a (partial) mapping; missing keys keep their defaults. ``ConfigError`` if invalid."""
@@ -247,29 +251,39 @@ def apply_overrides(config: C, overrides: Mapping[str, Any] | Sequence[str]) -> 
     command-line text) or ``"key=value"`` strings as given to ``--set`` (``lr=3e-4``,
     ``lr_milestones=150000,250000``, ``betas=[0.9,0.99]``, ``model={"encoder": "resnet"}``).
     """
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    items: list[tuple[str, Any]] = []
+    cls = type(config)
+    return cls.model_validate(overridden(cls, config.model_dump(), override_items(overrides)))
+
+
+def override_items(overrides: Mapping[str, Any] | Sequence[str]) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` pairs of a mapping or of ``"key=value"`` strings (``apply_overrides``)."""
     if isinstance(overrides, Mapping):
-        items = [(str(key), value) for key, value in overrides.items()]
-    else:
-        for text in overrides:
-            key, sep, value = text.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {text!r} is not of the form key=value")
-            items.append((key.strip(), value.strip()))
-    data = config.model_dump()
+        return [(str(key), value) for key, value in overrides.items()]
+    items = []
+    for text in [overrides] if isinstance(overrides, str) else overrides:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {text!r} is not of the form key=value")
+        items.append((key.strip(), value.strip()))
+    return items
+
+
+def overridden(
+    cls: type[BaseModel], data: dict[str, Any], items: Sequence[tuple[str, Any]]
+) -> dict[str, Any]:
+    """``data`` (a dumped, possibly partial, ``cls``) with the ``(dotted key, value)`` items set in order;
+    string values are parsed as command-line text (``parse_text``). Not validated."""
     for key, value in items:
-        annotation = field_annotation(type(config), key)
+        annotation = field_annotation(cls, key)
         if isinstance(value, str):
             value = parse_text(value, annotation, key)
         *parents, last = key.split(".")
         target = data
         for part in parents:
-            if isinstance(target[part], BaseModel):
+            if isinstance(target.get(part), BaseModel):
                 target[part] = target[part].model_dump()
-            elif not isinstance(target[part], dict):
+            elif not isinstance(target.setdefault(part, {}), dict):
                 raise ConfigError(f"{key}: {part} is {target[part]!r}, not a nested config")
             target = target[part]
         target[last] = value
-    return type(config).model_validate(data)
+    return data

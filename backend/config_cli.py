@@ -13,7 +13,8 @@ A field can say how it appears with ``Annotated[type, Flag(...)]``: other spelli
 "--option")``), a switch that takes no value (``switch=True``: a bool set to True), a repeatable option
 collecting one value per use (``repeat=True``) or positional arguments (``positional=True``, any number).
 ``build_parser(cls)`` / ``parse_config(cls, argv)`` are the stand-alone forms (a ``ConfigError`` there is
-a usage error, exit status 2).
+a usage error, exit status 2); ``options_from_args(cls, args, command)`` prints the error for a command's
+``main`` to return 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,10 +36,11 @@ from pydantic_core import to_jsonable_python
 from backend.config import (
     Config,
     ConfigError,
-    apply_overrides,
     apply_preset,
     available_presets,
     config_class,
+    overridden,
+    override_items,
 )
 
 C = TypeVar("C", bound=Config)
@@ -86,12 +90,17 @@ def _leaves(cls: type[Config], prefix: str = "") -> list[tuple[str, FieldInfo]]:
     return leaves
 
 
+_REQUIRED = object()
+
+
 def _default_of(cls: type[Config], dotted: str) -> Any:
-    try:
-        value: Any = cls()
-    except ConfigError:  # required fields: no default to show
-        return None
-    for part in dotted.split("."):
+    """The JSON default of the (nested) field ``dotted``, or ``_REQUIRED`` when it has none."""
+    first, *rest = dotted.split(".")
+    info = cls.model_fields[first]
+    if info.is_required():
+        return _REQUIRED
+    value = info.get_default(call_default_factory=True)
+    for part in rest:
         value = getattr(value, part)
     return to_jsonable_python(value)
 
@@ -100,6 +109,9 @@ def _metavar(annotation: Any) -> str:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _metavar(options[0]) if len(options) == 1 else "VALUE"
     if origin is typing.Literal:
         return "{" + ",".join(map(str, typing.get_args(annotation))) + "}"
     if origin in (tuple, list, set, frozenset):
@@ -117,7 +129,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, 
         presets = ", ".join(sorted(available_presets(cls))) or "none"
         group = parser.add_argument_group("configuration")
         group.add_argument(
-            "--config", metavar="JSON", help="start from this config file (a saved config or checkpoint .json)"
+            "--config",
+            metavar="JSON",
+            help="start from this config file (a saved config, a checkpoint .json)",
         )
         group.add_argument("--preset", action="append", default=[], metavar="NAME",
                            help=f"apply a named preset, repeatable (available: {presets})")  # fmt: skip
@@ -132,7 +146,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, 
     fields_group = parser.add_argument_group("fields") if extras else parser
     for dotted, info in _leaves(cls):
         flag = _flag(info)
-        text = f"{info.description or ''} (default: {json.dumps(_default_of(cls, dotted))})"
+        text, default = info.description or "", _default_of(cls, dotted)
+        if default is _REQUIRED:
+            text += " (required)"
+        elif not flag.switch and default is not None:
+            text += f" (default: {json.dumps(default)})"
         options: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
         if flag.positional:
             fields_group.add_argument(_PREFIX + dotted, nargs="*", metavar=flag.metavar or dotted, **options)
@@ -159,15 +177,17 @@ def read_config_file(cls: type[C], path: str | Path) -> C:
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    """The config ``args`` (from a parser given ``add_config_arguments(parser, cls)``) describe."""
+    """The config ``args`` (from a parser given ``add_config_arguments(parser, cls)``) describe.
+
+    Validated once, at the end (a field without a default must then have been given)."""
     config_file = getattr(args, "config", None)
-    config = read_config_file(cls, config_file) if config_file else cls()
+    data = read_config_file(cls, config_file).model_dump() if config_file else {}
     for name in getattr(args, "preset", None) or []:
-        config = apply_preset(config, name)
-    flags = {key[len(_PREFIX) :]: value for key, value in vars(args).items() if key.startswith(_PREFIX)}
-    if flags:
-        config = apply_overrides(config, flags)
-    return apply_overrides(config, list(getattr(args, "overrides", None) or []))
+        data = apply_preset(cls.model_validate(data), name).model_dump()
+    flags = [(key[len(_PREFIX) :], value) for key, value in vars(args).items() if key.startswith(_PREFIX)]
+    data = overridden(cls, data, flags)
+    data = overridden(cls, data, override_items(getattr(args, "overrides", None) or []))
+    return cls.model_validate(data)
 
 
 def build_parser(
@@ -188,3 +208,13 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, extras: boo
     except ConfigError as error:
         parser.error(str(error))
         raise  # unreachable: parser.error exits
+
+
+def options_from_args(cls: type[C], args: argparse.Namespace, command: str) -> C | None:
+    """``config_from_args(cls, args)``, or None after printing ``<command>: error: <problem>`` to stderr
+    (a command's ``main`` then returns exit status 2)."""
+    try:
+        return config_from_args(cls, args)
+    except ConfigError as error:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return None

@@ -24,11 +24,16 @@ every camera hypothesis (soft rasterizer, ``render_size``) and adds (the paper's
   ``part_probability`` (eq. 14) and ``part_chamfer`` (eq. 13) against the part maps with the vertex
   segmentation learned from stage 1, and ``-camera_entropy``.
 
+The terms are weighted by the config's ``*_weight`` fields and added in this order by
+``training.losses.compose.weighted_total`` (``loss_weights``); ``gan``, ``fid``, the part terms,
+``camera_entropy`` and the perceptual distance are computed only when their weight is not 0.
+
 Stage 1 (``--preset stage1``) starts from a sphere, learns the template (every ``template_update_epochs``
-epochs the mean predicted offset is moved into it, as UMR does) without D_var and FID. Stage 2 starts from
-the stage-1 checkpoint (``stage1_checkpoint``: the template, and by default every stage-1 weight), first
-computes the vertex segmentation (UMR's ``avg_uv`` step: part maps sampled at the projected visible
-vertices over the training set) and trains with D_var and the FID loss. The template stays fixed.
+epochs the mean predicted offset is moved into it, as UMR does, in the loop's ``after_step`` hook, outside
+the loss) without D_var and FID. Stage 2 starts from the stage-1 checkpoint (``stage1_checkpoint``: the
+template, and by default every stage-1 weight), first computes the vertex segmentation (UMR's ``avg_uv``
+step: part maps sampled at the projected visible vertices over the training set; left in the run folder as
+``vertex_parts.safetensors``) and trains with D_var and the FID loss. The template stays fixed.
 
 UMR's "ori" regulariser (mean |coordinate| across the symmetry plane) is not used: the network's shapes are
 symmetric by construction (``AdaptiveFlowModel``), so the term would be identically zero.
@@ -45,24 +50,25 @@ random azimuths) when Inception weights are on this machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from backend.checkpoints import load_checkpoint
+from backend.checkpoints import atomic_write, load_checkpoint
 from backend.devices import resolve_device
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import mask_iou, ssim
 from backend.geometry.ops import EdgeAdjacency, deformation_loss, edge_adjacent_faces, uniform_laplacian
-from backend.meshing.texturing import uv_rasterize
 from backend.models.adaptive_flow import (
     TEMPLATE_ID,
     AdaptiveFlowModel,
@@ -72,15 +78,18 @@ from backend.models.adaptive_flow import (
 from backend.models.discriminator import Discriminator
 from backend.render.renderer import Lighting, RenderOutput, render
 from backend.render.settings import RasterSettings
+from backend.render.uv import uv_rasterize
 from training.commands import register_training_command
-from training.config import TrainConfig
+from training.config import Schedule, TrainConfig, apply_overrides
 from training.datasets.cmr import PartMaps
 from training.datasets.cub import CubDataset
 from training.distributed import unwrap_model
+from training.evaluation import ground_truth_mesh, mean_metrics
 from training.loop import RunResult, base_dataset, move_to_device, train
 from training.losses.adversarial import grad_reverse, wgan_critic_loss
 from training.losses.camera import camera_entropy, weighted_by_hypothesis
-from training.losses.fid import FidFeatures, feature_statistics, fid_loss, frechet_distance
+from training.losses.compose import Term, weighted_total
+from training.losses.fid import FidFeatures, FidMetric, fid_loss
 from training.losses.parts import part_chamfer_loss, part_probability_loss, render_part_probabilities
 from training.losses.regularisers import softras_flatten, softras_laplacian
 from training.losses.silhouette import iou_loss
@@ -104,11 +113,10 @@ WHITE = Lighting(background=(1.0, 1.0, 1.0))
 """Unlit colours on a white background: how renders are compared with photos composited on white."""
 
 
-@dataclass(frozen=True)
 class AdaptiveFlowTrainConfig(TrainConfig):
     """Stage 2 of the seed paper / UMR by default; ``--preset stage1`` for stage 1 (module docstring)."""
 
-    model: AdaptiveFlowModelConfig = field(default_factory=AdaptiveFlowModelConfig)
+    model: AdaptiveFlowModelConfig = AdaptiveFlowModelConfig()
     """Network hyper-parameters (saved in every checkpoint; the backend rebuilds the network from them)."""
 
     data: str = ""
@@ -222,47 +230,14 @@ class AdaptiveFlowTrainConfig(TrainConfig):
     batch_size: int = 16
     """Global batch (UMR's README: 16 for stage 2)."""
 
-    lr_schedule: str = "inverse"  # type: ignore[assignment]
+    lr_schedule: Schedule = "inverse"
     """UMR: lr0 / (1 + step * 5e-4)."""
 
     out: str = "runs/adaptive-flow"
     """Run folder (checkpoints, final adaptive-flow.safetensors + .json, history, report, tensorboard)."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "stage1": {
-            "stage": 1,
-            "model.variance": False,
-            "mask_weight": 3.0,
-            "flatten_weight": 4e-4,
-            "deformation_weight": 5.0,
-            "deformation_after_epoch": 5,
-            "alignment_weight": 0.5,
-            "fid_weight": 0.0,
-            "camera_entropy_weight": 0.0,
-            "part_probability_weight": 0.0,
-            "part_chamfer_weight": 0.0,
-            "out": "runs/adaptive-flow-stage1",
-        },
-        "stage2": {"stage": 2},
-        "cpu": {
-            "iterations": 300,
-            "batch_size": 16,
-            "lr": 3e-4,
-            "model.image_size": 128,
-            "render_size": 64,
-            "vgg_layers": 2,
-            "fid_features": "conv",
-            "eval_every": 0,
-            "image_every": 150,
-            "checkpoint_every": 150,
-            "log_every": 25,
-            "template_update_epochs": 3,
-            "deformation_after_epoch": 2,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_adaptive_flow(self) -> Self:
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.stage == 1 and self.model.variance:
@@ -272,6 +247,23 @@ class AdaptiveFlowTrainConfig(TrainConfig):
         for name in ("render_size", "sigma", "vgg_layers", "part_points", "fid_dims"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+
+AdaptiveFlowTrainConfig.PRESETS = {
+    "stage1": AdaptiveFlowTrainConfig(
+        stage=1, model=AdaptiveFlowModelConfig(variance=False), mask_weight=3.0, flatten_weight=4e-4,
+        deformation_weight=5.0, deformation_after_epoch=5, alignment_weight=0.5, fid_weight=0.0,
+        camera_entropy_weight=0.0, part_probability_weight=0.0, part_chamfer_weight=0.0,
+        out="runs/adaptive-flow-stage1",
+    ),
+    "stage2": AdaptiveFlowTrainConfig(stage=2),
+    "cpu": AdaptiveFlowTrainConfig(
+        iterations=300, batch_size=16, lr=3e-4, model=AdaptiveFlowModelConfig(image_size=128), render_size=64,
+        vgg_layers=2, fid_features="conv", eval_every=0, image_every=150, checkpoint_every=150, log_every=25,
+        template_update_epochs=3, deformation_after_epoch=2,
+    ),
+}  # fmt: skip
 
 
 @dataclass
@@ -281,6 +273,49 @@ class _Renders:
     all_views: RenderOutput  # B H renders
     best: Tensor  # (B,) index of the most probable hypothesis
     best_camera: Camera
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What the loss terms of one training step share: the prediction, its texture and renders, the photos."""
+
+    network: AdaptiveFlowModel
+    output: AdaptiveFlowOutput
+    texture: Tensor  # (B, Ht, Wt, 3)
+    renders: _Renders
+    image: Tensor  # (B, 3, S, S)
+    mask: Tensor  # (B, 1, S, S)
+    small_image: Tensor  # (B, 3, s, s), s = render_size
+    small_mask: Tensor  # (B, 1, s, s)
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """What the losses need of the network's fixed mesh and UV layout, on one device."""
+
+    laplacian: Tensor  # (V, V) uniform Laplacian of the template's edges
+    adjacency: EdgeAdjacency  # the two faces beside each edge (flatten term)
+    texel_face: Tensor  # (Ht, Wt) face of each texel of the flow image, -1 where no face
+
+    @staticmethod
+    def build(network: AdaptiveFlowModel) -> _Topology:
+        faces, config = network.faces, network.config
+        texel_face, _ = uv_rasterize(
+            network.uvs.cpu(), network.face_uvs.cpu(), config.flow_height, config.flow_width
+        )
+        return _Topology(
+            uniform_laplacian(faces, network.num_vertices, device=faces.device),
+            edge_adjacent_faces(faces),
+            texel_face.to(faces.device),
+        )
+
+
+@dataclass
+class _Caches:
+    """What a run builds once: the topology (rebuilt when the network changes device) and the FID metric."""
+
+    topology: _Topology | None = None
+    fid_metric: FidMetric | None = None
 
 
 class AdaptiveFlowNetwork(nn.Module):
@@ -325,7 +360,8 @@ class AdaptiveFlowTraining:
         self.pretrained_encoder = False
         self._perceptual: VggFeatures | None = None
         self._fid: FidFeatures | None = None
-        self._caches: dict[str, Any] = {}
+        self._caches = _Caches()
+        self._step_offsets: Tensor | None = None  # stage 1: the last step's offsets, for after_step
         self._offset_sum: Tensor | None = None
         self._offset_count = 0
 
@@ -361,139 +397,175 @@ class AdaptiveFlowTraining:
             )  # fmt: skip
         return self._fid.to(device)
 
-    def _cached(self, name: str, device: torch.device, build: Any) -> Any:
-        key = f"{name}@{device}"
-        if key not in self._caches:
-            self._caches[key] = build()
-        return self._caches[key]
-
-    def _laplacian(self, network: AdaptiveFlowModel) -> Tensor:
-        faces = network.faces
-        return self._cached(
-            "laplacian",
-            faces.device,
-            lambda: uniform_laplacian(faces, network.num_vertices, device=faces.device),
-        )
-
-    def _adjacency(self, network: AdaptiveFlowModel) -> EdgeAdjacency:
-        faces = network.faces
-        return self._cached("adjacency", faces.device, lambda: edge_adjacent_faces(faces))
-
-    def _texel_face(self, network: AdaptiveFlowModel) -> Tensor:
-        """(Ht, Wt) face of each texel of the flow image (-1 where no face), on the network's device."""
-        config = network.config
-
-        def build() -> Tensor:
-            face, _ = uv_rasterize(
-                network.uvs.cpu(), network.face_uvs.cpu(), config.flow_height, config.flow_width
-            )
-            return face.to(network.faces.device)
-
-        return self._cached("texel_face", network.faces.device, build)
+    def _topology(self, network: AdaptiveFlowModel) -> _Topology:
+        """The network's ``_Topology`` on its device, built once."""
+        cached = self._caches.topology
+        if cached is None or cached.texel_face.device != network.faces.device:
+            cached = self._caches.topology = _Topology.build(network)
+        return cached
 
     def settings(self) -> RasterSettings:
         return RasterSettings(image_size=self.config.render_size, sigma=self.config.sigma)
 
     # -- training --------------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int) -> dict[str, Tensor]:
-        config = self.config
+        """The module docstring's terms, weighted by ``loss_weights`` (``training.losses.compose``)."""
         wrapper: AdaptiveFlowNetwork = unwrap_model(model)  # type: ignore[assignment]
-        network = wrapper.network
+        shared = self._step_inputs(model, wrapper.network, batch)
+        photo_terms, logs = self._photo_terms(shared)
+        terms: dict[str, Term] = {
+            **photo_terms,
+            **self._shape_terms(shared),
+            **self._adversarial_terms(shared, wrapper.critic),
+            **self._part_terms(shared, batch, step),
+            "camera_entropy": lambda: camera_entropy(shared.output.probs).mean(),
+        }
+        total, logged = weighted_total(terms, self.loss_weights(batch, step))
+        if self.config.stage == 1 and self.config.template_update_epochs:
+            self._step_offsets = shared.output.offsets.detach()  # moved into the template by after_step
+        return {**logged, **logs, "loss": total}
+
+    def loss_weights(self, batch: Mapping[str, Any], step: int) -> dict[str, float]:
+        """The config's weight of each term at 0-based ``step``: ``deformation`` is 0 before epoch
+        ``deformation_after_epoch``, the part terms are 0 without part maps or the semantic template, and
+        ``camera_entropy`` is subtracted (the entropy is maximised)."""
+        c = self.config
+        deforming = step // self.steps_per_epoch >= c.deformation_after_epoch
+        parts = c.stage == 2 and self.vertex_parts is not None and "parts" in batch
+        return {
+            "mask": c.mask_weight, "texture": c.texture_weight, "texture_dt": c.texture_dt_weight,
+            "alignment": c.alignment_weight, "laplacian": c.laplacian_weight, "flatten": c.flatten_weight,
+            "deformation": c.deformation_weight if deforming else 0.0, "gan": c.gan_weight,
+            "fid": c.fid_weight, "part_probability": c.part_probability_weight if parts else 0.0,
+            "part_chamfer": c.part_chamfer_weight if parts else 0.0,
+            "camera_entropy": -c.camera_entropy_weight,
+        }  # fmt: skip
+
+    def _step_inputs(self, model: nn.Module, network: AdaptiveFlowModel, batch: Mapping[str, Any]) -> _Step:
+        """Predict from the batch's photos (through ``model``, so that DDP synchronises) and render."""
         image, mask = batch["image"], batch["mask"]  # (B, 3, S, S), (B, 1, S, S)
         output: AdaptiveFlowOutput = model(image)
         texture = network.texture(image, output)  # (B, Ht, Wt, 3)
-        small_image, small_mask = _resize(image, config.render_size), _resize(mask, config.render_size)
+        size = self.config.render_size
+        small_image, small_mask = _resize(image, size), _resize(mask, size)
         renders = self.render_hypotheses(network, output, texture)
+        return _Step(network, output, texture, renders, image, mask, small_image, small_mask)
+
+    def _photo_terms(self, shared: _Step) -> tuple[dict[str, Term], dict[str, Tensor]]:
+        """``mask`` (eq. 1) and ``texture`` (eq. 10 plus ``perceptual_weight`` x the perceptual distance at
+        the most probable hypothesis, also logged as ``perceptual``), probability-weighted over the
+        hypotheses; ``texture_dt`` and ``alignment`` (eq. 12) of the flow."""
+        network, output, renders = shared.network, shared.output, shared.renders
         hypotheses = output.probs.shape[1]
-        epoch = step // self.steps_per_epoch
-        losses: dict[str, Tensor] = {}
-
+        items = torch.arange(len(shared.image), device=shared.image.device)
         alpha = renders.all_views.alpha[..., 0]  # (B H, s, s)
-        target = small_mask[:, 0].repeat_interleave(hypotheses, 0)
-        losses["mask"] = weighted_by_hypothesis(
-            iou_loss(alpha, target).view(-1, hypotheses), output.probs
-        ).mean()
-
+        target = shared.small_mask[:, 0].repeat_interleave(hypotheses, 0)
+        mask = weighted_by_hypothesis(iou_loss(alpha, target).view(-1, hypotheses), output.probs).mean()
         rgb = renders.all_views.rgb.permute(0, 3, 1, 2)  # (B H, 3, s, s)
-        photo = (small_image * small_mask).repeat_interleave(hypotheses, 0)
+        photo = (shared.small_image * shared.small_mask).repeat_interleave(hypotheses, 0)
         pixel = ((rgb * target[:, None] - photo).abs().mean(dim=(1, 2, 3))).view(-1, hypotheses)
-        texture_loss = weighted_by_hypothesis(pixel, output.probs).mean()
-        if config.perceptual_weight:
-            items = torch.arange(len(image), device=image.device)
-            best_rgb = rgb.view(-1, hypotheses, *rgb.shape[1:])[items, renders.best]
-            perceptual = perceptual_loss(
-                self._perceptual_net(image.device), best_rgb * small_mask, small_image * small_mask
-            ).mean()
-            losses["perceptual"] = perceptual
-            texture_loss = texture_loss + config.perceptual_weight * perceptual
-        losses["texture"] = texture_loss
 
-        texel_face = self._texel_face(network)
-        barrier = distance_transform_barrier(mask)
-        losses["texture_dt"] = texture_dt_loss(output.flow, barrier, (texel_face >= 0).float()).mean()
+        def perceptual() -> Tensor:
+            best_rgb = rgb.view(-1, hypotheses, *rgb.shape[1:])[items, renders.best]  # (B, 3, s, s)
+            net = self._perceptual_net(shared.image.device)
+            return perceptual_loss(
+                net, best_rgb * shared.small_mask, shared.small_image * shared.small_mask
+            ).mean()
+
+        texture, texture_parts = weighted_total(
+            {"pixel": weighted_by_hypothesis(pixel, output.probs).mean(), "perceptual": perceptual},
+            {"pixel": 1.0, "perceptual": self.config.perceptual_weight},
+        )
+        texel_face = self._topology(network).texel_face
+        barrier = distance_transform_barrier(shared.mask)
+        texture_dt = texture_dt_loss(output.flow, barrier, (texel_face >= 0).float()).mean()
         face_index = renders.all_views.face_index.view(-1, hypotheses, *alpha.shape[1:])
-        best_faces = face_index[torch.arange(len(image), device=image.device), renders.best]  # (B, s, s)
+        best_faces = face_index[items, renders.best]  # (B, s, s)
         flow_means, _ = face_flow_means(output.flow, texel_face, network.num_faces)
         pixel_means, weights = face_pixel_means(best_faces, network.num_faces)
-        losses["alignment"] = flow_alignment_loss(flow_means, pixel_means, weights).mean()
+        alignment = flow_alignment_loss(flow_means, pixel_means, weights).mean()
+        logs = {"perceptual": texture_parts["perceptual"]} if "perceptual" in texture_parts else {}
+        return {"mask": mask, "texture": texture, "texture_dt": texture_dt, "alignment": alignment}, logs
 
-        vertices = output.vertices
-        losses["laplacian"] = softras_laplacian(vertices, network.faces, self._laplacian(network)).mean()
-        losses["flatten"] = softras_flatten(vertices, network.faces, self._adjacency(network)).mean()
-        losses["deformation"] = deformation_loss(output.offsets).mean()
-        deformation_weight = config.deformation_weight if epoch >= config.deformation_after_epoch else 0.0
+    def _shape_terms(self, shared: _Step) -> dict[str, Term]:
+        """``laplacian`` (eq. 4-5) and ``flatten`` (eq. 6) of the meshes, ``deformation`` (eq. 3) of the
+        offsets (always computed: the deformation weight switches on during the run)."""
+        topology = self._topology(shared.network)
+        faces, vertices = shared.network.faces, shared.output.vertices
+        return {
+            "laplacian": softras_laplacian(vertices, faces, topology.laplacian).mean(),
+            "flatten": softras_flatten(vertices, faces, topology.adjacency).mean(),
+            "deformation": deformation_loss(shared.output.offsets).mean(),
+        }
 
-        total = (
-            config.mask_weight * losses["mask"]
-            + config.texture_weight * losses["texture"]
-            + config.texture_dt_weight * losses["texture_dt"]
-            + config.alignment_weight * losses["alignment"]
-            + config.laplacian_weight * losses["laplacian"]
-            + config.flatten_weight * losses["flatten"]
-            + deformation_weight * losses["deformation"]
-        )
+    def _adversarial_terms(self, shared: _Step, critic: Discriminator) -> dict[str, Term]:
+        """``gan`` (the WGAN-GP critic loss through gradient reversal, eq. 37-39) and ``fid`` (eq. 42-47)
+        between the masked photos and renders turned by random azimuths, each computed only when weighted;
+        the random views are rendered once for both."""
+        config = self.config
 
-        if config.gan_weight or config.fid_weight:
-            fake = self.random_views(network, output, texture, renders.best_camera)  # (B, 4, s, s)
-            real = torch.cat([small_image * small_mask, small_mask], dim=1)
-            if config.gan_weight:
-                critic_loss, _ = wgan_critic_loss(
-                    wrapper.critic, real, grad_reverse(fake, config.grl_weight), config.gradient_penalty
-                )
-                losses["gan"] = critic_loss
-                total = total + config.gan_weight * critic_loss
-            if config.fid_weight:
-                losses["fid"] = fid_loss(self._fid_net(image.device), real[:, :3], fake[:, :3])
-                total = total + config.fid_weight * losses["fid"]
+        @functools.cache
+        def views() -> tuple[Tensor, Tensor]:
+            fake = self.random_views(
+                shared.network, shared.output, shared.texture, shared.renders.best_camera
+            )
+            real = torch.cat([shared.small_image * shared.small_mask, shared.small_mask], dim=1)
+            return real, fake  # (B, 4, s, s) each
 
-        if config.stage == 2 and self.vertex_parts is not None and "parts" in batch:
-            parts = _resize(batch["parts"], config.render_size)  # (B, P + 1, s, s)
-            vertex_parts = self.vertex_parts.to(vertices.device)
-            if config.part_probability_weight:
-                rendered = render_part_probabilities(
-                    vertices, network.faces, renders.best_camera, vertex_parts, self.settings()
-                )
-                losses["part_probability"] = part_probability_loss(rendered, parts).mean()
-                total = total + config.part_probability_weight * losses["part_probability"]
-            if config.part_chamfer_weight:
-                labels = _vertex_labels(vertex_parts)
-                cameras = network.all_cameras(output)
-                projected = cameras.project(vertices.repeat_interleave(hypotheses, 0))[..., :2]
-                chamfer = part_chamfer_loss(
-                    projected, labels, parts.repeat_interleave(hypotheses, 0), config.part_points,
-                    torch.Generator(device="cpu").manual_seed(config.seed * 100_003 + step),
-                ).view(-1, hypotheses)  # fmt: skip
-                losses["part_chamfer"] = weighted_by_hypothesis(chamfer, output.probs).mean()
-                total = total + config.part_chamfer_weight * losses["part_chamfer"]
+        def gan() -> Tensor:
+            real, fake = views()
+            critic_loss, _ = wgan_critic_loss(
+                critic, real, grad_reverse(fake, config.grl_weight), config.gradient_penalty
+            )
+            return critic_loss
 
-        if config.camera_entropy_weight:
-            losses["camera_entropy"] = camera_entropy(output.probs).mean()
-            total = total - config.camera_entropy_weight * losses["camera_entropy"]
+        def fid() -> Tensor:
+            real, fake = views()
+            return fid_loss(self._fid_net(shared.image.device), real[:, :3], fake[:, :3])
 
-        if config.stage == 1 and config.template_update_epochs:
-            self._update_template(network, output.offsets.detach(), step)
-        losses["loss"] = total
-        return losses
+        return {"gan": gan, "fid": fid}
+
+    def _part_terms(self, shared: _Step, batch: Mapping[str, Any], step: int) -> dict[str, Term]:
+        """Stage 2: ``part_probability`` (eq. 14, the vertex parts rendered at the most probable camera) and
+        ``part_chamfer`` (eq. 13, projected part vertices at every hypothesis, probability-weighted) against
+        the batch's part maps, each computed only when weighted (``loss_weights`` zeroes both without part
+        maps or semantic template). ``step`` seeds the Chamfer term's pixel samples."""
+        config, network, output = self.config, shared.network, shared.output
+        hypotheses = output.probs.shape[1]
+        template = self.vertex_parts
+
+        @functools.cache
+        def parts() -> tuple[Tensor, Tensor]:
+            if template is None:
+                raise ValueError("the part terms need the vertex segmentation (vertex_parts)")
+            maps = _resize(batch["parts"], config.render_size)  # (B, P + 1, s, s)
+            return maps, template.to(output.vertices.device)  # (V, P + 1)
+
+        def probability() -> Tensor:
+            maps, vertex_parts = parts()
+            rendered = render_part_probabilities(
+                output.vertices, network.faces, shared.renders.best_camera, vertex_parts, self.settings()
+            )
+            return part_probability_loss(rendered, maps).mean()
+
+        def chamfer() -> Tensor:
+            maps, vertex_parts = parts()
+            projected = network.all_cameras(output).project(output.vertices.repeat_interleave(hypotheses, 0))
+            distances = part_chamfer_loss(
+                projected[..., :2], _vertex_labels(vertex_parts), maps.repeat_interleave(hypotheses, 0),
+                config.part_points, torch.Generator(device="cpu").manual_seed(config.seed * 100_003 + step),
+            ).view(-1, hypotheses)  # fmt: skip
+            return weighted_by_hypothesis(distances, output.probs).mean()
+
+        return {"part_probability": probability, "part_chamfer": chamfer}
+
+    def after_step(self, step: int, model: nn.Module) -> None:
+        """The loop's hook after optimiser step ``step`` (0-based): in stage 1, the step's offsets go into
+        ``_update_template``, which moves their mean into the template every ``template_update_epochs``."""
+        offsets, self._step_offsets = self._step_offsets, None
+        if offsets is not None:
+            wrapper: AdaptiveFlowNetwork = unwrap_model(model)  # type: ignore[assignment]
+            self._update_template(wrapper.network, offsets, step)
 
     def render_hypotheses(
         self, network: AdaptiveFlowModel, output: AdaptiveFlowOutput, texture: Tensor
@@ -525,7 +597,7 @@ class AdaptiveFlowTraining:
     def _update_template(self, network: AdaptiveFlowModel, offsets: Tensor, step: int) -> None:
         """Stage 1 (UMR): accumulate the mean offset; every ``template_update_epochs`` epochs move it into the
         template. The shape head is linear, so the mean offset is the head applied to the mean feature."""
-        total = offsets.sum(0)
+        total = offsets.float().sum(0)  # fp32, as autocast (where the step ran) sums half-precision values
         self._offset_sum = total if self._offset_sum is None else self._offset_sum + total
         self._offset_count += offsets.shape[0]
         period = self.config.template_update_epochs * self.steps_per_epoch
@@ -547,10 +619,8 @@ class AdaptiveFlowTraining:
         settings = self.settings()
         hard = replace(settings, soft=False)
         values: dict[str, list[float]] = {"mask_iou": [], "ssim": [], "novel_iou": [], "novel_ssim": []}
-        real_features: list[Tensor] = []
-        fake_features: list[Tensor] = []
         device = network.faces.device
-        fid_net = self._inception(device)
+        fid = self._fid_metric().accumulator(device)
         for batch in loader:
             batch = move_to_device(batch, device)
             image, mask = batch["image"], batch["mask"]
@@ -566,27 +636,20 @@ class AdaptiveFlowTraining:
             values["ssim"] += ssim(ours.rgb, photo).tolist()
             if "camera" in batch:
                 self._novel_views(network, dataset, batch, output, texture, camera, hard, values)
-            if fid_net is not None:
+            if fid.active:
                 fake = self.random_views(network, output, texture, camera)
-                real_features.append(fid_net(small_image * small_mask).float().cpu())
-                fake_features.append(fid_net(fake[:, :3]).float().cpu())
-        metrics = {name: _mean(v) for name, v in values.items() if v}
-        if real_features:
-            real, fake = torch.cat(real_features), torch.cat(fake_features)
-            if len(real) >= 2:
-                metrics["fid"] = float(frechet_distance(*feature_statistics(real), *feature_statistics(fake)))
+                fid.update(real=small_image * small_mask, fake=fake[:, :3])
+        metrics = mean_metrics({name: v for name, v in values.items() if v})
+        if (value := fid.compute()) is not None:
+            metrics["fid"] = value
         return metrics
 
-    def _inception(self, device: torch.device) -> FidFeatures | None:
-        """The Inception network for the FID metric when its ImageNet weights are on this machine."""
-        if self.config.pretrained == "none":
-            return None
-        if "inception" not in self._caches:  # looked up once per run, not at every evaluation
-            features = FidFeatures.build("inception", "auto", self.config.pretrained_path or None)
-            usable = features.kind == "inception" and features.pretrained
-            self._caches["inception"] = features if usable else None
-        features = self._caches["inception"]
-        return None if features is None else features.to(device)
+    def _fid_metric(self) -> FidMetric:
+        """The FID metric (Inception-v3 when its ImageNet weights are here), looked up once per run."""
+        if self._caches.fid_metric is None:
+            config = self.config
+            self._caches.fid_metric = FidMetric(config.pretrained, config.pretrained_path or None)
+        return self._caches.fid_metric
 
     def _textured(
         self,
@@ -613,12 +676,9 @@ class AdaptiveFlowTraining:
         values: dict[str, list[float]],
     ) -> None:
         """Novel-view silhouette IoU and SSIM against the ground-truth object (when the set has it)."""
-        getter = getattr(dataset, "ground_truth_mesh", None)
-        if getter is None:
-            return
         truth_cameras = _camera_from_vector(batch["camera"])
         for item in range(len(texture)):
-            truth = getter(int(batch["index"][item]))
+            truth = ground_truth_mesh(dataset, int(batch["index"][item]))
             if truth is None:
                 continue
             truth = truth.to(texture.device)
@@ -684,11 +744,6 @@ def _vertex_labels(vertex_parts: Tensor) -> Tensor:
     """(V,) most probable part of each vertex, -1 for background or never-seen vertices."""
     labels = vertex_parts.argmax(dim=1)
     return torch.where((labels == 0) | (vertex_parts.sum(1) <= 0), torch.full_like(labels, -1), labels)
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(sum(finite) / len(finite)) if finite else float("nan")
 
 
 def _load_stage1(network: AdaptiveFlowModel, path: Path, init: str) -> None:
@@ -793,7 +848,7 @@ def run(
     part_maps: PartMaps | None = getattr(base, "part_maps", None)
     if config.stage == 2 and config.stage1_checkpoint and part_maps is not None:
         permutation = part_maps.channel_permutation
-        stage1 = AdaptiveFlowTraining(replace(config, stage1_init="all"))
+        stage1 = AdaptiveFlowTraining(apply_overrides(config, {"stage1_init": "all"}))
         wrapper = stage1.build_model()
         assert isinstance(wrapper, AdaptiveFlowNetwork)
         network = wrapper.network
@@ -801,8 +856,7 @@ def run(
         device = resolve_device(config.device)
         vertex_parts = vertex_segmentation(network, loader, stage1.settings(), permutation, device)
         if vertex_parts is not None:
-            Path(config.out).mkdir(parents=True, exist_ok=True)
-            torch.save(vertex_parts, Path(config.out) / "vertex_parts.pt")
+            save_vertex_parts(vertex_parts, Path(config.out))
     method = AdaptiveFlowTraining(config, steps_per_epoch, vertex_parts, permutation)
     info = {
         "name": "cub-layout",
@@ -815,6 +869,19 @@ def run(
         "part_maps": part_maps is not None,
     }
     return train(method, config, train_set, eval_set, dataset_info=info)
+
+
+VERTEX_PARTS_FILE = "vertex_parts.safetensors"
+"""Where stage 2 leaves its vertex segmentation in the run folder (tensor ``vertex_parts``), to inspect."""
+
+
+def save_vertex_parts(vertex_parts: Tensor, out: Path) -> Path:
+    """Write the (V, P + 1) vertex segmentation to ``out / VERTEX_PARTS_FILE`` (safetensors, atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / VERTEX_PARTS_FILE
+    tensors = {"vertex_parts": vertex_parts.detach().cpu().contiguous()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    return path
 
 
 def _unaugmented(dataset: Dataset[Any]) -> Dataset[Any]:

@@ -20,16 +20,18 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
 
 from backend.bench.machine import machine_info
+from backend.config import Config
+from backend.config_cli import Flag
 from backend.models.adaptive_flow import sample_texture
 from training.adaptive_flow import AdaptiveFlowTrainConfig, AdaptiveFlowTraining, datasets, run
+from training.commands import register_options_command
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
 from training.loop import device_loader, move_to_device
@@ -42,39 +44,55 @@ VARIANTS = {
 """Stage-2 ablation: name -> overrides on the stage-2 configuration."""
 
 
+Variant = Literal["full", "no_variance", "no_fid"]
+
+
+class BenchAdaptiveFlowOptions(Config):
+    """The options of ``mono2mesh-train bench-adaptive-flow``."""
+
+    out: Path
+    """Working folder (data, runs, bench.json)."""
+    data: str = ""
+    """An existing CUB-layout folder instead of generating one."""
+    objects: int = 600
+    """Synthetic birds to generate (80/10/10 split)."""
+    stage1_iterations: int = 200
+    """Stage-1 optimiser steps."""
+    stage1_checkpoint: str = ""
+    """Reuse this stage-1 checkpoint instead of training one."""
+    stage2_iterations: int = 300
+    """Stage-2 steps per variant."""
+    preset: str = "cpu"
+    """Configuration preset applied to both stages."""
+    overrides: Annotated[tuple[str, ...], Flag("--set", repeat=True, metavar="KEY=VALUE")] = ()
+    """Extra overrides for both stages (repeatable)."""
+    variants: tuple[Variant, ...] = ("full", "no_variance", "no_fid")
+    """Stage-2 variants to run (comma-separated)."""
+    timing_repeats: int = 20
+    """Inference timings (median reported)."""
+    seed: int = 0
+    """Seed of the data and of both stages."""
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    return register_options_command(
+        subparsers,
         "bench-adaptive-flow",
-        help="train adaptive-flow on synthetic birds: full model vs. no D_var vs. no FID, timings (JSON)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train adaptive-flow on synthetic birds: full model vs. no D_var vs. no FID, timings (JSON)",
+        __doc__,
+        BenchAdaptiveFlowOptions,
+        _run_command,
     )
-    parser.add_argument("--out", required=True, help="working folder (data, runs, bench.json)")
-    parser.add_argument("--data", default="", help="an existing CUB-layout folder instead of generating one")
-    parser.add_argument(
-        "--objects", type=int, default=600, help="synthetic birds to generate (80/10/10 split)"
-    )
-    parser.add_argument("--stage1-iterations", type=int, default=200, help="stage-1 optimiser steps")
-    parser.add_argument(
-        "--stage1-checkpoint", default="", help="reuse this stage-1 checkpoint instead of training one"
-    )
-    parser.add_argument("--stage2-iterations", type=int, default=300, help="stage-2 steps per variant")
-    parser.add_argument("--preset", default="cpu", help="configuration preset applied to both stages")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra overrides for both stages (repeatable)")  # fmt: skip
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="stage-2 variants to run")
-    parser.add_argument("--timing-repeats", type=int, default=20, help="inference timings (median reported)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=_run_command)
-    return parser
 
 
-def _config(args: argparse.Namespace, stage: int, out: Path, extra: list[str]) -> AdaptiveFlowTrainConfig:
-    config = AdaptiveFlowTrainConfig(data=str(args.data_root), seed=args.seed, progress=False)
+def _config(
+    args: BenchAdaptiveFlowOptions, data_root: Path, stage: int, out: Path, extra: list[str]
+) -> AdaptiveFlowTrainConfig:
+    config = AdaptiveFlowTrainConfig(data=str(data_root), seed=args.seed, progress=False)
     config = apply_preset(config, args.preset)
     if stage == 1:
         config = apply_preset(config, "stage1")
-    return apply_overrides(config, [*args.set, *extra, f"out={out}"])
+    return apply_overrides(config, [*args.overrides, *extra, f"out={out}"])
 
 
 def _evaluate(config: AdaptiveFlowTrainConfig, model: torch.nn.Module, eval_set: Any) -> dict[str, float]:
@@ -140,22 +158,22 @@ def gpu_throughput(
             "images_per_second": round(config.batch_size / per_step, 1)}  # fmt: skip
 
 
-def _run_command(args: argparse.Namespace) -> int:
+def _run_command(args: BenchAdaptiveFlowOptions) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     if args.data:
-        args.data_root = Path(args.data)
+        data_root = Path(args.data)
     else:
-        args.data_root = out / "data"
-        if not (args.data_root / "data" / "train_cub_cleaned.mat").is_file():
+        data_root = out / "data"
+        if not (data_root / "data" / "train_cub_cleaned.mat").is_file():
             synthetic = SyntheticConfig(
                 category="bird", n=args.objects, layout="cub", size=128, background="noise", seed=args.seed
             )
-            generate(args.data_root, synthetic)
+            generate(data_root, synthetic)
     results: dict[str, Any] = {"machine": machine_info(), "objects": args.objects, "preset": args.preset}
 
-    stage1 = _config(args, 1, out / "stage1", [f"iterations={args.stage1_iterations}"])
+    stage1 = _config(args, data_root, 1, out / "stage1", [f"iterations={args.stage1_iterations}"])
     train_set, eval_set = datasets(stage1)
     results["train_items"] = len(train_set)
     results["eval_items"] = len(eval_set) if eval_set is not None else 0  # type: ignore[arg-type]
@@ -173,8 +191,8 @@ def _run_command(args: argparse.Namespace) -> int:
                              "steps": args.stage1_iterations,
                              "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     stage2_base = [f"iterations={args.stage2_iterations}", f"stage1_checkpoint={checkpoint}"]
-    for name in [v for v in args.variants.split(",") if v]:
-        config = _config(args, 2, out / f"stage2_{name}", [*stage2_base, *VARIANTS[name]])
+    for name in dict.fromkeys(args.variants):
+        config = _config(args, data_root, 2, out / f"stage2_{name}", [*stage2_base, *VARIANTS[name]])
         started = time.perf_counter()
         result = run(config, *datasets(config))
         results[name] = {"metrics": {k: round(v, 4) for k, v in result.metrics.items()},
@@ -184,7 +202,9 @@ def _run_command(args: argparse.Namespace) -> int:
             results["inference_cpu"] = inference_ms(
                 result.model, config.model.image_size, args.timing_repeats, torch.device("cpu")
             )
-            results["gpu_training"] = gpu_throughput(replace(config, batch_size=64), datasets(config)[0])
+            results["gpu_training"] = gpu_throughput(
+                apply_overrides(config, {"batch_size": 64}), datasets(config)[0]
+            )
     text = json.dumps(results, indent=2)
     (out / "bench.json").write_text(text)
     print(text)

@@ -33,16 +33,19 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from backend.bench.machine import machine_info
+from backend.config import Config
 from backend.geometry.camera import Camera
 from backend.geometry.templates import MAX_ICOSPHERE_LEVEL, icosphere_template
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
+from training.commands import register_options_command
 from training.losses.effective import (
     DEFAULT_BETA,
     DEFAULT_CHUNK_SIZE,
@@ -59,42 +62,45 @@ SOFTRAS_TEMPLATE_LEVEL = 3
 """Icosphere level of the softras model's template (642 vertices)."""
 
 
+class BenchEffectiveLossOptions(Config):
+    """The options of ``mono2mesh-train bench-effective-loss``."""
+
+    points: PositiveInt = 8000
+    """Points per object."""
+    views: PositiveInt = 4
+    """Views per object."""
+    batch_size: PositiveInt = 2
+    """Objects per step."""
+    image_size: PositiveInt = 64
+    """Silhouette side in pixels."""
+    repeats: PositiveInt = 5
+    """Timed rounds, medians reported."""
+    chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE
+    """Pairwise rows per block."""
+    sigma: float = 1e-4
+    """SoftRas sigma."""
+    device: str = "cpu"
+    """Torch device."""
+    threads: PositiveInt = 2
+    """Torch CPU threads."""
+    cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Also time the neighbour-limited second term with this cutoff (units of theta), as effective_local."""
+    seed: int = 0
+    """Seed of the points."""
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    return register_options_command(
+        subparsers,
         "bench-effective-loss",
-        help="time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
+        __doc__,
+        BenchEffectiveLossOptions,
+        run,
     )
-    parser.add_argument("--points", type=int, default=8000, help="points per object (default 8000)")
-    parser.add_argument("--views", type=int, default=4, help="views per object (default 4)")
-    parser.add_argument("--batch-size", type=int, default=2, help="objects per step (default 2)")
-    parser.add_argument("--image-size", type=int, default=64, help="silhouette side in pixels (default 64)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, medians reported (default 5)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="pairwise rows per block")
-    parser.add_argument("--sigma", type=float, default=1e-4, help="SoftRas sigma (default 1e-4)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument(
-        "--cutoff",
-        type=float,
-        default=None,
-        help="also time the neighbour-limited second term with this cutoff (units of theta), "
-        "as effective_local",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    for name in ("points", "views", "batch_size", "image_size", "repeats", "chunk_size", "threads"):
-        if getattr(args, name) < 1:
-            print(f"mono2mesh-train bench-effective-loss: error: --{name.replace('_', '-')} must be >= 1")
-            return 2
-    if args.cutoff is not None and not (args.cutoff > 0 and math.isfinite(args.cutoff)):
-        print("mono2mesh-train bench-effective-loss: error: --cutoff must be a positive number")
-        return 2
+def run(args: BenchEffectiveLossOptions) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)

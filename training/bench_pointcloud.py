@@ -33,7 +33,7 @@ import math
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -41,56 +41,79 @@ import torch
 from torch import Tensor
 
 from backend.bench.machine import machine_info
+from backend.config import Config
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import chamfer_distance, voxel_iou
+from backend.geometry.sampling import sample_surface
+from backend.geometry.volumes import voxelize_points
 from backend.methods.base import Method, Reconstruction, no_progress
 from backend.methods.registry import create_method, parse_options
+from training.commands import register_options_command
 from training.config import apply_overrides, apply_preset
 from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.pointcloud_poisson import PointCloudTrainConfig, voxelize_points
+from training.pointcloud_poisson import PointCloudTrainConfig
 from training.pointcloud_poisson import run as train_pointcloud
-from training.softras import SoftRasTrainConfig, sample_surface
+from training.softras import SoftRasTrainConfig
 from training.softras import run as train_softras
 
-METHODS = ("pointcloud-poisson", "softras", "fit")
+MethodName = Literal["pointcloud-poisson", "softras", "fit"]
+METHODS: tuple[MethodName, ...] = ("pointcloud-poisson", "softras", "fit")
+
+
+class BenchPointCloudOptions(Config):
+    """The options of ``mono2mesh-train bench-pointcloud``."""
+
+    category: str = "bird"
+    """Synthetic category."""
+    objects: int = 240
+    """Objects generated."""
+    views: int = 8
+    """Views per object."""
+    val_fraction: float = 0.15
+    """Held-out share of the objects."""
+    data: Path | None = None
+    """Existing SoftRas-layout folder with meshes."""
+    pointcloud_checkpoint: Path | None = None
+    """A pointcloud-poisson checkpoint (skips its training)."""
+    softras_checkpoint: Path | None = None
+    """A softras checkpoint (skips its training)."""
+    iterations: int = 400
+    """pointcloud-poisson training steps."""
+    softras_iterations: int = 300
+    """softras training steps."""
+    eval_objects: int = 20
+    """Held-out objects reconstructed."""
+    eval_views: int = 1
+    """Views per held-out object."""
+    crop: int = 128
+    """Side the renders are upsampled to."""
+    samples: int = 4096
+    """Surface points per Chamfer set."""
+    methods: tuple[MethodName, ...] = METHODS
+    """Comma-separated methods to run."""
+    threads: int = 2
+    """Torch CPU threads."""
+    out: Path = Path("runs/bench-pointcloud")
+    """Work folder."""
+    seed: int = 0
+    """Seed of the data, the trainings and the surface samples."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    return register_options_command(
+        subparsers,
         "bench-pointcloud",
-        help="pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
+        __doc__,
+        BenchPointCloudOptions,
+        run,
     )
-    parser.add_argument("--category", default="bird", help="synthetic category (default bird)")
-    parser.add_argument("--objects", type=int, default=240, help="objects generated (default 240)")
-    parser.add_argument("--views", type=int, default=8, help="views per object (default 8)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out share (default 0.15)")
-    parser.add_argument("--data", type=Path, default=None, help="existing SoftRas-layout folder with meshes")
-    parser.add_argument("--pointcloud-checkpoint", type=Path, default=None, help="skip its training")
-    parser.add_argument("--softras-checkpoint", type=Path, default=None, help="skip its training")
-    parser.add_argument("--iterations", type=int, default=400, help="pointcloud-poisson training steps")
-    parser.add_argument("--softras-iterations", type=int, default=300, help="softras training steps")
-    parser.add_argument("--eval-objects", type=int, default=20, help="held-out objects reconstructed")
-    parser.add_argument("--eval-views", type=int, default=1, help="views per held-out object")
-    parser.add_argument("--crop", type=int, default=128, help="side the renders are upsampled to")
-    parser.add_argument("--samples", type=int, default=4096, help="surface points per Chamfer set")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-pointcloud"), help="work folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchPointCloudOptions) -> int:
     torch.set_num_threads(args.threads)
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        print(f"mono2mesh-train bench-pointcloud: error: unknown methods {unknown}; choose from {METHODS}")
-        return 2
+    methods: list[str] = list(dict.fromkeys(args.methods))
     data = args.data or args.out / "data"
     if args.data is None and not (data / f"{args.category}_val_images.npz").is_file():
         generate(
@@ -187,7 +210,7 @@ def _reconstruct(method: Method, name: str, image: np.ndarray, mask: np.ndarray,
 
 
 def _checkpoints(
-    methods: list[str], data: Path, args: argparse.Namespace, results: dict[str, Any]
+    methods: list[str], data: Path, args: BenchPointCloudOptions, results: dict[str, Any]
 ) -> dict[str, str]:
     """Checkpoint path per network method: the given one, or one trained here (its time recorded)."""
     found: dict[str, str] = {}

@@ -25,46 +25,63 @@ import numpy as np
 import torch
 
 from backend.bench.machine import machine_info
+from backend.config import Config
 from backend.methods.base import no_progress
 from backend.methods.fit import FitMethod, FitOptions
-from backend.models.encoders import ENCODER_KINDS
+from backend.models.encoders import EncoderKind
+from training.commands import register_options_command
 from training.datasets.synthetic import SyntheticConfig, generate
 from training.loop import device_loader, train
 from training.softras import SoftRasTrainConfig, SoftRasTraining, datasets
 
 
+class BenchSoftRasOptions(Config):
+    """The options of ``mono2mesh-train bench-softras``."""
+
+    category: str = "bird"
+    """Synthetic category."""
+    objects: int = 400
+    """Objects generated."""
+    views: int = 8
+    """Views per object."""
+    val_fraction: float = 0.15
+    """Held-out share of the objects."""
+    iterations: int = 600
+    """Training steps per encoder."""
+    batch_size: int = 16
+    """Objects per step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    encoders: tuple[EncoderKind, ...] = ("conv", "resnet", "attention")
+    """Comma-separated encoders to train."""
+    eval_views: int = 2
+    """Input views per held-out object."""
+    fit_objects: int = 20
+    """Held-out objects fit runs on."""
+    device: str = "cpu"
+    """Torch device."""
+    threads: int = 2
+    """Torch CPU threads."""
+    out: Path = Path("runs/bench-softras")
+    """Work folder."""
+    seed: int = 0
+    """Seed of the data, the networks and the training."""
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    return register_options_command(
+        subparsers,
         "bench-softras",
-        help="train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
+        __doc__,
+        BenchSoftRasOptions,
+        run,
     )
-    parser.add_argument("--category", default="bird", help="synthetic category (default bird)")
-    parser.add_argument("--objects", type=int, default=400, help="objects generated (default 400)")
-    parser.add_argument("--views", type=int, default=8, help="views per object (default 8)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out share (default 0.15)")
-    parser.add_argument("--iterations", type=int, default=600, help="training steps per encoder")
-    parser.add_argument("--batch-size", type=int, default=16, help="objects per step (default 16)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--encoders", default=",".join(ENCODER_KINDS), help="comma-separated encoders")
-    parser.add_argument("--eval-views", type=int, default=2, help="input views per held-out object")
-    parser.add_argument("--fit-objects", type=int, default=20, help="held-out objects fit runs on")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-softras"), help="work folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchSoftRasOptions) -> int:
     torch.set_num_threads(args.threads)
-    encoders = [name.strip() for name in args.encoders.split(",") if name.strip()]
-    unknown = sorted(set(encoders) - set(ENCODER_KINDS))
-    if unknown:
-        print(f"mono2mesh-train bench-softras: error: unknown encoders {unknown}")
-        return 2
+    encoders = list(dict.fromkeys(args.encoders))
     data = args.out / "data"
     started = time.perf_counter()
     if not (data / f"{args.category}_val_images.npz").is_file():
@@ -88,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "encoders": {},
     }
     for encoder in encoders:
-        config = SoftRasTrainConfig.from_dict(
+        config = SoftRasTrainConfig.model_validate(
             {
                 "data": str(data), "out": str(args.out / f"run-{encoder}"), "device": args.device,
                 "iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr,
@@ -122,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_baseline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _fit_baseline(data: Path, args: BenchSoftRasOptions) -> dict[str, Any]:
     config = SoftRasTrainConfig(data=str(data), eval_views=1, device="cpu", iterations=1)
     _, eval_set = datasets(config)
     assert eval_set is not None

@@ -17,6 +17,9 @@ The method supplies the model and what one step, one evaluation and one picture 
         def evaluate(self, model, loader) -> dict[str, float]: ...
         def visualise(self, model, batch) -> Tensor: ...  # (3, H, W) in [0, 1]: input | recon | novel views
 
+and optionally ``configure_optimizer``, ``export_weights`` and ``after_step(step, model)``, a hook after
+each optimiser step for changes to the model outside the gradient (``TrainingMethod``).
+
 ``model`` is what the loop built with ``build_model``, on the device, possibly wrapped in DDP: call it
 (``model(x)``) in ``training_step`` so that DDP synchronises gradients; use ``unwrap_model(model)`` for
 attribute access. ``evaluate`` and ``visualise`` get the unwrapped module in eval mode on rank 0 only;
@@ -66,7 +69,7 @@ from training.checkpointing import (
     state_paths,
     training_states,
 )
-from training.config import RESUME_AUTO, TrainConfig, config_to_dict, lr_factor
+from training.config import RESUME_AUTO, TrainConfig, lr_factor
 from training.distributed import (
     DistributedContext,
     ShardedSampler,
@@ -90,8 +93,11 @@ class TrainingMethod(Protocol):
     """What a method gives the loop (see the module docstring for the contract of each member).
 
     Optional members, looked up with ``getattr``: ``configure_optimizer(model, config) -> Optimizer``
-    (default Adam with ``config.lr``, ``betas``, ``weight_decay``) and ``export_weights(model) ->
-    Mapping[str, Tensor]`` (default the unwrapped model's ``state_dict``).
+    (default Adam with ``config.lr``, ``betas``, ``weight_decay``), ``export_weights(model) ->
+    Mapping[str, Tensor]`` (default the unwrapped model's ``state_dict``) and ``after_step(step, model)``,
+    called on every process after optimiser step ``step`` (0-based, the ``step`` its ``training_step`` got)
+    with the unwrapped model, before any evaluation, picture or checkpoint of that step: where a method
+    changes its model outside the gradient (adaptive-flow's stage-1 template update), not in its loss.
     """
 
     name: str
@@ -359,6 +365,9 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        after_step = getattr(self.method, "after_step", None)
+        if after_step is not None:
+            after_step(step, self.model)
         return {k: v.detach().float() for k, v in losses.items()}
 
     def log_scalars(
@@ -415,7 +424,7 @@ class _Run:
         return CheckpointMeta(
             method=self.method.name,
             template=self.method.template,
-            config=config_to_dict(self.config),
+            config=self.config.model_dump(mode="json"),
             metrics={k: v for k, v in self.metrics.items() if math.isfinite(v)},  # strict JSON
             dataset=self.dataset_info,
             step=step,

@@ -52,11 +52,11 @@ import argparse
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Self
 
 import torch
-import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -65,13 +65,17 @@ from backend.geometry.camera import (
     Camera,
     quaternion_to_matrix,
 )
+from backend.geometry.image_points import points_in_mask, splat_points
 from backend.geometry.metrics import chamfer_distance, voxel_iou
+from backend.geometry.rotations import quaternion_distance, rotation_angle_deg, rotation_distance
+from backend.geometry.sampling import sample_surface
+from backend.geometry.volumes import voxel_shell, voxelize_points
+from backend.models.inputs import model_input
 from backend.models.pointcloud import (
     TEMPLATE_ID,
     PointCloudModel,
     PointCloudModelConfig,
     PointCloudPrediction,
-    model_input,
 )
 from training.commands import register_training_command
 from training.config import TrainConfig
@@ -82,7 +86,9 @@ from training.datasets.shapenet import (
     renderings_splits,
 )
 from training.distributed import unwrap_model
+from training.evaluation import category_metrics, ground_truth_surface
 from training.loop import RunResult, base_dataset, train
+from training.losses.compose import weighted_total
 from training.losses.effective import (
     DEFAULT_ALPHA,
     DEFAULT_BETA,
@@ -95,19 +101,17 @@ from training.losses.effective import (
     first_term,
     second_term,
 )
-from training.softras import _ground_truth, _mean, sample_surface
 
 METHOD = "pointcloud-poisson"
-"""Half field of view (degrees) of the datasets' look-at cameras (SoftRas's and the synthetic sets')."""
+"""Registry name of the method (checkpoints, the training command)."""
 
 PoseMode = Literal["known", "learned"]
 
 
-@dataclass(frozen=True)
 class PointCloudTrainConfig(TrainConfig):
     """DPC's network and schedule with the seed paper's effective loss (defaults) on the shared settings."""
 
-    model: PointCloudModelConfig = field(default_factory=PointCloudModelConfig)
+    model: PointCloudModelConfig = PointCloudModelConfig()
     """Network hyper-parameters (saved in every checkpoint; the backend rebuilds the network from them)."""
 
     data: str = ""
@@ -182,27 +186,8 @@ class PointCloudTrainConfig(TrainConfig):
     out: str = "runs/pointcloud-poisson"
     """Run folder (checkpoints, final pointcloud-poisson.safetensors + .json, history, report)."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "cpu": {  # 2000 points, pairs within 10 theta: 400 steps in about 7 minutes on one CPU core
-            "model.num_points": 2000,
-            "cutoff": 10.0,
-            "iterations": 400,
-            "batch_size": 4,
-            "views_per_item": 3,
-            "lr": 1e-3,
-            "eval_views": 2,
-            "eval_objects": 16,
-            "ground_truth_points": 4000,
-            "eval_every": 200,
-            "image_every": 200,
-            "checkpoint_every": 200,
-            "log_every": 20,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_pointcloud(self) -> Self:
         if self.views_per_item < 2:
             raise ValueError(
                 f"views_per_item must be at least 2 (several views per object), got {self.views_per_item}"
@@ -217,29 +202,21 @@ class PointCloudTrainConfig(TrainConfig):
             raise ValueError(f"cutoff must be positive (in units of theta) or None, got {self.cutoff}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive pixel scales, got {list(self.scales)}")
-        if self.pose_mode not in ("known", "learned"):
-            raise ValueError(f"pose_mode must be 'known' or 'learned', got {self.pose_mode!r}")
+        return self
+
+
+PointCloudTrainConfig.PRESETS = {
+    "paper": PointCloudTrainConfig(),
+    # 2000 points, pairs within 10 theta: 400 steps in about 7 minutes on one CPU core
+    "cpu": PointCloudTrainConfig(
+        model=PointCloudModelConfig(num_points=2000), cutoff=10.0, iterations=400, batch_size=4,
+        views_per_item=3, lr=1e-3, eval_views=2, eval_objects=16, ground_truth_points=4000, eval_every=200,
+        image_every=200, checkpoint_every=200, log_every=20,
+    ),
+}  # fmt: skip
 
 
 # -- pose terms ----------------------------------------------------------------------------------------
-def quaternion_distance(first: Tensor, second: Tensor) -> Tensor:
-    """``1 - <q1, q2>^2`` (...,) of unit quaternions (..., 4): 0 for the same rotation (either sign), 1 for
-    rotations 180 degrees apart; DPC's student loss. Equals ``|R1 - R2|_F^2 / 8`` = ``sin^2(angle / 2)``."""
-    return 1 - (first * second).sum(dim=-1).square()
-
-
-def rotation_distance(first: Tensor, second: Tensor) -> Tensor:
-    """``(3 - trace(R1^T R2)) / 4`` (...,) of rotation matrices (..., 3, 3): ``quaternion_distance`` of their
-    quaternions, computed without converting the matrices."""
-    return (3 - (first * second).sum(dim=(-2, -1))) / 4
-
-
-def rotation_angle_deg(first: Tensor, second: Tensor) -> Tensor:
-    """Angles (...,) in degrees of the rotations taking rotation matrices (..., 3, 3) to (..., 3, 3)."""
-    cosine = (((first * second).sum(dim=(-2, -1)) - 1) / 2).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.acos(cosine))
-
-
 @dataclass(frozen=True)
 class PoseLoss:
     """DPC's ensemble terms, scalars: ``candidates`` (mean over samples of the best candidate's distance),
@@ -269,55 +246,7 @@ def pose_ensemble_loss(candidate_costs: Tensor, candidates: Tensor, student: Ten
     return PoseLoss(best_cost.mean(), quaternion_distance(student, target).mean(), best)
 
 
-# -- voxels and projections ----------------------------------------------------------------------------
-def voxelize_points(points: Tensor, resolution: int = 32, bound: float = 0.5) -> Tensor:
-    """(R, R, R) bool, index order [x, y, z]: the voxels of the cube [-bound, bound]^3 holding a point of
-    ``points`` (N, 3) (the paper's volumetric IoU: a voxel is 1 if it contains a point). Points outside
-    the cube are dropped."""
-    if points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"points must have shape (N, 3), got {tuple(points.shape)}")
-    if resolution <= 0 or bound <= 0:
-        raise ValueError(f"resolution and bound must be positive, got {resolution} and {bound}")
-    cells = torch.floor((points.detach() + bound) / (2 * bound) * resolution).long()  # (N, 3)
-    cells = cells[((cells >= 0) & (cells < resolution)).all(dim=1)]
-    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool, device=points.device)
-    grid[cells[:, 0], cells[:, 1], cells[:, 2]] = True
-    return grid
-
-
-def voxel_shell(grid: Tensor) -> Tensor:
-    """(R, R, R) bool: the occupied voxels of ``grid`` (R, R, R) with at least one empty 6-neighbour (or
-    on the grid's border), the surface layer that a cloud of surface points can fill."""
-    solid = grid.bool()
-    padded = F.pad(solid[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0] > 0  # (R + 2, R + 2, R + 2)
-    core = slice(1, -1)
-    inner = (
-        padded[:-2, core, core] & padded[2:, core, core]
-        & padded[core, :-2, core] & padded[core, 2:, core]
-        & padded[core, core, :-2] & padded[core, core, 2:]
-    )  # (R, R, R): all six neighbours occupied  # fmt: skip
-    return solid & ~inner
-
-
-def points_inside(xy_ndc: Tensor, masks: Tensor) -> Tensor:
-    """(B, N) bool: whether each projection (B, N, 2) (NDC, y up) falls on a mask pixel (B, H, W) > 0.5;
-    projections outside the image are outside."""
-    grid = torch.stack([xy_ndc[..., 0], -xy_ndc[..., 1]], dim=-1)[:, None]  # (B, 1, N, 2)
-    values = F.grid_sample(masks[:, None].float(), grid, mode="nearest", align_corners=False)  # (B, 1, 1, N)
-    return values[:, 0, 0] > 0.5
-
-
-def splat_points(xy_ndc: Tensor, size: int) -> Tensor:
-    """(B, size, size) bool: the pixels hit by projections (B, N, 2) (NDC, y up, row 0 at the top)."""
-    columns = torch.floor((xy_ndc[..., 0] + 1) / 2 * size).long()  # (B, N)
-    rows = torch.floor((1 - xy_ndc[..., 1]) / 2 * size).long()  # (B, N)
-    keep = (columns >= 0) & (columns < size) & (rows >= 0) & (rows < size)
-    batch = torch.arange(xy_ndc.shape[0], device=xy_ndc.device)[:, None].expand_as(columns)
-    image = torch.zeros(xy_ndc.shape[0], size, size, dtype=torch.bool, device=xy_ndc.device)
-    image[batch[keep], rows[keep], columns[keep]] = True
-    return image
-
-
+# -- cameras of the datasets ----------------------------------------------------------------------------
 def dataset_scale(distance: Tensor) -> Tensor:
     """Weak-perspective scale (...,) matching look-at views at ``distance`` (...,): 1 / (d tan 15 deg)."""
     return 1.0 / (distance * math.tan(math.radians(SOFTRAS_VIEWING_ANGLE)))
@@ -400,12 +329,29 @@ class PointCloudTraining:
         points = prediction.points.view(items, views, -1, 3)  # (B, V', N, 3), from each view
         candidates = prediction.candidates  # (B V', K, 4)
         if self.config.pose_mode == "known":
-            return self._known_pose_step(batch, points, candidates, prediction.student)
-        return self._learned_pose_step(batch, points, candidates, prediction.student)
+            terms, logs = self._known_pose_terms(batch, points, candidates, prediction.student)
+        else:
+            terms, logs = self._learned_pose_terms(batch, points, candidates, prediction.student)
+        total, _ = weighted_total(terms, self.loss_weights())
+        return {"loss": total, **logs}
 
-    def _known_pose_step(
+    def loss_weights(self) -> dict[str, float]:
+        """Known poses: the effective loss 1 and the pose term ``pose_weight``; learned poses: the effective
+        loss under the best candidate cameras 1 and the student's distillation ``student_weight``."""
+        if self.config.pose_mode == "known":
+            return {"effective": 1.0, "pose": self.config.pose_weight}
+        return {"effective": 1.0, "pose_student": self.config.student_weight}
+
+    def pose_weights(self) -> dict[str, float]:
+        """Inside the known mode's pose term: the candidates' min loss 1, the student ``student_weight``."""
+        return {"pose_candidates": 1.0, "pose_student": self.config.student_weight}
+
+    def _known_pose_terms(
         self, batch: Mapping[str, Any], points: Tensor, candidates: Tensor, student: Tensor
-    ) -> dict[str, Tensor]:
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Terms ``effective`` and ``pose`` (DPC's ensemble terms, composed with ``pose_weights``) of clouds
+        (B, V', N, 3) seen by every view of their object, and what is logged: ``effective``, its first and
+        second terms and the two pose terms."""
         items, views, count = points.shape[:3]
         masks = batch["mask"][:, :, 0]  # (B, V', H, W)
         # cloud of source view k (dim 1) seen by every target view j (dim 2)
@@ -427,16 +373,19 @@ class PointCloudTraining:
         matrices = quaternion_to_matrix(candidates.reshape(-1, 4)).view(-1, k, 3, 3)  # (B V', K, 3, 3)
         costs = rotation_distance(matrices, truth[:, None])  # (B V', K), = 1 - <q_k, q_gt>^2
         pose = pose_ensemble_loss(costs, candidates, student)
-        pose_total = pose.candidates + self.config.student_weight * pose.student
-        loss = effective.total + self.config.pose_weight * pose_total
-        return {
-            "loss": loss, "effective": effective.total, "first": effective.first, "second": effective.second,
-            "pose_candidates": pose.candidates, "pose_student": pose.student,
-        }  # fmt: skip
+        pose_total, pose_terms = weighted_total(
+            {"pose_candidates": pose.candidates, "pose_student": pose.student}, self.pose_weights()
+        )
+        terms = {"effective": effective.total, "pose": pose_total}
+        logs = {"effective": effective.total, "first": effective.first, "second": effective.second}
+        return terms, {**logs, **pose_terms}
 
-    def _learned_pose_step(
+    def _learned_pose_terms(
         self, batch: Mapping[str, Any], points: Tensor, candidates: Tensor, student: Tensor
-    ) -> dict[str, Tensor]:
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Terms ``effective`` (each view's effective loss under its best candidate camera, DPC's min-loss)
+        and ``pose_student`` of clouds (B, V', N, 3), and what is logged: both, and the winners' first and
+        second terms."""
         items, views, count = points.shape[:3]
         k = candidates.shape[1]
         masks = batch["mask"][:, :, 0]  # (B, V', H, W)
@@ -461,11 +410,9 @@ class PointCloudTraining:
         costs = per_set.total.view(items * views, k)  # (B V', K)
         pose = pose_ensemble_loss(costs, candidates, student)
         chosen = torch.arange(items * views, device=costs.device) * k + pose.best  # winning (b, j, c) sets
-        loss = pose.candidates + self.config.student_weight * pose.student
-        return {
-            "loss": loss, "effective": pose.candidates, "first": per_set.first[chosen].detach().mean(),
-            "second": per_set.second[chosen].detach().mean(), "pose_student": pose.student,
-        }  # fmt: skip
+        terms = {"effective": pose.candidates, "pose_student": pose.student}
+        first, second = per_set.first[chosen].detach().mean(), per_set.second[chosen].detach().mean()
+        return terms, {**terms, "first": first, "second": second}
 
     # -- evaluation ------------------------------------------------------------------------------------
     def _input_view_camera(self, batch: Mapping[str, Any], student: Tensor) -> Camera:
@@ -490,13 +437,13 @@ class PointCloudTraining:
             prediction = network(model_input(image.flatten(0, 1), mask.flatten(0, 1)))
             camera = self._input_view_camera(batch, prediction.student)
             xy_ndc = camera.project(prediction.points)[..., :2]  # (B V', N, 2)
-            inside.append(points_inside(xy_ndc, mask.flatten(0, 1)[:, 0]).float().mean(dim=1).cpu())
+            inside.append(points_in_mask(xy_ndc, mask.flatten(0, 1)[:, 0]).float().mean(dim=1).cpu())
             student = quaternion_to_matrix(prediction.student)  # (B V', 3, 3)
             angles.append(rotation_angle_deg(student, ground_truth_rotations(batch)).cpu())
             points = prediction.points.view(items, views, -1, 3).float().cpu()  # (B, V', N, 3)
             for item in range(items):
                 category = str(batch["category"][item])
-                mesh = _ground_truth(dataset, int(batch["index"][item]))
+                mesh = ground_truth_surface(dataset, int(batch["index"][item]))
                 if mesh is not None:
                     samples = sample_surface(mesh[0], mesh[1], self.config.ground_truth_points, generator)
                     reference = voxelize_points(samples)
@@ -515,9 +462,7 @@ class PointCloudTraining:
             "pose_error_deg": float(torch.cat(angles).median()) if angles else float("nan"),
         }
         for name, values in (("chamfer", chamfers), ("iou3d", ious)):
-            for category, numbers in sorted(values.items()):
-                metrics[f"{name}/{category}"] = _mean(numbers)
-            metrics[name] = _mean([metrics[f"{name}/{c}"] for c in values])
+            metrics.update(category_metrics(name, values))
         return metrics
 
     @torch.no_grad()

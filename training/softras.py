@@ -23,21 +23,23 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Self
 
 import torch
+from pydantic import model_validator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import chamfer_distance, mask_iou, voxel_iou
-from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, face_areas, uniform_laplacian
-from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig, model_input
+from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, uniform_laplacian
+from backend.geometry.sampling import sample_surface
+from backend.models.inputs import model_input
+from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
 from training.commands import register_training_command
-from training.config import TrainConfig, lr_factor
+from training.config import Schedule, TrainConfig, lr_factor
 from training.datasets.shapenet import (
     ShapeNetRenderings,
     renderings_info,
@@ -45,7 +47,9 @@ from training.datasets.shapenet import (
     voxelize_like_softras,
 )
 from training.distributed import unwrap_model
+from training.evaluation import category_metrics, ground_truth_surface, mean_metrics
 from training.loop import RunResult, base_dataset, train
+from training.losses.compose import Term, weighted_total
 from training.losses.regularisers import softras_flatten, softras_laplacian
 from training.losses.silhouette import multiview_iou_loss
 
@@ -53,11 +57,10 @@ CHAMFER_POINTS = 2048
 """Surface samples per mesh for the evaluation Chamfer distance."""
 
 
-@dataclass(frozen=True)
 class SoftRasTrainConfig(TrainConfig):
     """SoftRas's ShapeNet recipe (defaults) on top of the shared training settings."""
 
-    model: SoftRasModelConfig = field(default_factory=SoftRasModelConfig)
+    model: SoftRasModelConfig = SoftRasModelConfig()
     """Network hyper-parameters (saved in every checkpoint; the backend rebuilds the network from them)."""
 
     data: str = ""
@@ -96,7 +99,7 @@ class SoftRasTrainConfig(TrainConfig):
     iterations: int = 250_000
     """Optimiser steps (SoftRas: 250k)."""
 
-    lr_schedule: str = "step"  # type: ignore[assignment]
+    lr_schedule: Schedule = "step"
     """SoftRas multiplies the learning rate (and sigma) by lr_gamma at each milestone."""
 
     lr_milestones: tuple[int, ...] = (150_000,)
@@ -105,23 +108,8 @@ class SoftRasTrainConfig(TrainConfig):
     out: str = "runs/softras"
     """Run folder (checkpoints, final softras.safetensors + .json, history, report, tensorboard)."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "cpu": {
-            "iterations": 3000,
-            "batch_size": 32,
-            "lr": 1e-3,
-            "lr_milestones": [2000],
-            "eval_views": 4,
-            "eval_every": 1000,
-            "image_every": 1000,
-            "checkpoint_every": 1000,
-            "log_every": 50,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_softras(self) -> Self:
         if self.views_per_item < 2:
             raise ValueError(
                 f"views_per_item must be at least 2 (the loss needs two views), got {self.views_per_item}"
@@ -129,6 +117,16 @@ class SoftRasTrainConfig(TrainConfig):
         for name in ("sigma", "eval_views"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+
+SoftRasTrainConfig.PRESETS = {
+    "paper": SoftRasTrainConfig(),
+    "cpu": SoftRasTrainConfig(
+        iterations=3000, batch_size=32, lr=1e-3, lr_milestones=(2000,), eval_views=4, eval_every=1000,
+        image_every=1000, checkpoint_every=1000, log_every=50,
+    ),
+}  # fmt: skip
 
 
 class SoftRasTraining:
@@ -149,29 +147,36 @@ class SoftRasTraining:
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int) -> dict[str, Tensor]:
         network: SoftRasModel = unwrap_model(model)  # type: ignore[assignment]
         image, mask = batch["image"], batch["mask"]  # (B, V', 3, S, S), (B, V', 1, S, S)
-        items, views, size = image.shape[0], image.shape[1], image.shape[-1]
         vertices = model(model_input(image.flatten(0, 1), mask.flatten(0, 1)))  # (B V', V, 3)
-        vertices = vertices.view(items, views, *vertices.shape[1:])
-        camera_a, camera_b = views_camera(batch, 0), views_camera(batch, 1)
+        vertices = vertices.view(*image.shape[:2], *vertices.shape[1:])  # (B, V', V, 3)
+        total, logged = weighted_total(self.loss_terms(network, vertices, batch, step), self.loss_weights())
+        return {"loss": total, **logged}
+
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each term of ``loss_terms`` (SoftRas: 1, 5e-3, 5e-4)."""
+        c = self.config
+        return {"silhouette": 1.0, "laplacian": c.laplacian_weight, "flatten": c.flatten_weight}
+
+    def loss_terms(
+        self, network: SoftRasModel, vertices: Tensor, batch: Mapping[str, Any], step: int
+    ) -> dict[str, Term]:
+        """SoftRas's terms for meshes ``vertices`` (B, V', V, 3) predicted from the batch's V' views (the
+        first two are rendered): multi-view 1 - soft IoU, and Laplacian and flatten, means over the B V'
+        meshes (all three always computed and logged)."""
         sigma = self.config.sigma
         if self.config.sigma_follows_lr:
             sigma *= lr_factor(self.config, step, self.config.iterations)
-        settings = RasterSettings(image_size=size, sigma=sigma)
         silhouette = multiview_iou_loss(
-            vertices[:, 0],
-            vertices[:, 1],
-            network.faces,
-            camera_a,
-            camera_b,
-            mask[:, 0, 0],
-            mask[:, 1, 0],
-            settings,
-        )
-        flat = vertices.flatten(0, 1)
-        laplacian = softras_laplacian(flat, network.faces, self._laplacian(network)).mean()
-        flatten = softras_flatten(flat, network.faces, self._adjacency(network)).mean()
-        loss = silhouette + self.config.laplacian_weight * laplacian + self.config.flatten_weight * flatten
-        return {"loss": loss, "silhouette": silhouette, "laplacian": laplacian, "flatten": flatten}
+            vertices[:, 0], vertices[:, 1], network.faces, views_camera(batch, 0), views_camera(batch, 1),
+            batch["mask"][:, 0, 0], batch["mask"][:, 1, 0],
+            RasterSettings(image_size=batch["image"].shape[-1], sigma=sigma),
+        )  # fmt: skip
+        flat = vertices.flatten(0, 1)  # (B V', V, 3)
+        return {
+            "silhouette": silhouette,
+            "laplacian": softras_laplacian(flat, network.faces, self._laplacian(network)).mean(),
+            "flatten": softras_flatten(flat, network.faces, self._adjacency(network)).mean(),
+        }
 
     def _laplacian(self, network: SoftRasModel) -> Tensor:
         cached = self._laplacian_cache
@@ -217,18 +222,16 @@ class SoftRasTraining:
                     silhouettes.append(
                         float(mask_iou(hard.alpha[0, ..., 0], mask[item, view, 0] > 0.5, soft=False))
                     )
-                    truth = _ground_truth(dataset, int(batch["index"][item]))
+                    truth = ground_truth_surface(dataset, int(batch["index"][item]))
                     if truth is not None:
                         ours = sample_surface(predicted, network.faces.cpu(), CHAMFER_POINTS, generator)
                         theirs = sample_surface(truth[0], truth[1], CHAMFER_POINTS, generator)
                         chamfers.append(float(chamfer_distance(ours, theirs).total))
-        metrics: dict[str, float] = {"silhouette_iou": _mean(silhouettes)}
+        metrics = mean_metrics({"silhouette_iou": silhouettes})
         if per_category:
-            for category, values in sorted(per_category.items()):
-                metrics[f"iou3d/{category}"] = _mean(values)
-            metrics["iou3d"] = _mean([metrics[f"iou3d/{c}"] for c in per_category])
+            metrics.update(category_metrics("iou3d", per_category))
         if chamfers:
-            metrics["chamfer"] = _mean(chamfers)
+            metrics.update(mean_metrics({"chamfer": chamfers}))
         return metrics
 
     @torch.no_grad()
@@ -256,32 +259,6 @@ class SoftRasTraining:
 def views_camera(batch: Mapping[str, Any], view: int) -> Camera:
     """The look-at cameras (B,) of view slot ``view`` of a multi-view batch."""
     return Camera.look_at(batch["distance"][:, view], batch["elevation"][:, view], batch["azimuth"][:, view])
-
-
-def sample_surface(vertices: Tensor, faces: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` points (count, 3) uniformly on the surface of a mesh (V, 3), (F, 3) (area-weighted).
-
-    The draws are made where ``generator`` lives (a CPU generator gives the same points whatever the
-    mesh's device); the points are on the device of ``vertices``.
-    """
-    areas = face_areas(vertices, faces).clamp_min(0).to(generator.device)
-    chosen = torch.multinomial(areas + 1e-12, count, replacement=True, generator=generator)
-    u, v = torch.rand(2, count, 1, generator=generator, device=generator.device).to(vertices.device)
-    chosen = chosen.to(vertices.device)
-    flip = (u + v) > 1
-    u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
-    corners = vertices[faces[chosen]]  # (count, 3, 3)
-    return corners[:, 0] + u * (corners[:, 1] - corners[:, 0]) + v * (corners[:, 2] - corners[:, 0])
-
-
-def _ground_truth(dataset: Dataset[Any], index: int) -> tuple[Tensor, Tensor] | None:
-    getter = getattr(dataset, "ground_truth_mesh", None)
-    mesh = getter(index) if getter is not None else None
-    return None if mesh is None else (mesh.vertices.float(), mesh.faces)
-
-
-def _mean(values: list[float]) -> float:
-    return float(sum(values) / len(values)) if values else float("nan")
 
 
 def datasets(config: SoftRasTrainConfig) -> tuple[ShapeNetRenderings, ShapeNetRenderings | None]:

@@ -2,8 +2,8 @@
 
 The backend bakes the photo onto the Poisson mesh's atlas; the visible and mirrored texels are known, the
 rest is filled by ``backend.models.texture_completion.TextureGenerator`` (``complete_texture``). Training
-needs no meshes: it learns the same completion on real image crops (image + mask datasets: the "folder" layout,
-``ImageFolderDataset``, or the "cub" layout, ``CubDataset``). Each step:
+needs no meshes: it learns the same completion on real image crops (image + mask datasets: the "folder"
+layout, ``ImageFolderDataset``, or the "cub" layout, ``CubDataset``). Each step:
 
 - ``random_holes`` hides part of each crop: free-form strokes (polylines of random width, as the
   free-form masks of DeepFill v2, Yu et al. 2019), boxes, and sometimes a whole half-plane (like the hidden
@@ -19,13 +19,11 @@ needs no meshes: it learns the same completion on real image crops (image + mask
   pix2pix/CycleGAN's "lsgan") or hinge (SN-PatchGAN, DeepFill v2).
 - ``discriminator``: the discriminator's loss on real vs. detached completed crops.
 
-One optimiser trains both players (the shared loop has one): the discriminator's loss sees the completed
-crops detached, so it reaches only the discriminator; the generator's adversarial loss goes through the
-discriminator called with detached parameters (``torch.func.functional_call``), so it reaches only the
-generator. A single backward thus gives each network the gradient of its own objective (simultaneous
-gradient descent on the two-player game), with any GAN loss, which a gradient-reversal layer (exact only
-for the zero-sum minimax loss) would not. ``configure_optimizer`` gives the discriminator its own
-parameter group (learning rate ``lr * discriminator_lr_factor``; TTUR, Heusel et al. 2017, when != 1).
+One optimiser trains both players (the shared loop has one) with the frozen-critic scheme of
+``training.losses.adversarial.two_player_losses``: one backward gives each network the gradient of its own
+objective, with any GAN loss (gradient reversal is exact only for the zero-sum WGAN loss).
+``configure_optimizer`` gives the discriminator its own parameter group (learning rate
+``lr * discriminator_lr_factor``; TTUR, Heusel et al. 2017, when != 1).
 
 Weights (ours; sources): ``l1_weight`` 100 and ``gan_weight`` 1 are pix2pix's lambda = 100 (Isola et al.
 2017, sec. 4.1), with our L1 averaged over the hidden pixels rather than the whole image; Adam lr 2e-4,
@@ -35,8 +33,8 @@ discriminator more say: sharper, riskier fills.
 Evaluation, on the evaluation split with holes drawn from a fixed seed (the same for every run): ``l1`` and
 ``psnr`` over the hidden object pixels, ``l1_mean_fill`` (the same L1 for the trivial fill with each
 crop's mean known colour: the bar to beat) and, when Inception-v3 ImageNet weights are on this machine,
-``fid`` between real and completed crops (``training.losses.fid``; skipped otherwise, as the run's
-dataset information records).
+``fid`` between real and completed crops (``training.losses.fid.FidMetric``; skipped otherwise, as the
+run's dataset information records).
 
 The final checkpoint (``<out>/texture-completion.safetensors + .json``) has method ``TEXTURE_METHOD``,
 template ``TEXTURE_TEMPLATE``, ``config["model"]`` the generator's settings and only the generator's
@@ -49,12 +47,12 @@ import argparse
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, Self
 
 import torch
-import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -66,25 +64,24 @@ from backend.models.texture_completion import (
     TextureGeneratorConfig,
 )
 from training.commands import register_training_command
-from training.config import TrainConfig
+from training.config import Config, TrainConfig
 from training.datasets.cub import CubDataset
 from training.datasets.folder import ImageFolderDataset
 from training.distributed import unwrap_model
 from training.loop import RunResult, train
-from training.losses.fid import FidFeatures, feature_statistics, frechet_distance
-from training.pretrained import find_imagenet_weights
+from training.losses.adversarial import GanLoss, two_player_losses
+from training.losses.compose import weighted_total
+from training.losses.fid import FidMetric, inception_available
 
 log = logging.getLogger(__name__)
 
-GanLoss = Literal["lsgan", "hinge"]
 EVAL_SEED = 20_240_607
 """Seed of the evaluation holes (item i uses EVAL_SEED + i): every run is scored on the same holes."""
 STROKE_VERTICES = 5
 """Vertices of each free-form stroke's polyline."""
 
 
-@dataclass(frozen=True)
-class HoleConfig:
+class HoleConfig(Config):
     """How ``random_holes`` hides parts of the crops (lengths are fractions of the crop side)."""
 
     max_strokes: int = 4
@@ -105,7 +102,8 @@ class HoleConfig:
     half_probability: float = 0.15
     """Probability of also hiding a half-plane through a point near the centre (a hidden side)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_holes(self) -> Self:
         if self.max_strokes < 0 or self.max_boxes < 0 or self.max_strokes + self.max_boxes < 1:
             raise ValueError(
                 f"holes.max_strokes and holes.max_boxes must be >= 0 with a positive sum, got "
@@ -117,13 +115,13 @@ class HoleConfig:
                 raise ValueError(f"holes.{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
         if not 0 <= self.half_probability <= 1:
             raise ValueError(f"holes.half_probability must be in [0, 1], got {self.half_probability}")
+        return self
 
 
-@dataclass(frozen=True)
 class TextureCompletionTrainConfig(TrainConfig):
     """The texture generator's training (module docstring); defaults are the "paper" preset."""
 
-    model: TextureGeneratorConfig = field(default_factory=TextureGeneratorConfig)
+    model: TextureGeneratorConfig = TextureGeneratorConfig()
     """Generator hyper-parameters (saved in every checkpoint; the backend rebuilds the generator from them).
     model.image_size is also the side of the training crops."""
 
@@ -148,7 +146,7 @@ class TextureCompletionTrainConfig(TrainConfig):
     augment: bool = True
     """Jitter and mirror the training crops (the evaluation crops never are)."""
 
-    holes: HoleConfig = field(default_factory=HoleConfig)
+    holes: HoleConfig = HoleConfig()
     """The random holes hidden in each training crop."""
 
     l1_weight: float = 100.0
@@ -184,26 +182,8 @@ class TextureCompletionTrainConfig(TrainConfig):
     out: str = "runs/texture-completion"
     """Run folder (checkpoints, final texture-completion.safetensors + .json, history, report)."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "cpu": {
-            "iterations": 1500,
-            "batch_size": 8,
-            "model.image_size": 64,
-            "model.base_channels": 16,
-            "model.depth": 4,
-            "model.working_size": 128,
-            "discriminator_channels": 32,
-            "discriminator_layers": 2,
-            "eval_every": 500,
-            "image_every": 500,
-            "checkpoint_every": 500,
-            "log_every": 50,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_texture_completion(self) -> Self:
         for name in ("l1_weight", "gan_weight"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -225,6 +205,18 @@ class TextureCompletionTrainConfig(TrainConfig):
             )
         if not (self.discriminator_lr_factor > 0 and math.isfinite(self.discriminator_lr_factor)):
             raise ValueError(f"discriminator_lr_factor must be positive, got {self.discriminator_lr_factor}")
+        return self
+
+
+TextureCompletionTrainConfig.PRESETS = {
+    "paper": TextureCompletionTrainConfig(),
+    "cpu": TextureCompletionTrainConfig(
+        iterations=1500, batch_size=8,
+        model=TextureGeneratorConfig(image_size=64, base_channels=16, depth=4, working_size=128),
+        discriminator_channels=32, discriminator_layers=2, eval_every=500, image_every=500,
+        checkpoint_every=500, log_every=50,
+    ),
+}  # fmt: skip
 
 
 # -- holes and losses ---------------------------------------------------------------------------------------
@@ -303,39 +295,6 @@ def masked_l1(output: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     return total / (3 * weight.sum()).clamp_min(1.0)
 
 
-def discriminator_loss(real: Tensor, fake: Tensor, kind: GanLoss) -> Tensor:
-    """The discriminator's loss on patch logits of real and fake images (any shapes); a scalar.
-
-    lsgan: ``mean (D(real) - 1)^2 + mean D(fake)^2``;
-    hinge: ``mean relu(1 - D(real)) + mean relu(1 + D(fake))``.
-    """
-    if kind == "lsgan":
-        return (real - 1).pow(2).mean() + fake.pow(2).mean()
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    raise ValueError(f"unknown GAN loss {kind!r}: expected 'lsgan' or 'hinge'")
-
-
-def generator_loss(fake: Tensor, kind: GanLoss) -> Tensor:
-    """The generator's adversarial loss on the patch logits of its images (any shape); a scalar.
-
-    lsgan: ``mean (D(fake) - 1)^2``; hinge: ``-mean D(fake)``.
-    """
-    if kind == "lsgan":
-        return (fake - 1).pow(2).mean()
-    if kind == "hinge":
-        return -fake.mean()
-    raise ValueError(f"unknown GAN loss {kind!r}: expected 'lsgan' or 'hinge'")
-
-
-def frozen_call(module: nn.Module, inputs: Tensor) -> Tensor:
-    """``module(inputs)`` with the module's parameters detached: gradients reach ``inputs`` only."""
-    state = {name: parameter.detach() for name, parameter in module.named_parameters()}
-    state.update(dict(module.named_buffers()))
-    result: Tensor = torch.func.functional_call(module, state, (inputs,))
-    return result
-
-
 # -- the method ---------------------------------------------------------------------------------------------
 class TextureCompletionNetwork(nn.Module):
     """What the loop trains: the backend's generator plus the training-only discriminator.
@@ -374,8 +333,7 @@ class TextureCompletionTraining:
 
     def __init__(self, config: TextureCompletionTrainConfig) -> None:
         self.config = config
-        self._inception: FidFeatures | None = None
-        self._inception_checked = False
+        self.fid = FidMetric(config.pretrained, config.pretrained_path or None)
 
     def build_model(self) -> nn.Module:
         config = self.config
@@ -429,22 +387,27 @@ class TextureCompletionTraining:
         l1 = masked_l1(completion.output, image, completion.hidden)
         present = completion.known.sum() + completion.hidden.sum()
         losses = {"l1": l1, "hidden_fraction": (completion.hidden.sum() / present.clamp_min(1)).detach()}
-        total = config.l1_weight * l1
-        if wrapper.discriminator is not None:
+
+        def adversarial() -> Tensor:  # both players' GAN losses (each reaches only its player), logged apart
+            if wrapper.discriminator is None:
+                raise ValueError("the adversarial term needs the discriminator: gan_weight must be > 0")
             real, fake = image * mask, completion.completed * mask  # (B, 3, S, S) each
-            scores = wrapper.discriminator(torch.cat([real, fake.detach()]))  # (2 B, 1, h, w)
-            real_scores, fake_scores = scores.split(len(image))
-            critic = discriminator_loss(real_scores, fake_scores, config.gan_loss)
-            adversarial = generator_loss(frozen_call(wrapper.discriminator, fake), config.gan_loss)
-            total = total + config.gan_weight * (adversarial + critic)
+            terms = two_player_losses(wrapper.discriminator, real, fake, config.gan_loss)
             losses.update(
-                gan=adversarial,
-                discriminator=critic,
-                d_real=real_scores.mean().detach(),
-                d_fake=fake_scores.mean().detach(),
+                gan=terms.generator,
+                discriminator=terms.discriminator,
+                d_real=terms.real_score,
+                d_fake=terms.fake_score,
             )
-        losses["loss"] = total
+            return terms.generator + terms.discriminator
+
+        losses["loss"], _ = weighted_total({"l1": l1, "adversarial": adversarial}, self.loss_weights())
         return losses
+
+    def loss_weights(self) -> dict[str, float]:
+        """``l1_weight`` for the masked L1, ``gan_weight`` for the adversarial term (computed only when > 0,
+        as the discriminator exists only then)."""
+        return {"l1": self.config.l1_weight, "adversarial": self.config.gan_weight}
 
     # -- evaluation ------------------------------------------------------------------------------------
     def eval_draw(self, image: Tensor, first: int) -> Tensor:
@@ -456,23 +419,12 @@ class TextureCompletionTraining:
             for item in range(len(image))
         ])  # fmt: skip
 
-    def inception(self, device: torch.device) -> FidFeatures | None:
-        """Inception-v3 for the FID metric when its ImageNet weights are on this machine, else None."""
-        if not self._inception_checked:
-            self._inception_checked = True
-            if inception_available(self.config):
-                features = FidFeatures.build("inception", "auto", self.config.pretrained_path or None)
-                self._inception = features if features.kind == "inception" and features.pretrained else None
-        return None if self._inception is None else self._inception.to(device)
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader[Any]) -> dict[str, float]:
         wrapper: TextureCompletionNetwork = unwrap_model(model)  # type: ignore[assignment]
         device = next(wrapper.parameters()).device
         sums = {"abs": 0.0, "square": 0.0, "mean_fill": 0.0, "count": 0.0}
-        real_features: list[Tensor] = []
-        fake_features: list[Tensor] = []
-        fid_net = self.inception(device)
+        fid = self.fid.accumulator(device)
         seen = 0
         for batch in loader:
             image, mask = batch["image"].to(device), batch["mask"].to(device)
@@ -487,9 +439,8 @@ class TextureCompletionTraining:
             known_count = known.sum((2, 3), keepdim=True).clamp_min(1)  # (B, 1, 1, 1)
             mean_colour = (image * known).sum((2, 3), keepdim=True) / known_count  # (B, 3, 1, 1)
             sums["mean_fill"] += float(((mean_colour - image).abs() * hidden).sum())
-            if fid_net is not None:
-                real_features.append(fid_net(image * mask).float().cpu())
-                fake_features.append(fid_net(completion.completed * mask).float().cpu())
+            if fid.active:
+                fid.update(real=image * mask, fake=completion.completed * mask)
         count = max(sums["count"], 1.0)
         mse = sums["square"] / count
         metrics = {
@@ -497,10 +448,8 @@ class TextureCompletionTraining:
             "psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf"),
             "l1_mean_fill": sums["mean_fill"] / count,
         }
-        if real_features:
-            real, fake = torch.cat(real_features), torch.cat(fake_features)
-            if len(real) >= 2:
-                metrics["fid"] = float(frechet_distance(*feature_statistics(real), *feature_statistics(fake)))
+        if (value := fid.compute()) is not None:
+            metrics["fid"] = value
         return metrics
 
     @torch.no_grad()
@@ -514,13 +463,6 @@ class TextureCompletionTraining:
         columns = [shown, completion.completed * mask + (1 - mask), image, completion.output]
         rows = torch.cat(columns, dim=3)  # (B, 3, S, 4 S)
         return rows.permute(1, 0, 2, 3).reshape(3, -1, rows.shape[-1]).clamp(0, 1)
-
-
-def inception_available(config: TrainConfig) -> bool:
-    """Whether the FID metric runs: pretrained is not "none" and Inception-v3 weights are on this machine."""
-    if config.pretrained == "none":
-        return False
-    return find_imagenet_weights("inception_v3", config.pretrained_path or None) is not None
 
 
 # -- data and run -------------------------------------------------------------------------------------------
@@ -586,11 +528,12 @@ def run(
     """
     if train_set is None:
         train_set, eval_set = datasets(config)
+    with_fid = inception_available(config.pretrained, config.pretrained_path or None)
     fid_note = (
-        "inception-v3" if inception_available(config)
+        "inception-v3" if with_fid
         else "skipped: no Inception-v3 ImageNet weights on this machine (or pretrained=none)"
     )  # fmt: skip
-    if eval_set is not None and not inception_available(config):
+    if eval_set is not None and not with_fid:
         log.warning("texture-completion: %s; evaluating L1 and PSNR only", fid_note.removeprefix("skipped: "))
     info = {
         "name": f"{config.layout}-layout",

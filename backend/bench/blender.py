@@ -26,7 +26,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BATCH_SCRIPT = REPO_ROOT / "blender_addon" / "batch.py"
@@ -35,22 +38,24 @@ IMPORT_GOAL_S = 0.3
 FAST_OPTIONS = {"iterations": 10, "resolution": 32, "crop_size": 64, "texture_size": 32}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class BlenderBenchOptions(Config):
     """The options of ``mono2mesh bench blender``."""
-    parser.add_argument("images", nargs="*", type=Path, help=f"photos (default: {DEFAULT_PHOTOS})")
-    parser.add_argument(
-        "--blender-python",
-        type=Path,
-        default=None,
-        help="Python with the bpy module, or a blender executable (default .venv-blender/bin/python)",
-    )
-    parser.add_argument("--method", default="fit", help="reconstruction method (default fit)")
-    parser.add_argument(
-        "--options",
-        default=json.dumps(FAST_OPTIONS),
-        help="method options as JSON (default: a fast fit, the import does not depend on it)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    images: Annotated[tuple[Path, ...], Flag(positional=True)] = ()
+    """Photos (default: the .jpg files in ../shared/data/photos)."""
+    blender_python: Path | None = None
+    """Python with the bpy module, or a blender executable (default .venv-blender/bin/python)."""
+    method: str = "fit"
+    """Reconstruction method."""
+    options: dict[str, Any] = FAST_OPTIONS
+    """Method options as JSON (default: a fast fit, the import does not depend on it)."""
+    as_json: Annotated[bool, Flag("--json", switch=True)] = False
+    """Print JSON instead of a table."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mono2mesh bench blender`` (``BlenderBenchOptions``)."""
+    add_config_arguments(parser, BlenderBenchOptions, extras=False)
 
 
 def _blender_command(explicit: Path | None) -> list[str]:
@@ -125,18 +130,21 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(namespace: argparse.Namespace) -> int:
     """Run the benchmark with parsed ``args``; 0 when every photo was imported, else 1."""
+    args = options_from_args(BlenderBenchOptions, namespace, "mono2mesh bench blender")
+    if args is None:
+        return 2
     images = list(args.images) or sorted(DEFAULT_PHOTOS.glob("*.jpg"))
     if not images:
         print(f"no photos given and none in {DEFAULT_PHOTOS}", file=sys.stderr)
         return 2
     try:
-        report = run(images, _blender_command(args.blender_python), args.method, args.options)
+        report = run(images, _blender_command(args.blender_python), args.method, json.dumps(args.options))
     except (FileNotFoundError, RuntimeError) as error:
         print(f"mono2mesh bench blender: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0 if report["summary"]["failed"] == 0 else 1
 
 

@@ -11,7 +11,7 @@ right-handed camera's), and a batch-120 ``Camera.look_at``.
 The airplane is mirror-symmetric about x = 0 in world space (SoftRas's fitted mesh maps onto itself
 under x -> -x within 0.006 on average), so the fit's symmetric option applies.
 
-``run`` fits one mesh to all views with ``backend.methods.multiview.fit_multiview`` and reports the
+``run`` fits one mesh to all views with ``backend.fitting.multiview.fit_multiview`` and reports the
 hard silhouette IoU per view (hard render at 64 x 64 against alpha > 0.5): mean, minimum, median.
 Beside it, the same figures for SoftRas's own result of its multi-view demo
 (``softras_fit_result_plane.obj``, 1352 vertices, rendered the same way): mean 0.779, minimum 0.621.
@@ -29,16 +29,18 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.fitting.multiview import MultiViewOptions, fit_multiview
 from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE, Camera, from_softras_images
 from backend.geometry.io import load_obj, save_obj
 from backend.geometry.metrics import mask_iou
-from backend.methods.multiview import MultiViewOptions, fit_multiview
 from backend.render import RasterSettings, render
 
 DEFAULT_DATA = Path("..") / "shared" / "data" / "multiview"
@@ -164,26 +166,31 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class FitMultiViewBenchOptions(Config):
     """The options of ``mono2mesh bench fit-multiview``."""
-    defaults = MultiViewOptions()
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="folder with source.npy and camera.npy, relative to the current directory "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--steps", type=int, default=defaults.steps, help="Adam steps in all (default: %(default)s)"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
-    parser.add_argument("--out-obj", type=Path, default=None, help="save the fitted mesh as this .obj")
+
+    data: Path = DEFAULT_DATA
+    """Folder with source.npy and camera.npy, relative to the current directory."""
+    steps: int = MultiViewOptions().steps
+    """Adam steps in all."""
+    seed: int = MultiViewOptions().seed
+    """Seed."""
+    as_json: Annotated[bool, Flag("--json", switch=True)] = False
+    """Print the JSON report instead of a table."""
+    out_obj: Path | None = None
+    """Save the fitted mesh as this .obj."""
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mono2mesh bench fit-multiview`` (``FitMultiViewBenchOptions``)."""
+    add_config_arguments(parser, FitMultiViewBenchOptions, extras=False)
+
+
+def main(namespace: argparse.Namespace) -> int:
     """Run the benchmark from parsed ``add_arguments`` options; print the table or the JSON."""
+    args = options_from_args(FitMultiViewBenchOptions, namespace, "bench fit-multiview")
+    if args is None:
+        return 2
     data = Path(args.data)
     if not (data / "source.npy").is_file() or not (data / "camera.npy").is_file():
         print(
@@ -199,5 +206,5 @@ def main(args: argparse.Namespace) -> int:
     options = MultiViewOptions(steps=args.steps, seed=args.seed)
     report = run(data, options, args.out_obj)
     report["total_seconds"] = time.perf_counter() - started
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0

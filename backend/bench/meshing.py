@@ -27,17 +27,20 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from backend.bench.machine import machine_info
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
 from backend.geometry.camera import Camera
 from backend.geometry.io import load_mesh
 from backend.geometry.mesh import PointCloud
-from backend.geometry.ops import face_areas
+from backend.geometry.sampling import sample_surface
 from backend.geometry.templates import icosphere_template
 from backend.meshing.bake import bake_texture
 from backend.meshing.errors import MeshingError
@@ -50,21 +53,34 @@ GOAL_RATIO = 1.5
 """The whole stage may take at most this multiple of the raw Open3D call."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class MeshingBenchOptions(Config):
     """The options of ``mono2mesh bench meshing``."""
-    parser.add_argument("--points", type=int, default=8000, help="points in the cloud (default 8000)")
-    parser.add_argument("--depth", type=int, default=8, help="Poisson depth (default 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (default 5)")
-    parser.add_argument("--mesh", type=Path, default=None, help="sample the cloud on this mesh file")
-    parser.add_argument("--texture-size", type=int, default=1024, help="baked texture side (default 1024)")
-    parser.add_argument("--no-texture", action="store_true", help="skip the unwrap and bake timings")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+    points: PositiveInt = 8000
+    """Points in the cloud."""
+    depth: int = 8
+    """Poisson depth."""
+    repeats: PositiveInt = 5
+    """Timed runs of each."""
+    mesh: Path | None = None
+    """Sample the cloud on this mesh file."""
+    texture_size: Annotated[int, Field(ge=16)] = 1024
+    """Baked texture side."""
+    no_texture: Annotated[bool, Flag(switch=True)] = False
+    """Skip the unwrap and bake timings."""
+    seed: int = 0
+    """Sampling seed."""
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mono2mesh bench meshing`` (``MeshingBenchOptions``)."""
+    add_config_arguments(parser, MeshingBenchOptions, extras=False)
+
+
+def main(namespace: argparse.Namespace) -> int:
     """Run the benchmark and print its JSON report; 2 on bad arguments, 1 when meshing fails."""
-    if args.repeats < 1 or args.points < 1 or args.texture_size < 16:
-        print("bench meshing: --repeats, --points must be >= 1 and --texture-size >= 16", file=sys.stderr)
+    args = options_from_args(MeshingBenchOptions, namespace, "bench meshing")
+    if args is None:
         return 2
     try:
         points, source = make_cloud(args.points, args.seed, args.mesh)
@@ -88,7 +104,7 @@ def make_cloud(count: int, seed: int = 0, mesh_path: Path | None = None) -> tupl
         low, high = vertices.min(0).values, vertices.max(0).values
         vertices = (vertices - (low + high) / 2) / float((high - low).max())  # centred in the unit box
         source = str(mesh_path)
-    return sample_surface(vertices, faces, count, seed), source
+    return sample_surface(vertices.float(), faces, count, torch.Generator().manual_seed(seed)), source
 
 
 def bird_blob() -> tuple[Tensor, Tensor]:
@@ -101,23 +117,6 @@ def bird_blob() -> tuple[Tensor, Tensor]:
     radius = radius + 0.25 * torch.exp(-((unit - tail) ** 2).sum(1) / 0.05)
     vertices = unit * radius[:, None] * torch.tensor([0.22, 0.25, 0.32], device=unit.device)  # (V, 3)
     return vertices, sphere.faces
-
-
-def sample_surface(vertices: Tensor, faces: Tensor, count: int, seed: int = 0) -> Tensor:
-    """(count, 3) points uniform by area on the mesh, reproducible by ``seed``, on the device of ``vertices``.
-
-    The draws come from a CPU generator, so they are made on the CPU whatever the mesh's device.
-    """
-    generator = torch.Generator().manual_seed(seed)  # a CPU generator: the sampling runs on the CPU
-    device = vertices.device
-    vertices, faces = vertices.cpu(), faces.cpu()
-    areas = face_areas(vertices.double(), faces)  # (F,)
-    face = torch.multinomial(areas, count, replacement=True, generator=generator)  # (N,)
-    first, second = torch.rand(2, count, 1, generator=generator, dtype=torch.float64, device="cpu")
-    root = first.sqrt()  # first, second: (N, 1) each
-    weights = torch.cat([1 - root, root * (1 - second), root * second], dim=1)  # (N, 3) uniform in a triangle
-    corners = vertices.double()[faces[face]]  # (N, 3, 3)
-    return (weights[..., None] * corners).sum(1).float().to(device)
 
 
 def raw_poisson(points: np.ndarray, depth: int) -> tuple[float, int, int]:

@@ -15,9 +15,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from backend.bench.machine import machine_info
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
 from backend.methods.registry import DEFAULT_METHOD
 
 DEFAULT_PHOTOS = Path("../shared/data/photos")
@@ -76,26 +78,40 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class ReconstructBenchOptions(Config):
+    """The options of ``mono2mesh bench reconstruct``."""
+
+    images: Annotated[tuple[Path, ...], Flag(positional=True)] = ()
+    """Photos (default: the .jpg files in ../shared/data/photos)."""
+    method: str = DEFAULT_METHOD
+    """Method."""
+    device: str = "cpu"
+    """Torch device."""
+    option: Annotated[tuple[str, ...], Flag("-o", "--option", repeat=True, metavar="KEY=VALUE")] = ()
+    """Method option (repeatable)."""
+    repeats: int = 1
+    """Timed runs per photo; the fastest is kept."""
+    as_json: Annotated[bool, Flag("--json", switch=True)] = False
+    """Print the JSON report instead of a table."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "images", nargs="*", type=Path, help=f"photos (default: the .jpg files in {DEFAULT_PHOTOS})"
-    )
-    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"method (default {DEFAULT_METHOD})")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument(
-        "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="method option"
-    )
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per photo; the fastest is kept")
-    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    """The options of ``mono2mesh bench reconstruct`` (``ReconstructBenchOptions``)."""
+    add_config_arguments(parser, ReconstructBenchOptions, extras=False)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(namespace: argparse.Namespace) -> int:
     from backend.reconstruct_command import parse_option_pairs
 
+    args = options_from_args(ReconstructBenchOptions, namespace, "bench reconstruct")
+    if args is None:
+        return 2
     images = list(args.images) or sorted(DEFAULT_PHOTOS.glob("*.jpg"))
     if not images:
         print(f"error: no photos given and none in {DEFAULT_PHOTOS}", file=sys.stderr)
         return 2
-    report = run(images, args.method, args.device, parse_option_pairs(args.option), max(args.repeats, 1))
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    report = run(
+        images, args.method, args.device, parse_option_pairs(list(args.option)), max(args.repeats, 1)
+    )
+    print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0

@@ -40,14 +40,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+from pydantic import PositiveInt
 
 from backend import __version__
 from backend.bench.machine import machine_info
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
 from backend.methods import registry
 
 GOAL_MS = 50.0
@@ -57,37 +60,39 @@ _TERMINAL = {"succeeded", "failed", "canceled"}
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class ServeBenchOptions(Config):
     """The options of ``mono2mesh bench serve``."""
-    parser.add_argument("--jobs", type=int, default=6, help="timed jobs of each kind (default 6)")
-    parser.add_argument("--image", type=Path, default=None, help="input photo (default: a bird photo)")
-    parser.add_argument("--method", default=registry.DEFAULT_METHOD, help="method (default fit)")
-    parser.add_argument(
-        "--options",
-        default=json.dumps(DEFAULT_OPTIONS),
-        help=f"the method's options as JSON (default {json.dumps(DEFAULT_OPTIONS)})",
-    )
-    parser.add_argument(
-        "--device", default="auto", help="torch device of both sides: auto (default), cpu, cuda, mps"
-    )
-    parser.add_argument(
-        "--poll-interval",
-        type=float,
-        default=0.0,
-        help="poll every this many seconds instead of long-polling (default 0: long-poll)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+
+    jobs: PositiveInt = 6
+    """Timed jobs of each kind."""
+    image: Path | None = None
+    """Input photo (default: a bird photo)."""
+    method: str = registry.DEFAULT_METHOD
+    """Method."""
+    options: dict[str, Any] = DEFAULT_OPTIONS
+    """The method's options as JSON."""
+    device: str = "auto"
+    """Torch device of both sides: auto, cpu, cuda, mps."""
+    poll_interval: float = 0.0
+    """Poll every this many seconds instead of long-polling (0: long-poll)."""
+    as_json: Annotated[bool, Flag("--json", switch=True)] = False
+    """Print the JSON report instead of a table."""
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mono2mesh bench serve`` (``ServeBenchOptions``)."""
+    add_config_arguments(parser, ServeBenchOptions, extras=False)
+
+
+def main(namespace: argparse.Namespace) -> int:
     """Run the benchmark and print its report; 0 on success, 1 when a job failed or the server did."""
-    if args.jobs < 1:
-        print("bench serve: --jobs must be at least 1", file=sys.stderr)
+    args = options_from_args(ServeBenchOptions, namespace, "bench serve")
+    if args is None:
         return 2
     try:
-        options = json.loads(args.options)
+        options = dict(args.options)
         registry.parse_options(args.method, options)
-    except (json.JSONDecodeError, ValueError) as error:
+    except ValueError as error:
         print(f"bench serve: bad --options: {error}", file=sys.stderr)
         return 2
     try:
@@ -95,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError, httpx.HTTPError) as error:
         print(f"bench serve: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0
 
 

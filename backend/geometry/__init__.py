@@ -1,4 +1,5 @@
-"""Geometry: the central types, templates, mesh operations, metrics and file IO.
+"""Geometry: the central types, templates, mesh operations, metrics, file IO, surface sampling, voxel grids
+of points, rotation distances and projected points against images.
 
 Conventions (one place for the whole project):
 
@@ -13,6 +14,7 @@ Conventions (one place for the whole project):
 """
 
 from backend.geometry.camera import Camera
+from backend.geometry.image_points import points_in_mask, splat_points
 from backend.geometry.io import load_glb, load_mesh, load_obj, save_glb, save_obj, weld_vertices
 from backend.geometry.mesh import PointCloud, TexturedMesh
 from backend.geometry.metrics import (
@@ -35,6 +37,8 @@ from backend.geometry.ops import (
     uniform_laplacian,
     vertex_normals,
 )
+from backend.geometry.rotations import quaternion_distance, rotation_angle_deg, rotation_distance
+from backend.geometry.sampling import sample_surface
 from backend.geometry.templates import (
     SymmetricTemplate,
     icosphere_template,
@@ -45,6 +49,7 @@ from backend.geometry.templates import (
     symmetrize_vertices,
     uv_sphere_template,
 )
+from backend.geometry.volumes import voxel_shell, voxelize_points
 
 __all__ = [
     "Camera",
@@ -68,9 +73,15 @@ __all__ = [
     "mask_iou",
     "mirror_texel_index",
     "mirror_texture",
+    "points_in_mask",
+    "quaternion_distance",
+    "rotation_angle_deg",
+    "rotation_distance",
+    "sample_surface",
     "save_glb",
     "save_obj",
     "select_free_vertices",
+    "splat_points",
     "ssim",
     "symmetrize_offsets",
     "symmetrize_vertices",
@@ -78,6 +89,8 @@ __all__ = [
     "uv_sphere_template",
     "vertex_normals",
     "voxel_iou",
+    "voxel_shell",
     "voxelize_mesh",
+    "voxelize_points",
     "weld_vertices",
 ]

@@ -8,8 +8,12 @@
   at the origin with Y up; ``viewing_angle`` is the half field of view in degrees, so
   ``x_ndc = x_view / (depth * tan(viewing_angle))``.
 
-Every parameter is a tensor with a leading batch dimension B and may require grad; ``project`` is
-differentiable in the points and in the camera parameters.
+A ``Camera`` holds typed parameters: ``WeakPerspectiveParams`` (scale, translation, rotation) or
+``LookAtParams`` (distance, elevation, azimuth, viewing_angle), a tagged union read as ``camera.weak`` /
+``camera.orbit`` (each refuses the other kind) or generically as ``camera.tensors()``. Every parameter is
+a tensor with a leading batch dimension B and may require grad; ``project`` is differentiable in the
+points and in the camera parameters. ``turned(azimuth)`` sees the object turned about world Y, for both
+kinds; ``SOFTRAS_VIEWING_ANGLE`` (15 degrees) is the one place SoftRas's half field of view is written.
 """
 
 from __future__ import annotations

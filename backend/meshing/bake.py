@@ -27,8 +27,9 @@ from torch import Tensor
 
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import check_faces
-from backend.meshing.texturing import inpaint, sample_photo, texel_surface
+from backend.meshing.texturing import inpaint, sample_photo
 from backend.meshing.unwrap import uv_texels
+from backend.render.uv import texel_surface
 
 MIRROR = torch.tensor([-1.0, 1.0, 1.0], device="cpu")
 """The reflection across the symmetry plane x = 0, as a per-axis sign (baking runs on the CPU)."""

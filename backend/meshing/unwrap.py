@@ -11,7 +11,7 @@ Contract:
   gap between charts in texels of a ``resolution``-wide texture, which keeps bilinear lookups and
   mip-maps of one chart from reading its neighbour.
 - ``uv_texels(uvs, face_uvs, height, width)`` finds every (face, texel) pair whose texel centre
-  (u = (j + 0.5) / W, v = 1 - (i + 0.5) / H, as ``texturing.uv_rasterize``) lies in the face's UV
+  (u = (j + 0.5) / W, v = 1 - (i + 0.5) / H, as ``backend.render.uv.uv_rasterize``) lies in the face's UV
   triangle, with barycentric coordinates, in vectorised numpy (faces bucketed by the size of their
   texel box so that little is evaluated outside it).
 - ``uv_overlap_fraction(uvs, face_uvs, resolution)`` is the fraction of covered texels that lie strictly

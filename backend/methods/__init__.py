@@ -1,8 +1,12 @@
-"""Reconstruction methods behind one protocol (``base.Method``), their registry and the photo pipeline.
+"""Reconstruction methods behind one protocol (``base.Method``), their specs, registry and the photo pipeline.
 
-- ``base``: the ``Method`` protocol, ``Reconstruction``/``Report``, ``MethodOptions``, ``Cancelled``.
-- ``registry``: names -> classes, ``create_method``, ``parse_options``, ``method_info``.
-- ``pipeline``: decode -> mask -> crop -> ``method.reconstruct`` -> export files.
-- ``fit``: the embedded default (no checkpoint; texture by ``backend.meshing.texturing``);
-  ``preview``: the preview strip; ``multiview``: fitting one mesh to many calibrated silhouettes.
+- ``base``: the ``Method`` protocol, ``Reconstruction``/``Report``, ``MethodOptions``, ``BaseMethod``.
+- ``spec``: ``MethodSpec``, each method module's ``SPEC`` (name, options, checkpoint need, ``build``).
+- ``registry``: names -> specs, ``create_method``, ``parse_options``, ``method_info``.
+- ``checkpointed``: ``CheckpointedMethod``, the base of the methods that load a trained network.
+- ``fit`` (the embedded default, no checkpoint), ``softras``, ``adaptive-flow``, ``pointcloud-poisson``;
+  ``fit_options`` and ``fitted``: what the methods that run the fitting engine (``backend.fitting``)
+  share.
+- ``pipeline``: decode -> mask -> crop -> ``method.reconstruct`` -> export files; ``preview``: the
+  preview strip.
 """

@@ -8,9 +8,11 @@
    from the full-resolution crop (I_var upsampled to it) with the flow upsampled ``texture_scale`` times,
    so the texture is sharper than the network's 128 x 256 flow without changing what it learned. The
    flow is symmetric, so the hidden half is the mirror of the visible one (CMR/UMR).
-3. **Refinement** (optional, ``refine``): ``fit`` moves the shape and camera for ``refine_iterations``
-   steps, held near the prediction, and re-projects the photo onto what it sees (the network's texture
-   stays elsewhere).
+3. **Refinement** (optional, ``refine``): the fitting engine (``fit_refinement``, with ``fit``'s
+   default weights) moves the camera, from the network's, then the shape, held near the prediction, for
+   ``refine_iterations`` steps in all, and re-projects the photo onto what it sees (the network's texture
+   stays elsewhere). Given ``init_mesh`` (a result to refine), the network has nothing to add: the mesh
+   is refined the same way from the camera hypotheses (``methods.fitted.refine_given_mesh``).
 
 The result has the icosphere's topology and UVs (template ``icosphere-642``), shared with ``fit`` and
 ``softras`` results, so textures move between them by copying. Checkpoints are ``backend.checkpoints``
@@ -20,26 +22,22 @@ installed one is used.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 import pydantic
 import torch
 import torch.nn.functional as F
 
+from backend.fitting.optimise import FitSettings
+from backend.fitting.report import reprojection_iou
+from backend.fitting.shape import RefineSettings, fit_refinement
+from backend.fitting.texture import TextureSettings
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-from backend.methods.base import (
-    MethodOptions,
-    ProgressCallback,
-    Reconstruction,
-    Report,
-    cpu_threads,
-)
-from backend.methods.checkpointed import checkpoint_availability, load_method_network
-from backend.methods.fit import FitMethod, FitOptions, reprojection_iou
+from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Stopwatch
+from backend.methods.checkpointed import CheckpointedMethod
+from backend.methods.fitted import refine_given_mesh, textured_result
 from backend.models.adaptive_flow import (
     TEMPLATE_ID,
     AdaptiveFlowModel,
@@ -48,6 +46,12 @@ from backend.models.adaptive_flow import (
 )
 
 Field = pydantic.Field
+
+REFINE_CPU_THREADS = 1
+"""Torch CPU threads of the refinement on a CPU (small tensors: one is fastest, see ``cpu_threads``)."""
+
+TEXTURE_KEEP_DISTANCE = 0.01
+"""Refining a given mesh: texels whose surface moved less than this share of its size keep its texture."""
 
 
 class AdaptiveFlowOptions(MethodOptions):
@@ -67,32 +71,16 @@ class AdaptiveFlowOptions(MethodOptions):
     )
 
 
-class AdaptiveFlowMethod:
+class AdaptiveFlowMethod(CheckpointedMethod[AdaptiveFlowOptions, AdaptiveFlowModel]):
     """The ``adaptive-flow`` method (module docstring); one instance per device and checkpoint."""
 
-    name: ClassVar[str] = "adaptive-flow"
-    description: ClassVar[str] = (
-        "Adaptive-gradient texture flow (UMR-style network with a variance decoder and FID loss): shape, "
-        "camera and texture from one forward pass (needs a trained checkpoint)"
-    )
-    needs_checkpoint: ClassVar[bool] = True
-    Options: ClassVar[type[MethodOptions]] = AdaptiveFlowOptions
+    name = "adaptive-flow"
+    Options = AdaptiveFlowOptions
+    template = TEMPLATE_ID
+    train_command = "mono2mesh-train adaptive-flow"
 
-    def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
-        self.device = torch.device(device)
-        self.model, self.checkpoint_id = load_method_network(
-            self.name, checkpoint, TEMPLATE_ID, self.device,
-            lambda settings: AdaptiveFlowModel(AdaptiveFlowModelConfig.from_dict(settings)),
-        )  # fmt: skip
-        self.fit = FitMethod(self.device)
-
-    @classmethod
-    def availability(cls) -> tuple[bool, str | None]:
-        """Whether a checkpoint is installed (``checkpoint_root()``); the reason when not."""
-        return checkpoint_availability(cls.name, "mono2mesh-train adaptive-flow")
-
-    def crop_size(self, options: MethodOptions) -> int:
-        return _options(options).crop_size
+    def build_network(self, settings: dict[str, Any]) -> AdaptiveFlowModel:
+        return AdaptiveFlowModel(AdaptiveFlowModelConfig.from_dict(settings))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, texture_scale: int = 2) -> tuple[TexturedMesh, torch.Tensor, dict]:
@@ -103,13 +91,13 @@ class AdaptiveFlowMethod:
             camera: (7,) ``[scale, tx, ty, qw, qx, qy, qz]`` of the most probable hypothesis (crop NDC).
             extra: the chosen hypothesis and every hypothesis' probability.
         """
-        size = self.model.config.image_size
+        size = self.network.config.image_size
         full = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
         full = full.to(self.device)  # (1, 3, S, S)
         small = F.interpolate(full, size=(size, size), mode="area") if full.shape[-1] != size else full
-        output = self.model(small)
+        output = self.network(small)
         best = output.probs.argmax(dim=1)
-        camera = self.model.camera(output, best)
+        camera = self.network.camera(output, best)
         flow = output.flow  # (1, Ht, Wt, 2)
         if texture_scale > 1:
             height, width = flow.shape[1] * texture_scale, flow.shape[2] * texture_scale
@@ -119,7 +107,7 @@ class AdaptiveFlowMethod:
         if variance is not None:
             variance = F.interpolate(variance, size=full.shape[-2:], mode="bilinear")
         texture = sample_texture(full, flow, variance)[0].clamp(0, 1)  # (Ht k, Wt k, 3)
-        template = self.model.template.mesh
+        template = self.network.template.mesh
         mesh = TexturedMesh(
             vertices=output.vertices[0].float().cpu(),
             faces=template.faces.cpu(),
@@ -144,60 +132,59 @@ class AdaptiveFlowMethod:
         *,
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
-        opts = _options(options)
+        opts = self.options_of(options)
+        self.check_inputs(image, mask)
         if init_mesh is not None:  # a result to refine: the network has nothing to add
-            return self.fit.fit_mesh(
-                init_mesh,
-                image,
-                mask,
-                self._fit_options(opts),
-                progress,
-                shape="refine",
-                mirror_texture=False,
-                keep_texture=True,
-            )
-        if not mask.any():
-            raise ValueError("the mask is empty")
+            with self.threads(REFINE_CPU_THREADS):
+                return refine_given_mesh(
+                    self, opts, init_mesh, image, mask, progress, fit=self._fit_settings(opts),
+                    refine=RefineSettings(), texture=self._texture_settings(opts, TEXTURE_KEEP_DISTANCE),
+                )  # fmt: skip
+        watch = Stopwatch()
         progress(0.0, "shape")
-        started = time.perf_counter()
-        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
+        with watch.stage("network"), self.threads(opts.cpu_threads):
             mesh, vector, extra = self.predict(image, opts.texture_scale)
-        timings = {"network": time.perf_counter() - started}
         camera = Camera.weak_perspective(vector[None, 0], vector[None, 1:3], vector[None, 3:7])
-        progress(1.0, "texture")
+        extra = {**extra, "refined": opts.refine, "variance": self.network.config.variance}
         if opts.refine:
-            refined = self.fit.fit_mesh(
-                mesh, image, mask, self._fit_options(opts), progress, shape="refine", mirror_texture=False,
-                template_id=TEMPLATE_ID, initial_camera=camera,
-            )  # fmt: skip
-            timings.update(refined.report.timings)
-            mesh, camera = refined.mesh, refined.camera
-            iou = refined.report.silhouette_iou or 0.0
-        else:
-            vertices, faces = mesh.vertices.to(self.device), mesh.faces.to(self.device)
-            iou = reprojection_iou(vertices, faces, camera, mask, opts.resolution)
-        report = Report(
-            method=self.name,
-            options=opts.model_dump(),
-            device=str(self.device),
-            checkpoint=self.checkpoint_id,
-            timings=timings,
-            silhouette_iou=round(iou, 4),
-            num_vertices=mesh.num_vertices,
-            num_faces=mesh.num_faces,
-            template=TEMPLATE_ID,
-            extra={**extra, "refined": opts.refine, "variance": self.model.config.variance},
-        )
-        return Reconstruction(mesh=mesh, camera=camera, mask=mask.copy(), report=report)
-
-    def _fit_options(self, opts: AdaptiveFlowOptions) -> FitOptions:
-        return FitOptions(
-            iterations=opts.refine_iterations, resolution=opts.resolution, crop_size=opts.crop_size,
-            texture_size=self.model.config.flow_height * opts.texture_scale,
+            with self.threads(REFINE_CPU_THREADS):
+                with watch.stage("shape"):
+                    fitted = fit_refinement(
+                        mesh.to(self.device),
+                        mask,
+                        self._fit_settings(opts),
+                        RefineSettings(),
+                        progress,
+                        camera,
+                    )
+                return textured_result(
+                    self, opts, fitted, mesh, image, mask, progress,
+                    watch=watch, texture=self._texture_settings(opts), resolution=opts.resolution,
+                    template=TEMPLATE_ID, extra=extra,
+                )  # fmt: skip
+        progress(1.0, "shape")
+        progress(1.0, "texture")
+        vertices, faces = mesh.vertices.to(self.device), mesh.faces.to(self.device)
+        iou = reprojection_iou(vertices, faces, camera, mask, opts.resolution)
+        return self.result(
+            opts, mesh, camera, mask,
+            timings=watch.timings, silhouette_iou=iou, template=TEMPLATE_ID, extra=extra,
         )  # fmt: skip
 
+    def _fit_settings(self, opts: AdaptiveFlowOptions) -> FitSettings:
+        """``fit``'s default settings with the refinement's steps and the report's resolution."""
+        return FitSettings(iterations=opts.refine_iterations, resolution=opts.resolution)
 
-def _options(options: MethodOptions) -> AdaptiveFlowOptions:
-    if not isinstance(options, AdaptiveFlowOptions):
-        raise TypeError(f"adaptive-flow expects AdaptiveFlowOptions, got {type(options).__name__}")
-    return options
+    def _texture_settings(
+        self, opts: AdaptiveFlowOptions, keep_distance: float | None = None
+    ) -> TextureSettings:
+        """The texture at the size ``predict`` samples (the flow's times ``texture_scale``), unseen texels
+        keeping the given texture."""
+        height = self.network.config.flow_height * opts.texture_scale
+        return TextureSettings((height, 2 * height), unseen="given", keep_distance=keep_distance)
+
+
+SPEC = AdaptiveFlowMethod.spec(
+    "Adaptive-gradient texture flow (UMR-style network with a variance decoder and FID loss): shape, "
+    "camera and texture from one forward pass (needs a trained checkpoint)"
+)

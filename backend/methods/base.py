@@ -1,29 +1,36 @@
-"""The contract every reconstruction method keeps, and the types it returns.
+"""The contract every reconstruction method keeps, the types it returns, and the base class they share.
 
-A method is a class with a registry ``name``, a pydantic ``Options`` model (its tunable settings,
-unknown keys rejected, defaults sensible for a laptop CPU) and
+**Declaring a method.** A method module defines a pydantic options type (``MethodOptions`` subclass:
+unknown keys rejected, defaults sensible for a laptop CPU, a ``crop_size`` field), a method class and
+``SPEC``, its ``backend.methods.spec.MethodSpec`` (name, description, options type, checkpoint need,
+optional packages, ``build(device, checkpoint)``), registered by one line in ``registry``. Instances are
+made only through the spec (``registry.create_method`` -> ``spec.create``), once per device (and
+checkpoint); they may hold loaded weights, and ``reconstruct`` must not keep state between calls.
+``BaseMethod`` (below) and ``checkpointed.CheckpointedMethod`` implement everything but
+``reconstruct`` and make the spec (``Class.spec(description)``).
+
+**Running one** (the ``Method`` protocol)::
 
     reconstruct(image, mask, options, progress, *, init_mesh=None) -> Reconstruction
 
 where ``image`` is the square crop around the object, (S, S, 3) float32 in [0, 1], row 0 at the top,
 with S = ``crop_size(options)``, and ``mask`` its (S, S) bool object mask (``backend.imaging.crop_to_mask``
-makes both); ``progress``
-is called as ``progress(fraction, stage)`` with ``fraction`` in [0, 1] of that stage (stages: "shape",
-"texture"; the pipeline adds "mask" and "export"). ``progress`` raises ``Cancelled`` when the caller
-wants the job stopped, so a method only has to call it often (at least every few hundred ms).
-``init_mesh`` asks for a refinement: start from that mesh (its topology kept) instead of the
-method's template; a method that cannot refine raises ``MethodError``.
-
-A method instance is built once per device (``create`` in ``backend.methods.registry``) and may hold
-loaded weights; ``reconstruct`` must not keep state between calls.
+makes both; an empty one is a ``MaskError``); ``progress`` is called as ``progress(fraction, stage)``
+with ``fraction`` in [0, 1] of that stage (stages: "shape", "texture"; the pipeline adds "mask" and
+"export"). ``progress`` raises ``Cancelled`` when the caller wants the job stopped, so a method only
+has to call it often (at least every few hundred ms). ``init_mesh`` asks for a refinement: start from
+that mesh (its topology kept) instead of the method's template; a method that cannot refine raises
+``MethodError``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
 
 import numpy as np
 import pydantic
@@ -31,26 +38,24 @@ import torch
 
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-
-ProgressCallback = Callable[[float, str], None]
-"""``progress(fraction, stage)``; may raise ``Cancelled``."""
+from backend.imaging.errors import MaskError
+from backend.methods.errors import MethodError as MethodError
+from backend.methods.spec import MethodSpec, RequiredPackage
+from backend.progress import Cancelled as Cancelled
+from backend.progress import ProgressCallback as ProgressCallback
+from backend.progress import no_progress as no_progress
 
 STAGES = ("mask", "shape", "texture", "export")
 """The stages of a reconstruction, in order."""
-
-
-class MethodError(ValueError):
-    """A request a method cannot serve (unknown method, missing checkpoint, refinement unsupported)."""
-
-
-class Cancelled(Exception):
-    """Raised from a progress callback to stop a running reconstruction."""
 
 
 class MethodOptions(pydantic.BaseModel):
     """Base of every method's options: unknown keys are an error, values are validated on assignment."""
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    if TYPE_CHECKING:  # every method's options declare it as a field, each in its own place and bounds
+        crop_size: int
 
 
 @dataclass
@@ -113,13 +118,9 @@ class Reconstruction:
 
 
 class Method(Protocol):
-    """A reconstruction method (see the module docstring for the contract)."""
+    """A reconstruction method instance (see the module docstring), made by its ``MethodSpec.build``."""
 
     name: ClassVar[str]
-    description: ClassVar[str]
-    needs_checkpoint: ClassVar[bool]
-    Options: ClassVar[type[MethodOptions]]
-
     device: torch.device
 
     def crop_size(self, options: MethodOptions) -> int:
@@ -135,10 +136,6 @@ class Method(Protocol):
         *,
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction: ...
-
-
-def no_progress(fraction: float, stage: str) -> None:
-    """A progress callback that ignores everything."""
 
 
 @contextmanager
@@ -159,3 +156,118 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class Stopwatch:
+    """Stage -> seconds: ``with watch.stage("shape"): ...`` adds the stage's wall time to ``timings``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - started
+
+
+OptionsT = TypeVar("OptionsT", bound=MethodOptions)
+
+
+class BaseMethod(ABC, Generic[OptionsT]):
+    """What every method class shares but ``reconstruct``: options narrowing, crop size, input checks,
+    CPU threads, the report, and its ``MethodSpec``.
+
+    Subclasses set ``name`` and ``Options`` (the options type, which is ``OptionsT``) and implement
+    ``reconstruct``; one that loads a checkpoint derives from ``checkpointed.CheckpointedMethod``.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[MethodOptions]]
+    checkpoint_id: str | None = None
+    """The loaded checkpoint's file name (None for a method without one)."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+
+    @classmethod
+    def spec(cls, description: str, *, requires: tuple[RequiredPackage, ...] = ()) -> MethodSpec:
+        """This class's ``MethodSpec`` (it takes no checkpoint)."""
+        return MethodSpec(cls.name, description, cls._checked_options(), cls._build, requires=requires)
+
+    @classmethod
+    def _checked_options(cls) -> type[MethodOptions]:
+        if "crop_size" not in cls.Options.model_fields:
+            raise TypeError(f"{cls.Options.__name__} of method {cls.name} has no crop_size field")
+        return cls.Options
+
+    @classmethod
+    def _build(cls, device: torch.device, checkpoint: str | None) -> Self:
+        if checkpoint is not None:
+            raise MethodError(f"method {cls.name} takes no checkpoint")
+        return cls(device)
+
+    def options_of(self, options: MethodOptions) -> OptionsT:
+        """``options`` as this method's options type; ``TypeError`` for another method's."""
+        if not isinstance(options, self.Options):
+            raise TypeError(f"{self.name} expects {self.Options.__name__}, got {type(options).__name__}")
+        # ``Options`` is the class of OptionsT (a ClassVar cannot name the type variable)
+        return cast(OptionsT, options)
+
+    def crop_size(self, options: MethodOptions) -> int:
+        return self.options_of(options).crop_size
+
+    def check_inputs(self, image: np.ndarray, mask: np.ndarray) -> None:
+        """``ValueError`` unless ``image`` is (S, S, 3) with an (S, S) ``mask``; ``MaskError`` when the
+        mask is empty."""
+        size = image.shape[0]
+        if image.shape != (size, size, 3) or mask.shape != (size, size):
+            raise ValueError(
+                f"image must be (S, S, 3) with an (S, S) mask, got {image.shape} and {mask.shape}"
+            )
+        if not mask.any():
+            raise MaskError("the mask is empty: no pixel of the crop belongs to the object")
+
+    def threads(self, count: int) -> AbstractContextManager[None]:
+        """``cpu_threads(count)`` on a CPU device; nothing on another."""
+        return cpu_threads(count) if self.device.type == "cpu" else nullcontext()
+
+    def result(
+        self,
+        options: OptionsT,
+        mesh: TexturedMesh,
+        camera: Camera,
+        mask: np.ndarray,
+        *,
+        timings: Mapping[str, float],
+        silhouette_iou: float,
+        template: str,
+        extra: Mapping[str, Any],
+    ) -> Reconstruction:
+        """The ``Reconstruction`` (camera on the CPU, a copy of the mask) with its ``Report``: this
+        method's name, ``options`` dumped, device, checkpoint, timings, IoU (rounded), counts, template."""
+        report = Report(
+            method=self.name,
+            options=options.model_dump(),
+            device=str(self.device),
+            checkpoint=self.checkpoint_id,
+            timings=dict(timings),
+            silhouette_iou=round(silhouette_iou, 4),
+            num_vertices=mesh.num_vertices,
+            num_faces=mesh.num_faces,
+            template=template,
+            extra=dict(extra),
+        )
+        return Reconstruction(mesh=mesh, camera=camera.to("cpu"), mask=mask.copy(), report=report)
+
+    @abstractmethod
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        options: MethodOptions,
+        progress: ProgressCallback,
+        *,
+        init_mesh: TexturedMesh | None = None,
+    ) -> Reconstruction:
+        """The ``Method`` protocol's ``reconstruct`` (module docstring)."""

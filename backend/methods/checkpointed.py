@@ -1,21 +1,30 @@
-"""What every method that needs a trained checkpoint shares: finding, loading and describing it.
+"""What every method that needs a trained checkpoint shares: ``CheckpointedMethod``, and finding,
+loading and feeding its network.
+
+``CheckpointedMethod[Options, Network]`` (a ``BaseMethod[Options]``) is built as ``Class(device,
+checkpoint)``: it loads the network of the checkpoint (the given one, or the newest installed one of
+its ``name``) with ``load_method_network`` into ``self.network`` and its file name into
+``self.checkpoint_id``, so the report names it. A subclass sets ``name``, ``Options``, ``template``
+(the checkpoint's template id, e.g. "icosphere-642") and ``train_command``, and implements
+``build_network(settings)`` and ``reconstruct``; ``Class.spec(description)`` is its ``MethodSpec``
+(needs a checkpoint; available when one is installed, otherwise the reason names ``train_command``).
 
 ``load_method_checkpoint(method, checkpoint, template, device)`` resolves the path (the given one, or the
 newest installed checkpoint of ``method`` under ``checkpoint_root()``) and loads it with the method and
 template checks of ``backend.checkpoints``; every failure is a ``MethodError`` naming the file and the
 problem. ``load_method_network(method, checkpoint, template, device, build)`` goes on to rebuild the
 network from the checkpoint's ``config["model"]`` with ``build`` and load the weights into it (a config or
-weights that do not fit are a ``MethodError`` too). ``checkpoint_availability(method, train_command)``
-is the ``availability()`` of such a method: available when a checkpoint is installed, otherwise the
-reason and the command that trains one. ``masked_crop_input(image, mask, size, device)`` is the input of
-the networks that read the crop as RGBA with the RGB multiplied by the mask (softras, pointcloud-poisson).
+weights that do not fit are a ``MethodError`` too). ``masked_crop_input(image, mask, size, device)`` is
+the input of the networks that read the crop as RGBA with the RGB multiplied by the mask (softras,
+pointcloud-poisson).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import cv2
 import numpy as np
@@ -29,20 +38,12 @@ from backend.checkpoints import (
     default_checkpoint,
     load_checkpoint,
 )
-from backend.methods.base import MethodError
-from backend.models.softras import model_input
+from backend.methods.base import BaseMethod, MethodError, MethodOptions
+from backend.methods.spec import MethodSpec, RequiredPackage
+from backend.models.inputs import model_input
 
 Network = TypeVar("Network", bound=nn.Module)
-
-
-def checkpoint_availability(method: str, train_command: str) -> tuple[bool, str | None]:
-    """(True, None) when a ``method`` checkpoint is installed, else (False, the reason)."""
-    if default_checkpoint(method) is not None:
-        return True, None
-    return False, (
-        f"no {method} checkpoint installed in {checkpoint_root()}; train one with `{train_command}` "
-        "or pass a checkpoint"
-    )
+OptionsT = TypeVar("OptionsT", bound=MethodOptions)
 
 
 def load_method_checkpoint(
@@ -94,3 +95,35 @@ def masked_crop_input(image: np.ndarray, mask: np.ndarray, size: int, device: to
     rgb = torch.from_numpy(small).permute(2, 0, 1)[None].to(device)  # (1, 3, s, s)
     alpha = torch.from_numpy(small_mask)[None, None].to(device)  # (1, 1, s, s)
     return model_input(rgb, alpha)
+
+
+class CheckpointedMethod(BaseMethod[OptionsT], Generic[OptionsT, Network]):
+    """A method that runs a trained network (module docstring); one instance per device and checkpoint."""
+
+    template: ClassVar[str]
+    """The template id the checkpoint must have been trained for (``backend.checkpoints``)."""
+    train_command: ClassVar[str]
+    """The command that trains a checkpoint, named when none is installed."""
+
+    def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
+        super().__init__(device)
+        self.network: Network
+        self.network, self.checkpoint_id = load_method_network(
+            self.name, checkpoint, self.template, self.device, self.build_network
+        )
+
+    @abstractmethod
+    def build_network(self, settings: dict[str, Any]) -> Network:
+        """The untrained network for a checkpoint's ``config["model"]`` settings (a dict)."""
+
+    @classmethod
+    def spec(cls, description: str, *, requires: tuple[RequiredPackage, ...] = ()) -> MethodSpec:
+        """This class's ``MethodSpec``: needs a checkpoint, available when one is installed."""
+        return MethodSpec(
+            cls.name, description, cls._checked_options(), cls._build, needs_checkpoint=True,
+            train_command=cls.train_command, requires=requires,
+        )  # fmt: skip
+
+    @classmethod
+    def _build(cls, device: torch.device, checkpoint: str | None) -> Self:
+        return cls(device, checkpoint)

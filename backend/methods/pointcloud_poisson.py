@@ -34,28 +34,21 @@ installed one is used.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
 import torch
 
 from backend.checkpoints import default_checkpoint
+from backend.fitting.point_camera import fit_point_camera
+from backend.fitting.report import reprojection_iou, topology_id
 from backend.geometry.mesh import PointCloud, TexturedMesh
 from backend.meshing import MeshingError, MeshingOptions, bake_texture, mesh_point_cloud, unwrap_uvs
-from backend.methods.base import (
-    MethodError,
-    MethodOptions,
-    ProgressCallback,
-    Reconstruction,
-    Report,
-    cpu_threads,
-)
-from backend.methods.checkpointed import checkpoint_availability, load_method_network, masked_crop_input
-from backend.methods.fit import reprojection_iou, topology_id
-from backend.methods.point_camera import fit_point_camera
+from backend.methods.base import MethodError, MethodOptions, ProgressCallback, Reconstruction, Stopwatch
+from backend.methods.checkpointed import CheckpointedMethod, load_method_network, masked_crop_input
+from backend.methods.spec import RequiredPackage
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
 from backend.models.texture_completion import (
     TEXTURE_METHOD,
@@ -109,38 +102,26 @@ class PointCloudPoissonOptions(MethodOptions):
     )
 
 
-class PointCloudPoissonMethod:
+class PointCloudPoissonMethod(CheckpointedMethod[PointCloudPoissonOptions, PointCloudModel]):
     """The ``pointcloud-poisson`` method (module docstring); one instance per device and checkpoint."""
 
-    name: ClassVar[str] = "pointcloud-poisson"
-    description: ClassVar[str] = (
-        "Point cloud from a DPC-style network trained with the effective (render-free) loss, meshed by "
-        "screened Poisson, UV-unwrapped and textured from the photo (needs a trained checkpoint)"
-    )
-    needs_checkpoint: ClassVar[bool] = True
-    Options: ClassVar[type[MethodOptions]] = PointCloudPoissonOptions
+    name = "pointcloud-poisson"
+    Options = PointCloudPoissonOptions
+    template = TEMPLATE_ID
+    train_command = "mono2mesh-train pointcloud-poisson"
 
     def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
-        self.device = torch.device(device)
-        self.model, self.checkpoint_id = load_method_network(
-            self.name, checkpoint, TEMPLATE_ID, self.device,
-            lambda settings: PointCloudModel(PointCloudModelConfig.from_dict(settings)),
-        )  # fmt: skip
+        super().__init__(device, checkpoint)
         self._generators: dict[Path, tuple[TextureGenerator, str]] = {}
 
-    @classmethod
-    def availability(cls) -> tuple[bool, str | None]:
-        """Whether a checkpoint is installed (``checkpoint_root()``); the reason when not."""
-        return checkpoint_availability(cls.name, "mono2mesh-train pointcloud-poisson")
-
-    def crop_size(self, options: MethodOptions) -> int:
-        return _options(options).crop_size
+    def build_network(self, settings: dict[str, Any]) -> PointCloudModel:
+        return PointCloudModel(PointCloudModelConfig.from_dict(settings))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N, 3) and rotations (1 + K, 4) (the student's, then the K candidates') from a crop
         (S, S, 3) in [0, 1] and its mask (S, S)."""
-        prediction = self.model(masked_crop_input(image, mask, self.model.config.image_size, self.device))
+        prediction = self.network(masked_crop_input(image, mask, self.network.config.image_size, self.device))
         rotations = torch.cat([prediction.student, prediction.candidates[0]])  # (1 + K, 4)
         return prediction.points[0].float().cpu(), rotations.float().cpu()
 
@@ -153,31 +134,26 @@ class PointCloudPoissonMethod:
         *,
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
-        opts = _options(options)
+        opts = self.options_of(options)
         if init_mesh is not None:
             raise MethodError(
                 "pointcloud-poisson predicts a new point cloud and cannot refine a given mesh; "
                 "refine with the fit method"
             )
-        if not mask.any():
-            raise ValueError("the mask is empty")
+        self.check_inputs(image, mask)
         generator = self._texture_generator(opts)  # before the work: a bad path fails at once
-        timings: dict[str, float] = {}
+        watch = Stopwatch()
 
         progress(0.0, "shape")
-        started = time.perf_counter()
-        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
+        with watch.stage("network"), self.threads(opts.cpu_threads):
             points, rotations = self.predict(image, mask)
-        timings["network"] = time.perf_counter() - started
         progress(0.1, "shape")
 
-        started = time.perf_counter()
-        starts = rotations if opts.pose_starts == "all" else rotations[:1]
-        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
+        with watch.stage("camera"), self.threads(opts.cpu_threads):
+            starts = rotations if opts.pose_starts == "all" else rotations[:1]
             fits = [fit_point_camera(points, mask, rotation, opts.camera_iterations) for rotation in starts]
         start = min(range(len(fits)), key=lambda index: fits[index][1])
         camera, chamfer_2d = fits[start]
-        timings["camera"] = time.perf_counter() - started
         progress(0.2, "shape")
         meshing_options = MeshingOptions(
             depth=opts.depth, orientation=opts.normals, density_quantile=opts.density_quantile,
@@ -187,23 +163,19 @@ class PointCloudPoissonMethod:
             meshed = mesh_point_cloud(PointCloud(points), meshing_options, eye=camera.eye()[0])
         except MeshingError as error:
             raise MethodError(f"meshing the predicted point cloud failed: {error}") from error
-        timings.update({f"mesh_{stage}": s for stage, s in meshed.timings.items() if stage != "total"})
+        watch.timings.update({f"mesh_{stage}": s for stage, s in meshed.timings.items() if stage != "total"})
         progress(0.9, "shape")
-        started = time.perf_counter()
-        uvs, face_uvs = unwrap_uvs(meshed.vertices, meshed.faces)
-        timings["unwrap"] = time.perf_counter() - started
+        with watch.stage("unwrap"):
+            uvs, face_uvs = unwrap_uvs(meshed.vertices, meshed.faces)
         progress(1.0, "shape")
 
         progress(0.0, "texture")
-        started = time.perf_counter()
-        size = (opts.texture_size, opts.texture_size)
-        baked = bake_texture(meshed.vertices, meshed.faces, uvs, face_uvs, camera, image, mask, size)
-        texture = baked.texture
-        texture_kind = "bake"
-        if generator is not None:
-            texture = complete_texture(generator[0], baked.texture, baked.known, self.device)
-            texture_kind = "gan"
-        timings["texture"] = time.perf_counter() - started
+        with watch.stage("texture"):
+            size = (opts.texture_size, opts.texture_size)
+            baked = bake_texture(meshed.vertices, meshed.faces, uvs, face_uvs, camera, image, mask, size)
+            texture = baked.texture
+            if generator is not None:
+                texture = complete_texture(generator[0], baked.texture, baked.known, self.device)
         progress(1.0, "texture")
 
         mesh = TexturedMesh(
@@ -214,29 +186,22 @@ class PointCloudPoissonMethod:
             mesh.vertices.to(self.device), mesh.faces.to(self.device), camera.to(self.device), mask,
             opts.resolution,
         )  # fmt: skip
-        report = Report(
-            method=self.name,
-            options=opts.model_dump(),
-            device=str(self.device),
-            checkpoint=self.checkpoint_id,
-            timings=timings,
-            silhouette_iou=round(iou, 4),
-            num_vertices=mesh.num_vertices,
-            num_faces=mesh.num_faces,
-            template=topology_id(mesh),  # its own atlas: the id of its faces and UV layout
-            extra={
-                "points": int(points.shape[0]),
-                "poisson_depth": opts.depth,
-                "meshing": meshed.stats,
-                "camera_chamfer_2d": round(chamfer_2d, 6),
-                "pose_start": "student" if start == 0 else f"candidate {start - 1}",
-                "texture": texture_kind,
-                "texture_checkpoint": generator[1] if generator is not None else None,
-                "texture_photo_fraction": round(baked.photo_fraction, 4),
-                "texture_mirrored_fraction": round(baked.mirrored_fraction, 4),
-            },
-        )
-        return Reconstruction(mesh=mesh, camera=camera.to("cpu"), mask=mask.copy(), report=report)
+        extra = {
+            "points": int(points.shape[0]),
+            "poisson_depth": opts.depth,
+            "meshing": meshed.stats,
+            "camera_chamfer_2d": round(chamfer_2d, 6),
+            "pose_start": "student" if start == 0 else f"candidate {start - 1}",
+            "texture": "gan" if generator is not None else "bake",
+            "texture_checkpoint": generator[1] if generator is not None else None,
+            "texture_photo_fraction": round(baked.photo_fraction, 4),
+            "texture_mirrored_fraction": round(baked.mirrored_fraction, 4),
+        }
+        # its own atlas: the template is the id of its faces and UV layout
+        return self.result(
+            opts, mesh, camera, mask,
+            timings=watch.timings, silhouette_iou=iou, template=topology_id(mesh), extra=extra,
+        )  # fmt: skip
 
     def _texture_generator(self, opts: PointCloudPoissonOptions) -> tuple[TextureGenerator, str] | None:
         """The texture generator the options ask for (loaded once per file), or None for the bake.
@@ -264,7 +229,8 @@ class PointCloudPoissonMethod:
         return self._generators[path]
 
 
-def _options(options: MethodOptions) -> PointCloudPoissonOptions:
-    if not isinstance(options, PointCloudPoissonOptions):
-        raise TypeError(f"pointcloud-poisson expects PointCloudPoissonOptions, got {type(options).__name__}")
-    return options
+SPEC = PointCloudPoissonMethod.spec(
+    "Point cloud from a DPC-style network trained with the effective (render-free) loss, meshed by "
+    "screened Poisson, UV-unwrapped and textured from the photo (needs a trained checkpoint)",
+    requires=(RequiredPackage("open3d", "pip install open3d"),),
+)

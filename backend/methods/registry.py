@@ -1,48 +1,41 @@
-"""The registry of reconstruction methods: names -> classes, device choice, option parsing.
+"""The registry of reconstruction methods: names -> specs, device choice, option parsing.
 
-``create_method(name, device)`` builds a ready instance (weights loaded, if any);
-``method_info()`` describes every registered method for ``mono2mesh methods`` and ``GET /v1/methods``;
-``parse_options(name, data)`` turns a JSON object into the method's validated options. Every error a
-client can cause is a ``MethodError`` whose message names the problem.
+``create_method(name, device)`` builds a ready instance (weights loaded, if any) through the method's
+``MethodSpec`` (``backend.methods.spec``); ``method_info()`` describes every registered method for
+``mono2mesh methods`` and ``GET /v1/methods``; ``parse_options(name, data)`` turns a JSON object into the
+method's validated options. Every error a client can cause is a ``MethodError`` whose message names the
+problem.
 
-The registry knows each method as ``"module:Class"`` and imports a method's module on first use
-(``method_class``): ``method_names()`` and ``DEFAULT_METHOD`` import nothing, so a command line can list
+The registry knows each method by the module that defines its ``SPEC`` and imports that module on first
+use (``method_spec``): ``method_names()`` and ``DEFAULT_METHOD`` import nothing, so a command line can list
 the choices without paying for torch, the networks or Open3D. Importing this module imports none of them.
+Registering a method is one line in ``_METHODS``.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING, Any
+
+from backend.methods.errors import MethodError
+from backend.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
     import torch
 
-    from backend.methods.base import Method, MethodError, MethodOptions
+    from backend.methods.base import Method, MethodOptions
 
 DEFAULT_METHOD = "fit"
 
 _METHODS: dict[str, str] = {
-    "fit": "backend.methods.fit:FitMethod",
-    "softras": "backend.methods.softras:SoftRasMethod",
-    "adaptive-flow": "backend.methods.adaptive_flow:AdaptiveFlowMethod",
-    "pointcloud-poisson": "backend.methods.pointcloud_poisson:PointCloudPoissonMethod",
+    "fit": "backend.methods.fit",
+    "softras": "backend.methods.softras",
+    "adaptive-flow": "backend.methods.adaptive_flow",
+    "pointcloud-poisson": "backend.methods.pointcloud_poisson",
 }
-"""Method name -> ``"module:Class"``; the class's ``name`` attribute must be the key."""
+"""Method name -> the module whose ``SPEC`` (a ``MethodSpec`` of that name) describes it."""
 
-_REQUIRED_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "pointcloud-poisson": (("open3d", "pip install open3d"),),
-}
-"""Method name -> (module, how to install it) of the optional packages it cannot run without."""
-
-_CLASSES: dict[str, type[Any]] = {}
-
-
-def _method_error(message: str) -> MethodError:
-    from backend.methods.base import MethodError  # imports torch: only when there is an error to raise
-
-    return MethodError(message)
+_SPECS: dict[str, MethodSpec] = {}
 
 
 def method_names() -> list[str]:
@@ -50,47 +43,23 @@ def method_names() -> list[str]:
     return sorted(_METHODS, key=lambda name: (name != DEFAULT_METHOD, name))
 
 
-def method_class(name: str) -> type[Any]:
-    """The class registered as ``name``; ``MethodError`` naming the choices when there is none."""
-    cls = _CLASSES.get(name)
-    if cls is not None:
-        return cls
-    try:
-        module_name, _, class_name = _METHODS[name].partition(":")
-    except KeyError:
-        raise _method_error(f"unknown method {name!r}; available: {', '.join(method_names())}") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if cls.name != name:
-        raise RuntimeError(f"registry entry {name!r} -> {_METHODS[name]} names itself {cls.name!r}")
-    _CLASSES[name] = cls
-    return cls
-
-
-def _missing_package(name: str) -> str | None:
-    """Why ``name`` cannot run for want of an optional package (found without importing it), else None."""
-    for module, install in _REQUIRED_PACKAGES.get(name, ()):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            return f"{name} needs the {module} package, which is not installed; install it with `{install}`"
-    return None
+def method_spec(name: str) -> MethodSpec:
+    """The spec registered as ``name``; ``MethodError`` naming the choices when there is none."""
+    spec = _SPECS.get(name)
+    if spec is not None:
+        return spec
+    if name not in _METHODS:
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(method_names())}")
+    spec = importlib.import_module(_METHODS[name]).SPEC
+    if not isinstance(spec, MethodSpec) or spec.name != name:
+        raise RuntimeError(f"registry entry {name!r}: {_METHODS[name]}.SPEC is not the MethodSpec of {name}")
+    _SPECS[name] = spec
+    return spec
 
 
 def availability(name: str) -> tuple[bool, str | None]:
     """(True, None) when ``name`` can run now, else (False, the reason, e.g. no checkpoint installed)."""
-    cls = method_class(name)
-    missing = _missing_package(name)
-    if missing is not None:
-        return False, missing
-    if not cls.needs_checkpoint:
-        return True, None
-    check = getattr(cls, "availability", None)
-    if check is None:
-        return False, f"{name} needs a checkpoint and none is installed"
-    available, reason = check()
-    return bool(available), reason
+    return method_spec(name).availability()
 
 
 def method_info() -> list[dict[str, Any]]:
@@ -100,17 +69,17 @@ def method_info() -> list[dict[str, Any]]:
 
     info = []
     for name in method_names():
-        cls = method_class(name)
-        available, reason = availability(name)
-        installed = installed_checkpoints(name) if cls.needs_checkpoint else []
+        spec = method_spec(name)
+        available, reason = spec.availability()
+        installed = installed_checkpoints(name) if spec.needs_checkpoint else []
         info.append(
             {
                 "name": name,
-                "description": cls.description,
-                "needs_checkpoint": cls.needs_checkpoint,
+                "description": spec.description,
+                "needs_checkpoint": spec.needs_checkpoint,
                 "available": available,
                 "reason": reason,
-                "options_schema": cls.Options.model_json_schema(),
+                "options_schema": spec.options.model_json_schema(),
                 "checkpoints": [
                     {
                         "name": checkpoint.name,
@@ -130,21 +99,21 @@ def parse_options(name: str, data: dict[str, Any] | MethodOptions | None) -> Met
     """Validate ``data`` (a JSON object) into ``name``'s options; unknown keys and bad values raise."""
     import pydantic
 
-    cls = method_class(name)
-    if isinstance(data, cls.Options):
+    options = method_spec(name).options
+    if isinstance(data, options):
         return data
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _method_error(f"options must be a JSON object, got {type(data).__name__}")
+        raise MethodError(f"options must be a JSON object, got {type(data).__name__}")
     try:
-        return cls.Options.model_validate(data)
+        return options.model_validate(data)
     except pydantic.ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
             for item in error.errors()
         )
-        raise _method_error(f"invalid options for {name}: {problems}") from None
+        raise MethodError(f"invalid options for {name}: {problems}") from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -154,20 +123,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         return devices.resolve_device(device)
     except ValueError as error:
-        raise _method_error(str(error)) from None
+        raise MethodError(str(error)) from None
 
 
 def create_method(name: str, device: str | torch.device = "auto", checkpoint: str | None = None) -> Method:
     """A ready instance of method ``name`` on ``device`` (weights from ``checkpoint`` when it needs them)."""
-    cls = method_class(name)
-    resolved = resolve_device(device)
-    if cls.needs_checkpoint:
-        available, reason = availability(name)
-        if checkpoint is None and not available:
-            raise _method_error(reason or f"{name} needs a checkpoint")
-        instance: Method = cls(resolved, checkpoint=checkpoint)
-        return instance
-    if checkpoint is not None:
-        raise _method_error(f"method {name} takes no checkpoint")
-    instance = cls(resolved)
-    return instance
+    spec = method_spec(name)
+    return spec.create(resolve_device(device), checkpoint)

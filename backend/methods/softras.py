@@ -1,15 +1,23 @@
-"""The ``softras`` method: the Soft Rasterizer network predicts the shape; ``fit`` finds the camera and
-textures it.
+"""The ``softras`` method: the Soft Rasterizer network predicts the shape; the fitting engine finds the
+camera and textures it.
 
 1. **Network** (stage "shape", first 5 %): the crop and its mask, resized to the network's input
    (64 x 64 RGBA, RGB multiplied by the mask), give the 642 icosphere vertices in the object's
    canonical frame (``backend.models.softras``).
-2. **Camera** (rest of "shape"): the network says nothing about the view, so ``FitMethod.fit_mesh``
-   fits a weak-perspective camera to the mask with the predicted mesh frozen (``shape="pose"``: the
-   azimuth hypotheses, soft IoU and Chamfer mask loss of ``fit``). With ``refine`` on, the shape may
-   move too (``shape="refine"``: offsets held near the prediction by ``keep_shape_weight``).
+2. **Camera** (rest of "shape"): the network says nothing about the view, so ``fit_pose`` fits a
+   weak-perspective camera to the mask with the predicted mesh frozen (the azimuth hypotheses, soft IoU
+   and Chamfer mask loss of ``fit``). With ``refine`` on, the shape may move too (``fit_refinement``:
+   offsets held near the prediction by ``keep_shape_weight``).
 3. **Texture** (stage "texture"): projected from the photo, the unseen half mirrored (the icosphere's
    UV layout is symmetric), the rest inpainted, as ``fit`` does.
+
+Given ``init_mesh`` (a result to refine) the network has nothing to add: the mesh is refined as ``fit``
+refines one (``methods.fitted.refine_given_mesh``).
+
+Options: the engine settings the camera fit, the refinement and the texture use. ``fit``'s
+``flatten_weight`` and ``deformation_weight`` are not options here: the deformation loss belongs to the
+template fit alone, and the flatten loss of a frozen shape moves nothing (the refinement leaves it out);
+both keep the engine's defaults in the reported losses.
 
 The result shares the icosphere's topology and UVs (template ``icosphere-642``) with ``fit`` results,
 so textures move between them by copying. Checkpoints are ``backend.checkpoints`` files of method
@@ -19,73 +27,104 @@ so textures move between them by copying. Checkpoints are ``backend.checkpoints`
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 import pydantic
 import torch
 
+from backend.fitting.optimise import FitSettings
+from backend.fitting.pose import fit_pose
+from backend.fitting.shape import RefineSettings, fit_refinement
+from backend.fitting.texture import TextureSettings
 from backend.geometry.mesh import TexturedMesh
-from backend.methods.base import (
-    MethodOptions,
-    ProgressCallback,
-    Reconstruction,
-    cpu_threads,
+from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Stopwatch
+from backend.methods.checkpointed import CheckpointedMethod, masked_crop_input
+from backend.methods.fit_options import (
+    ChamferWeight,
+    CpuThreads,
+    CropSize,
+    DepthWeight,
+    Hypotheses,
+    KeepShapeWeight,
+    KeepSymmetry,
+    LaplacianWeight,
+    LearningRate,
+    OutlineKeepWeight,
+    Resolution,
+    Seed,
+    SelectionFraction,
+    Sigma,
+    SilhouetteWeight,
+    TextureKeepDistance,
+    TextureSize,
 )
-from backend.methods.checkpointed import checkpoint_availability, load_method_network, masked_crop_input
-from backend.methods.fit import FitMethod, FitOptions, ShapeMode
+from backend.methods.fitted import refine_given_mesh, textured_result
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
+from backend.progress import within
 
 Field = pydantic.Field
 NETWORK_SHARE = 0.05
 """Share of the "shape" stage's progress given to the network's forward pass."""
 
 
-class SoftRasOptions(FitOptions):
-    """Options of the ``softras`` method: the network has none, so these are ``fit``'s options for the
-    camera fit and the texture (every one of them, for the refinement), plus ``refine``."""
+class SoftRasOptions(MethodOptions):
+    """Options of the ``softras`` method: the network has none; these set the camera fit (and, with
+    ``refine`` or a given mesh, the refinement) and the texture."""
 
     iterations: int = Field(100, ge=0, le=20000, description="camera (and, with refine, shape) fit steps")
+    resolution: Resolution = 128
+    hypotheses: Hypotheses = 4
+    selection_fraction: SelectionFraction = 0.25
+    learning_rate: LearningRate = 0.01
+    sigma: Sigma = 1e-4
+    silhouette_weight: SilhouetteWeight = 1.0
+    chamfer_weight: ChamferWeight = 1.0
+    laplacian_weight: LaplacianWeight = 20.0
+    keep_shape_weight: KeepShapeWeight = 10.0
+    outline_keep_weight: OutlineKeepWeight = 0.1
+    depth_weight: DepthWeight = 100.0
+    keep_symmetry: KeepSymmetry = "auto"
+    texture_keep_distance: TextureKeepDistance = 0.01
+    texture_size: TextureSize = 512
+    crop_size: CropSize = 512
+    seed: Seed = 0
+    cpu_threads: CpuThreads = 1
     refine: bool = Field(False, description="let the shape move during the fit, held near the prediction")
 
-    def fit_options(self) -> FitOptions:
-        """The ``fit`` options of the camera fit and texturing."""
-        return FitOptions(**self.model_dump(exclude={"refine"}))
+    def fit_settings(self) -> FitSettings:
+        """The engine's settings of the camera (and shape) fit."""
+        return FitSettings(
+            iterations=self.iterations, resolution=self.resolution, hypotheses=self.hypotheses,
+            selection_fraction=self.selection_fraction, learning_rate=self.learning_rate, sigma=self.sigma,
+            silhouette_weight=self.silhouette_weight, chamfer_weight=self.chamfer_weight,
+            laplacian_weight=self.laplacian_weight, seed=self.seed,
+        )  # fmt: skip
+
+    def refine_settings(self) -> RefineSettings:
+        """The engine's settings of a refinement (``refine``, or a given mesh)."""
+        return RefineSettings(
+            keep_shape_weight=self.keep_shape_weight, outline_keep_weight=self.outline_keep_weight,
+            depth_weight=self.depth_weight, keep_symmetry=self.keep_symmetry,
+        )  # fmt: skip
 
 
-class SoftRasMethod:
+class SoftRasMethod(CheckpointedMethod[SoftRasOptions, SoftRasModel]):
     """The ``softras`` method (module docstring); one instance per device and checkpoint."""
 
-    name: ClassVar[str] = "softras"
-    description: ClassVar[str] = (
-        "Soft Rasterizer network (SoftRas's ShapeNet recipe) predicts the shape; fitted camera, texture "
-        "projected from the photo (needs a trained checkpoint)"
-    )
-    needs_checkpoint: ClassVar[bool] = True
-    Options: ClassVar[type[MethodOptions]] = SoftRasOptions
+    name = "softras"
+    Options = SoftRasOptions
+    template = TEMPLATE_ID
+    train_command = "mono2mesh-train softras"
 
-    def __init__(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> None:
-        self.device = torch.device(device)
-        self.model, self.checkpoint_id = load_method_network(
-            self.name, checkpoint, TEMPLATE_ID, self.device,
-            lambda settings: SoftRasModel(SoftRasModelConfig.from_dict(settings)),
-        )  # fmt: skip
-        self.fit = FitMethod(self.device)
-
-    @classmethod
-    def availability(cls) -> tuple[bool, str | None]:
-        """Whether a checkpoint is installed (``checkpoint_root()``); the reason when not."""
-        return checkpoint_availability(cls.name, "mono2mesh-train softras")
-
-    def crop_size(self, options: MethodOptions) -> int:
-        return _options(options).crop_size
+    def build_network(self, settings: dict[str, Any]) -> SoftRasModel:
+        return SoftRasModel(SoftRasModelConfig.from_dict(settings))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """Vertices (642, 3) predicted from a crop (S, S, 3) float in [0, 1] and its mask (S, S)."""
-        return self.model(masked_crop_input(image, mask, self.model.config.image_size, self.device))[0]
+        size = self.network.config.image_size
+        return self.network(masked_crop_input(image, mask, size, self.device))[0]
 
     def reconstruct(
         self,
@@ -96,44 +135,47 @@ class SoftRasMethod:
         *,
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
-        opts = _options(options)
-        if init_mesh is not None:  # a result to refine: the network has nothing to add
-            return self.fit.fit_mesh(
-                init_mesh, image, mask, opts.fit_options(), progress, shape="refine", mirror_texture=False,
-                keep_texture=True,
+        opts = self.options_of(options)
+        self.check_inputs(image, mask)
+        size = (opts.texture_size, 2 * opts.texture_size)
+        with self.threads(opts.cpu_threads):
+            if init_mesh is not None:  # a result to refine: the network has nothing to add
+                return refine_given_mesh(
+                    self, opts, init_mesh, image, mask, progress,
+                    fit=opts.fit_settings(), refine=opts.refine_settings(),
+                    texture=TextureSettings(size, unseen="given", keep_distance=opts.texture_keep_distance),
+                )  # fmt: skip
+            watch = Stopwatch()
+            progress(0.0, "shape")
+            with watch.stage("network"):
+                vertices = self.predict(image, mask).cpu()
+            progress(NETWORK_SHARE, "shape")
+            predicted = dataclasses.replace(self.network.template.mesh, vertices=vertices)
+            fit_progress = within(progress, NETWORK_SHARE, 1 - NETWORK_SHARE)
+            with watch.stage("shape"):
+                mesh = predicted.to(self.device)
+                if opts.refine:
+                    fitted = fit_refinement(
+                        mesh, mask, opts.fit_settings(), opts.refine_settings(), fit_progress
+                    )
+                else:
+                    fitted = fit_pose(
+                        mesh.vertices.float(), mesh.faces, mask, opts.fit_settings(), fit_progress
+                    )
+            extra = {
+                **fitted.summary(),
+                "refined": opts.refine,
+                "shape": "refine" if opts.refine else "pose",
+                "encoder": self.network.config.encoder,
+            }
+            return textured_result(
+                self, opts, fitted, predicted, image, mask, progress,
+                watch=watch, texture=TextureSettings(size), resolution=opts.resolution,
+                template=TEMPLATE_ID, extra=extra,
             )  # fmt: skip
-        if not mask.any():
-            raise ValueError("the mask is empty")
-        progress(0.0, "shape")
-        started = time.perf_counter()
-        with cpu_threads(opts.cpu_threads if self.device.type == "cpu" else None):
-            vertices = self.predict(image, mask).cpu()
-        network_seconds = time.perf_counter() - started
-        template = self.model.template.mesh
-        predicted = dataclasses.replace(template, vertices=vertices)
-
-        def fit_progress(fraction: float, stage: str) -> None:
-            if stage == "shape":
-                fraction = NETWORK_SHARE + (1 - NETWORK_SHARE) * fraction
-            progress(fraction, stage)
-
-        progress(NETWORK_SHARE, "shape")
-        shape: ShapeMode = "refine" if opts.refine else "pose"
-        result = self.fit.fit_mesh(
-            predicted, image, mask, opts.fit_options(), fit_progress, shape=shape, template_id=TEMPLATE_ID
-        )
-        report = dataclasses.replace(
-            result.report,
-            method=self.name,
-            options=opts.model_dump(),
-            checkpoint=self.checkpoint_id,
-            timings={"network": network_seconds, **result.report.timings},
-            extra={**result.report.extra, "encoder": self.model.config.encoder},
-        )
-        return dataclasses.replace(result, report=report)
 
 
-def _options(options: MethodOptions) -> SoftRasOptions:
-    if not isinstance(options, SoftRasOptions):
-        raise TypeError(f"softras expects SoftRasOptions, got {type(options).__name__}")
-    return options
+SPEC = SoftRasMethod.spec(
+    "Soft Rasterizer network (SoftRas's ShapeNet recipe) predicts the shape; fitted camera, texture "
+    "projected from the photo (needs a trained checkpoint)"
+)

@@ -1,7 +1,9 @@
 """Every ``nn.Module`` a method needs, so the backend rebuilds networks from checkpoints without
-importing ``training``. Each model module holds its config dataclass (``to_dict`` / ``from_dict``),
-which a checkpoint's JSON carries as ``config["model"]``.
+importing ``training``. Each model module holds its config (a ``backend.config.Config``: pydantic
+``model_dump(mode="json")`` / ``model_validate``), which a checkpoint's JSON carries as ``config["model"]``.
 
+- ``inputs``: ``model_input``, the RGBA input (RGB times the mask, mask as alpha) of ``softras`` and
+  ``pointcloud``.
 - ``encoders``: image encoders for small inputs (SoftRas conv, ResNet-like, attention).
 - ``softras``: the Soft Rasterizer ShapeNet reconstruction network on the 642-vertex icosphere.
 - ``adaptive_flow``: the adaptive-flow network (UMR's texture-flow model plus the variance decoder D_var).

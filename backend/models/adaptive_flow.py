@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.nn.functional as F
 import torchvision
+from pydantic import model_validator
 from torch import Tensor, nn
 
+from backend.config import Config
 from backend.geometry.camera import Camera
 from backend.geometry.templates import SymmetricTemplate, icosphere_template
 
@@ -52,8 +54,7 @@ FLOW_BASE_SIZE = (128, 256)
 """(height, width) the flow decoder produces before any resize (CMR/UMR's texture-flow image)."""
 
 
-@dataclass(frozen=True)
-class AdaptiveFlowModelConfig:
+class AdaptiveFlowModelConfig(Config):
     """What the backend needs to rebuild the network from a checkpoint's JSON (``config["model"]``)."""
 
     image_size: int = 256
@@ -78,7 +79,8 @@ class AdaptiveFlowModelConfig:
     template_radius: float = 0.5
     """Radius of the initial icosphere template (inside the [-0.5, 0.5]^3 box)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_adaptive_flow_model(self) -> Self:
         if self.image_size % 32 or self.image_size < 64:
             raise ValueError(f"model.image_size must be a multiple of 32 and >= 64, got {self.image_size}")
         if self.features < 1 or self.num_hypotheses < 1:
@@ -97,17 +99,7 @@ class AdaptiveFlowModelConfig:
             raise ValueError(f"model.variance_amplitude must be in (0, 1), got {self.variance_amplitude}")
         if not 0 < self.template_radius <= 0.5:
             raise ValueError(f"model.template_radius must be in (0, 0.5], got {self.template_radius}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdaptiveFlowModelConfig:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown adaptive-flow model settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return self
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Architecture (Insafutdinov & Dosovitskiy 2018, "DPC", whose network the seed paper reuses; the sizes
 are DPC's configuration):
 
-- Encoder on the RGBA input (B, 4, S, S) (``model_input``; values mapped to [-1, 1] as DPC does):
+- Encoder on the RGBA input (B, 4, S, S) (``inputs.model_input``; values mapped to [-1, 1] as DPC does):
   a 5x5 stride-2 convolution with ``channels`` (DPC's f_dim 16) filters, then blocks of
   [3x3 stride 2, 3x3 stride 1] convolutions doubling the channels until the map is 4 x 4 (three blocks
   at S = 64, four at DPC's S = 128), leaky ReLU (slope 0.2, TensorFlow's default) after each; the
@@ -27,21 +27,21 @@ network already predicts a cloud spread over the box.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 
-from backend.models.softras import model_input
+from backend.config import Config
 
 __all__ = [
     "TEMPLATE_ID",
     "PointCloudModel",
     "PointCloudModelConfig",
     "PointCloudPrediction",
-    "model_input",
 ]
 
 TEMPLATE_ID = "point-cloud"
@@ -56,8 +56,7 @@ POSE_WIDTH = 32
 """Units of the hidden layers of every pose branch (DPC's pose_net)."""
 
 
-@dataclass(frozen=True)
-class PointCloudModelConfig:
+class PointCloudModelConfig(Config):
     """What the backend needs to rebuild the network from a checkpoint's JSON (``config["model"]``)."""
 
     image_size: int = 64
@@ -73,7 +72,8 @@ class PointCloudModelConfig:
     pose_candidates: int = 4
     """Candidate pose heads of the ensemble (DPC: 4)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_pointcloud_model(self) -> Self:
         size = self.image_size
         if size < 8 or size & (size - 1):
             raise ValueError(f"model.image_size must be a power of two >= 8, got {size}")
@@ -84,22 +84,12 @@ class PointCloudModelConfig:
         for name in ("channels", "z_dim", "hidden", "pose_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        return self
 
     @property
     def num_blocks(self) -> int:
         """Blocks of [3x3 s2, 3x3 s1] convolutions after the first one: S / 2 / 2^blocks = 4."""
         return int(math.log2(self.image_size)) - 3
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PointCloudModelConfig:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown point-cloud model settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)

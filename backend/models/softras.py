@@ -23,20 +23,20 @@ Vertices are in our world frame (Y up, right-handed): the SoftRas ShapeNet camer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Self
 
 import torch
+from pydantic import model_validator
 from torch import Tensor, nn
 
+from backend.config import Config
 from backend.geometry.templates import SymmetricTemplate, icosphere_template
 from backend.models.encoders import ENCODER_KINDS, EncoderKind, ImageEncoder
 
 TEMPLATE_ID = "icosphere-642"
 
 
-@dataclass(frozen=True)
-class SoftRasModelConfig:
+class SoftRasModelConfig(Config):
     """What the backend needs to rebuild the network from a checkpoint's JSON (``config["model"]``)."""
 
     encoder: EncoderKind = "conv"
@@ -50,24 +50,15 @@ class SoftRasModelConfig:
     template_scale: float = 0.5
     """Radius of the template sphere the offsets start from (SoftRas: 0.5)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_softras_model(self) -> Self:
         if self.encoder not in ENCODER_KINDS:
             raise ValueError(f"model.encoder must be one of {ENCODER_KINDS}, got {self.encoder!r}")
         if self.image_size % 8 or self.image_size < 8:
             raise ValueError(f"model.image_size must be a positive multiple of 8, got {self.image_size}")
         if not 0 < self.template_scale < 1:
             raise ValueError(f"model.template_scale must be in (0, 1), got {self.template_scale}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SoftRasModelConfig:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown softras model settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return self
 
 
 class SoftRasModel(nn.Module):
@@ -127,9 +118,3 @@ class SoftRasModel(nn.Module):
             mirrored = vertices[:, self.mirror_index] * vertices.new_tensor([-1.0, 1.0, 1.0])
             vertices = 0.5 * (vertices + mirrored)
         return vertices
-
-
-def model_input(image: Tensor, mask: Tensor) -> Tensor:
-    """Network input from images (B, 3, S, S) and masks (B, 1, S, S) in [0, 1]: (B, 4, S, S) RGBA with
-    the RGB multiplied by the mask (the SoftRas renderings have a black background)."""
-    return torch.cat([image * mask, mask], dim=1)

@@ -36,13 +36,15 @@ makes them) are not implemented: the geometry is the Poisson mesh's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
+
+from backend.config import Config
 
 TEXTURE_METHOD = "texture-completion"
 """Checkpoint method name of the texture generator."""
@@ -56,8 +58,7 @@ CHANNEL_CAP = 8
 """Channels stop doubling at ``CHANNEL_CAP * base_channels`` (pix2pix: 8 x 64 = 512)."""
 
 
-@dataclass(frozen=True)
-class TextureGeneratorConfig:
+class TextureGeneratorConfig(Config):
     """What the backend needs to rebuild the generator from a checkpoint's JSON (``config["model"]``)."""
 
     image_size: int = 256
@@ -73,7 +74,8 @@ class TextureGeneratorConfig:
     working_size: int = 256
     """complete_texture shrinks atlases whose longer side exceeds this before running the generator."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_texture_generator(self) -> Self:
         if not 1 <= self.depth <= 8:
             raise ValueError(f"model.depth must be in 1..8, got {self.depth}")
         if self.base_channels < 1:
@@ -88,22 +90,12 @@ class TextureGeneratorConfig:
             )
         if self.working_size < 8:
             raise ValueError(f"model.working_size must be at least 8, got {self.working_size}")
+        return self
 
     @property
     def in_channels(self) -> int:
         """Generator input channels: colours (3) + known mask (1) (+ noise (1))."""
         return 5 if self.noise else 4
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TextureGeneratorConfig:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown texture generator settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -255,7 +247,7 @@ class PatchDiscriminator(nn.Module):
 
 def build_texture_generator(settings: Mapping[str, Any]) -> TextureGenerator:
     """A fresh generator from a checkpoint's ``config["model"]`` dict (``ValueError`` if it does not fit)."""
-    return TextureGenerator(TextureGeneratorConfig.from_dict(settings))
+    return TextureGenerator(TextureGeneratorConfig.model_validate(settings))
 
 
 def downsample_known(colors: Tensor, known: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from backend import __version__
+from backend.paths import data_dir
 from backend.server.config import (
     DEFAULT_HOST,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
     TOKEN_ENV,
     ServerConfig,
-    data_dir,
     is_loopback,
 )
 

@@ -1,14 +1,13 @@
-"""Server settings: one frozen dataclass, its defaults written once, and the data folder.
+"""Server settings: one frozen dataclass and its defaults, written once.
 
-``ServerConfig`` is what ``create_app`` and ``mono2mesh serve`` consume. The data folder is
-``$MONO2MESH_HOME`` when set, else ``~/.local/share/mono2mesh``; the state file defaults to
-``<data dir>/server.json`` and the jobs folder to ``<data dir>/jobs``.
+``ServerConfig`` is what ``create_app`` and ``mono2mesh serve`` consume. The state file defaults to
+``<data dir>/server.json`` and the jobs folder to ``<data dir>/jobs``, the data folder being
+``backend.paths.data_dir()`` (``$MONO2MESH_HOME`` when set, else ``~/.local/share/mono2mesh``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +15,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_UPLOAD_MB = 32.0
 DEFAULT_MAX_PIXELS = 40_000_000
 TOKEN_ENV = "MONO2MESH_TOKEN"
-HOME_ENV = "MONO2MESH_HOME"
-
-
-def data_dir() -> Path:
-    """``$MONO2MESH_HOME``, else ``~/.local/share/mono2mesh`` (not created here)."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home).expanduser()
-    return Path.home() / ".local" / "share" / "mono2mesh"
 
 
 def is_loopback(host: str) -> bool:

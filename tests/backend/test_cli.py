@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from backend.cli import build_parser, main
+from backend.cli import main
 
 
 def test_bench_render_prints_a_json_report(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,10 +63,10 @@ def test_bench_render_table_without_json(capsys: pytest.CaptureFixture[str]) -> 
     assert "mono2mesh   cpu   16^2 batch  1" in out and "ms/image" in out
 
 
-@pytest.mark.parametrize("value", ["0", "a,b", "-4"])
-def test_bad_sizes_are_refused(value: str) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "render", "--sizes", value])
+@pytest.mark.parametrize("value", ["0", "a,b", "-4", ""])
+def test_bad_sizes_are_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "render", "--sizes", value]) == 2
+    assert "mono2mesh bench render: error: sizes" in capsys.readouterr().err
 
 
 def test_python_dash_m_backend_is_the_command() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backend.cli import main
-from backend.methods.registry import method_class, method_names
+from backend.methods.registry import method_names, method_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,11 +87,13 @@ def test_parsing_any_light_command_imports_nothing_heavy() -> None:
 
 
 def test_bench_render_devices_default_to_every_available_device() -> None:
-    from backend.cli import _available_devices, build_parser
+    from backend.bench.render_command import RenderBenchOptions, available_devices
+    from backend.cli import build_parser
+    from backend.config_cli import config_from_args
 
-    args = build_parser().parse_args(["bench", "render"])
-    assert args.devices is None  # resolved when the command runs, not when the parser is built
-    assert _available_devices()[0] == "cpu"
+    options = config_from_args(RenderBenchOptions, build_parser().parse_args(["bench", "render"]))
+    assert options.devices is None  # resolved when the command runs, not when the parser is built
+    assert available_devices()[0] == "cpu"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +136,7 @@ def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
 def test_registry_names_match_their_classes() -> None:
     assert method_names()[0] == "fit" and sorted(method_names()) == sorted(METHODS)
     for name in method_names():
-        assert method_class(name).name == name
+        assert method_spec(name).name == name
 
 
 def test_methods_json_lists_every_method() -> None:

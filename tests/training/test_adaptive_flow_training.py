@@ -1,6 +1,7 @@
 """Training ``adaptive-flow`` on a tiny synthetic bird set: stage 1 learns, stage 2 starts from it with the
 vertex segmentation, D_var, the FID and part losses; the final checkpoint is served by the backend and
-exported as a GLB that loads back."""
+exported as a GLB that loads back. The composed loss is the hand-written sum of before, and the stage-1
+template moves in the loop's ``after_step`` hook, not inside the loss."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
+from torch.utils.data import default_collate
 
-from backend.geometry.camera import Camera
 from backend.geometry.io import load_glb
 from backend.methods.pipeline import export, reconstruct_photo
 from backend.methods.registry import create_method, parse_options
 from backend.models.adaptive_flow import AdaptiveFlowModel, AdaptiveFlowModelConfig
-from training.adaptive_flow import AdaptiveFlowTrainConfig, datasets, run
+from training.adaptive_flow import (
+    AdaptiveFlowNetwork,
+    AdaptiveFlowTrainConfig,
+    AdaptiveFlowTraining,
+    datasets,
+    run,
+)
 from training.cli import main as train_main
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
@@ -66,8 +74,6 @@ def test_two_stages_train_and_the_checkpoint_serves_a_glb(birds: Path, tmp_path:
     assert "fid" not in records[0] and "part_chamfer" not in records[0]  # stage 1 has neither
     assert result.checkpoint is not None and result.checkpoint.name == "adaptive-flow.safetensors"
     stage1_model = AdaptiveFlowModel(first.model)
-    from safetensors.torch import load_file
-
     weights = load_file(result.checkpoint)
     assert not any(key.startswith("critic") for key in weights)  # the critic is training-only
     stage1_model.load_state_dict(weights)  # strict: exactly the backend's network
@@ -79,7 +85,7 @@ def test_two_stages_train_and_the_checkpoint_serves_a_glb(birds: Path, tmp_path:
     records = [r for r in history(tmp_path / "s2") if r["kind"] == "train"]
     for name in ("fid", "part_chamfer", "part_probability", "camera_entropy", "gan", "alignment"):
         assert math.isfinite(records[-1][name]), name
-    parts = torch.load(tmp_path / "s2" / "vertex_parts.pt")
+    parts = load_file(tmp_path / "s2" / "vertex_parts.safetensors")["vertex_parts"]  # no pickle
     assert parts.shape[0] == 642 and parts.min() >= 0 and (parts.sum(1) <= 1 + 1e-4).all()
     assert (parts.sum(1) > 0).any()
     for name in ("mask_iou", "ssim", "novel_iou", "novel_ssim"):
@@ -123,3 +129,55 @@ def test_stage1_config_rules() -> None:
     with pytest.raises(ValueError, match="FID"):
         AdaptiveFlowTrainConfig(stage=1, model=AdaptiveFlowModelConfig(variance=False))
     assert apply_preset(AdaptiveFlowTrainConfig(), "stage1").mask_weight == 3.0
+
+
+def test_the_composed_loss_is_the_hand_written_sum(birds: Path, tmp_path: Path) -> None:
+    """Stage 2 with every term (part maps and a semantic template): training.losses.compose adds the terms
+    in the order and with the weights the trainer once wrote by hand, bit for bit."""
+    config = tiny_config(birds, tmp_path, "deformation_after_epoch=1")
+    train_set, _ = datasets(config)
+    batch = default_collate([train_set[i] for i in range(2)])
+    template = torch.rand(642, batch["parts"].shape[1], generator=torch.Generator().manual_seed(1))
+    method = AdaptiveFlowTraining(config, 2, template / template.sum(1, keepdim=True))
+    torch.manual_seed(0)
+    model = method.build_model()
+    for step, deformation_weight in ((1, 0.0), (2, config.deformation_weight)):  # epoch 0, then epoch 1
+        losses = method.training_step(model, batch, step)
+        c = config
+        expected = (
+            c.mask_weight * losses["mask"] + c.texture_weight * losses["texture"]
+            + c.texture_dt_weight * losses["texture_dt"] + c.alignment_weight * losses["alignment"]
+            + c.laplacian_weight * losses["laplacian"] + c.flatten_weight * losses["flatten"]
+            + deformation_weight * losses["deformation"] + c.gan_weight * losses["gan"]
+            + c.fid_weight * losses["fid"] + c.part_probability_weight * losses["part_probability"]
+            + c.part_chamfer_weight * losses["part_chamfer"]
+            - c.camera_entropy_weight * losses["camera_entropy"]
+        )  # fmt: skip
+        assert torch.equal(losses["loss"], expected), step
+        assert "perceptual" in losses and "deformation" in losses  # logged even while unweighted
+    # without part maps the part terms are neither computed nor logged
+    plain = {key: value for key, value in batch.items() if key != "parts"}
+    assert "part_chamfer" not in method.training_step(model, plain, 0)
+
+
+def test_the_stage1_template_moves_after_the_step_not_in_the_loss(birds: Path, tmp_path: Path) -> None:
+    config = tiny_config(birds, tmp_path, "template_update_epochs=1", stage1=True)
+    train_set, _ = datasets(config)
+    batch = default_collate([train_set[i] for i in range(2)])
+    method = AdaptiveFlowTraining(config, steps_per_epoch=2)
+    torch.manual_seed(0)
+    model = method.build_model()
+    assert isinstance(model, AdaptiveFlowNetwork)
+    network = model.network
+    before = network.template_vertices.clone()
+    offsets = []
+    for step in (0, 1):
+        with torch.no_grad():
+            offsets.append(network(batch["image"]).offsets)
+        method.training_step(model, batch, step)
+        assert torch.equal(network.template_vertices, before)  # the loss leaves the model alone
+        method.after_step(step, model)
+        if step == 0:
+            assert torch.equal(network.template_vertices, before)  # not yet: every 2 steps (1 epoch)
+    mean = torch.cat(offsets).mean(0)
+    torch.testing.assert_close(network.template_vertices, before + mean, atol=1e-6, rtol=0)

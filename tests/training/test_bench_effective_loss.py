@@ -36,4 +36,4 @@ def test_bench_effective_loss_prints_timings(capsys: pytest.CaptureFixture[str])
 
 def test_bench_effective_loss_rejects_a_zero_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-effective-loss", "--points", "0"]) == 2
-    assert "--points must be >= 1" in capsys.readouterr().out
+    assert "points: Input should be greater than 0" in capsys.readouterr().out

@@ -74,7 +74,7 @@ def test_without_torchrun_there_is_one_process(monkeypatch: pytest.MonkeyPatch) 
 def test_two_gloo_processes_under_torchrun_match_one_process_on_the_full_batch(tmp_path: Path) -> None:
     settings = {"iterations": 12, "dropout": 0.0, "augment": False, "eval_every": 0, "image_every": 0}
     config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps(toy_config(tmp_path / "ddp", **settings).to_dict()))
+    config_file.write_text(json.dumps(toy_config(tmp_path / "ddp", **settings).model_dump(mode="json")))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "tests.training.toy", "--config", str(config_file)]
     finished = subprocess.run(

@@ -55,7 +55,7 @@ def test_loss_falls_and_every_output_is_written(tmp_path: Path) -> None:
     final = load_checkpoint(tmp_path / "run" / "toy", method="toy", template="none")
     assert result.checkpoint == tmp_path / "run" / "toy.safetensors"
     assert final.meta.step == 60 and final.meta.metrics == result.metrics
-    assert final.meta.config == config.to_dict()  # the resolved config travels with the weights
+    assert final.meta.config == config.model_dump(mode="json")  # the resolved config travels with the weights
     assert final.meta.dataset == {"name": "ToyDataset", "size": 64}
     for key, value in result.model.state_dict().items():
         assert torch.equal(final.weights[key], value)
@@ -82,7 +82,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path: Path) -
     uninterrupted = run(toy_config(tmp_path / "whole"))
 
     config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps(toy_config(tmp_path / "killed", sleep=0.05).to_dict()))
+    config_file.write_text(json.dumps(toy_config(tmp_path / "killed", sleep=0.05).model_dump(mode="json")))
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.training.toy", "--config", str(config_file)],
         cwd=REPO,
@@ -218,3 +218,30 @@ def test_a_non_finite_or_missing_loss_stops_with_a_clear_error(tmp_path: Path) -
         train(_Broken("nan"), toy_config(tmp_path / "a"), data)
     with pytest.raises(KeyError, match="must return the total under 'loss', got \\['mse'\\]"):
         train(_Broken("unnamed"), toy_config(tmp_path / "b"), data)
+
+
+class _Hooked(ToyMethod):
+    """Records the loop's ``after_step`` calls and the first weight at each step and each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[int, float] = {}
+        self.calls: list[tuple[int, float]] = []
+
+    def training_step(self, model: torch.nn.Module, batch: Any, step: int) -> Mapping[str, torch.Tensor]:
+        self.seen[step] = float(next(model.parameters())[0, 0].detach())
+        return super().training_step(model, batch, step)
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        assert isinstance(model, torch.nn.Sequential)  # the unwrapped model
+        self.calls.append((step, float(next(model.parameters())[0, 0].detach())))
+
+
+def test_after_step_follows_every_optimiser_step(tmp_path: Path) -> None:
+    method = _Hooked()
+    train(method, toy_config(tmp_path, iterations=6, eval_every=0, image_every=0), ToyDataset(16))
+    assert [step for step, _ in method.calls] == list(range(6))
+    for step, weight in method.calls:
+        assert weight != method.seen[step]  # the hook sees the weights after the step's update
+        if step + 1 in method.seen:
+            assert method.seen[step + 1] == weight  # and before the next step

@@ -1,6 +1,7 @@
 """Training ``pointcloud-poisson``'s network on a tiny synthetic set: the loss falls, the pose ensemble picks
-its best candidate and distils it with weight 20, evaluation reports the paper's metrics, the final
-checkpoint reloads in the backend, the command line trains, and the helpers match naive loops."""
+its best candidate and distils it with weight 20, the composed loss is the hand-written sum, evaluation
+reports the paper's metrics, the final checkpoint reloads in the backend and the command line trains.
+The geometry helpers (rotation distances, voxels, points against masks): tests/backend/geometry."""
 
 from __future__ import annotations
 
@@ -14,29 +15,25 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_to_matrix
+from backend.geometry.camera import Camera, axis_angle_to_quaternion
+from backend.geometry.image_points import points_in_mask
+from backend.geometry.rotations import quaternion_distance
+from backend.geometry.sampling import sample_surface
 from backend.methods.checkpointed import load_method_network
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
 from training.cli import main as train_main
 from training.config import ConfigError, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
+from training.losses.compose import weighted_total
 from training.losses.effective import effective_loss
 from training.pointcloud_poisson import (
     PointCloudTrainConfig,
     PointCloudTraining,
     all_views_camera,
     datasets,
-    points_inside,
     pose_ensemble_loss,
-    quaternion_distance,
-    rotation_angle_deg,
-    rotation_distance,
     run,
-    splat_points,
-    voxel_shell,
-    voxelize_points,
 )
-from training.softras import sample_surface
 
 SMALL = PointCloudModelConfig(image_size=32, num_points=2000, channels=4, z_dim=32, hidden=32)
 
@@ -92,6 +89,23 @@ def test_a_few_steps_reduce_the_loss(birds: Path, tmp_path: Path) -> None:
     assert math.isclose(first["loss"], total, rel_tol=1e-5)  # pose_weight 1, student_weight 20 (DPC)
 
 
+@pytest.mark.parametrize("pose_mode", ["known", "learned"])
+def test_the_composed_loss_is_the_hand_written_sum(birds: Path, tmp_path: Path, pose_mode: str) -> None:
+    """training.losses.compose adds the terms as the trainer did by hand: bit for bit the same total."""
+    config = _config(birds, tmp_path, pose_mode=pose_mode, pose_weight=0.7, student_weight=3.0)
+    method = PointCloudTraining(config)
+    torch.manual_seed(6)
+    losses = method.training_step(method.build_model(), _batch(config), 0)
+    if pose_mode == "known":
+        pose = losses["pose_candidates"] + 3.0 * losses["pose_student"]
+        expected = losses["effective"] + 0.7 * pose
+    else:
+        expected = losses["effective"] + 3.0 * losses["pose_student"]
+    assert torch.equal(losses["loss"], expected)
+    with pytest.raises(ValueError, match="weights differ"):
+        weighted_total({"effective": losses["effective"]}, method.loss_weights())
+
+
 def test_known_projection_matches_a_direct_call(birds: Path, tmp_path: Path) -> None:
     """Each cloud is projected into every view of its object with that view's camera and mask."""
     config = _config(birds, tmp_path, pose_weight=0.0)
@@ -140,10 +154,10 @@ def test_ground_truth_surfaces_project_inside_their_masks(birds: Path, tmp_path:
     samples = sample_surface(mesh.vertices.float(), mesh.faces, 3000, torch.Generator().manual_seed(0))
     xy_ndc = all_views_camera(batch).project(samples)[..., :2]  # (4, N, 2)
     masks = batch["mask"][0, :, 0]  # (4, 32, 32)
-    inside = points_inside(xy_ndc, masks).float().mean(dim=1)  # (4,)
+    inside = points_in_mask(xy_ndc, masks).float().mean(dim=1)  # (4,)
     assert (inside > 0.9).all(), inside  # the rest fall on thin parts that cover < half a pixel
-    mirrored = points_inside(xy_ndc * torch.tensor([-1.0, 1.0]), masks).float().mean(dim=1)
-    upside_down = points_inside(xy_ndc * torch.tensor([1.0, -1.0]), masks).float().mean(dim=1)
+    mirrored = points_in_mask(xy_ndc * torch.tensor([-1.0, 1.0]), masks).float().mean(dim=1)
+    upside_down = points_in_mask(xy_ndc * torch.tensor([1.0, -1.0]), masks).float().mean(dim=1)
     assert mirrored.mean() < inside.mean() - 0.05 and (upside_down < 0.85).all(), (mirrored, upside_down)
 
 
@@ -168,56 +182,6 @@ def test_pose_ensemble_picks_the_best_candidate_and_distils_it() -> None:
     torch.testing.assert_close(student.grad, 20 * expected)
     with pytest.raises(ValueError, match="shapes do not fit"):
         pose_ensemble_loss(costs[:, :2], candidates, student)
-
-
-def test_rotation_distances_agree() -> None:
-    torch.manual_seed(2)
-    first = torch.nn.functional.normalize(torch.randn(64, 4), dim=1)
-    second = torch.nn.functional.normalize(torch.randn(64, 4), dim=1)
-    matrices_1, matrices_2 = quaternion_to_matrix(first), quaternion_to_matrix(second)
-    torch.testing.assert_close(rotation_distance(matrices_1, matrices_2), quaternion_distance(first, second))
-    frobenius = (matrices_1 - matrices_2).square().sum(dim=(1, 2)) / 8
-    torch.testing.assert_close(quaternion_distance(first, second), frobenius)
-    torch.testing.assert_close(quaternion_distance(first, -first), torch.zeros(64), atol=1e-6, rtol=0)
-    angle = torch.tensor([0.3, 1.0, 2.5])
-    turned = quaternion_to_matrix(axis_angle_to_quaternion(torch.tensor([[0.0, 0, 1]]).expand(3, 3), angle))
-    torch.testing.assert_close(rotation_angle_deg(turned, torch.eye(3).expand(3, 3, 3)), torch.rad2deg(angle))
-
-
-def test_voxelize_points_matches_a_loop() -> None:
-    torch.manual_seed(3)
-    points = torch.rand(500, 3) * 1.2 - 0.6  # some outside the cube
-    grid = voxelize_points(points, resolution=8)
-    expected = torch.zeros(8, 8, 8, dtype=torch.bool)
-    for x, y, z in points.tolist():
-        cell = [math.floor((c + 0.5) * 8) for c in (x, y, z)]
-        if all(0 <= c < 8 for c in cell):
-            expected[cell[0], cell[1], cell[2]] = True
-    assert torch.equal(grid, expected)
-    single = voxelize_points(torch.tensor([[-0.49, 0.01, 0.49]]))
-    assert single.sum() == 1 and single[0, 16, 31]
-    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
-        voxelize_points(torch.zeros(4, 2))
-
-
-def test_voxel_shell_keeps_the_surface_layer() -> None:
-    solid = torch.zeros(8, 8, 8, dtype=torch.bool)
-    solid[1:6, 1:6, 1:6] = True
-    shell = voxel_shell(solid)
-    assert int(shell.sum()) == 5**3 - 3**3 and not shell[2:5, 2:5, 2:5].any()
-    full = torch.ones(4, 4, 4, dtype=torch.bool)
-    assert int(voxel_shell(full).sum()) == 4**3 - 2**3  # the grid's border counts as outside
-
-
-def test_points_inside_and_splat_match_pixels() -> None:
-    mask = torch.zeros(1, 4, 4)
-    mask[0, 0, 3] = 1  # top-right pixel
-    xy_ndc = torch.tensor([[[0.75, 0.75], [0.6, 0.9], [-0.75, 0.75], [0.75, -0.75], [1.2, 0.75]]])
-    assert points_inside(xy_ndc, mask).tolist() == [[True, True, False, False, False]]
-    hit = splat_points(xy_ndc, 4)[0]
-    expected = torch.zeros(4, 4, dtype=torch.bool)
-    expected[0, 3] = expected[0, 0] = expected[3, 3] = True
-    assert torch.equal(hit, expected)
 
 
 def test_learned_pose_mode_takes_the_best_candidate(birds: Path, tmp_path: Path) -> None:
@@ -268,10 +232,10 @@ def test_run_evaluates_and_the_checkpoint_reloads(birds: Path, tmp_path: Path) -
     assert (tmp_path / "run" / "images" / "step_0000003.png").is_file()
     saved = json.loads(result.checkpoint.with_suffix(".json").read_text())
     assert saved["method"] == "pointcloud-poisson" and saved["template"] == TEMPLATE_ID
-    assert saved["config"]["model"] == SMALL.to_dict()
+    assert saved["config"]["model"] == SMALL.model_dump(mode="json")
 
     def build(settings: dict[str, object]) -> PointCloudModel:
-        return PointCloudModel(PointCloudModelConfig.from_dict(settings))
+        return PointCloudModel(PointCloudModelConfig.model_validate(settings))
 
     network, name = load_method_network(
         "pointcloud-poisson", result.checkpoint, TEMPLATE_ID, torch.device("cpu"), build

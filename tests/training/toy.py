@@ -2,7 +2,7 @@
 
 Importable (``from tests.training.toy import ...``) and runnable as a training program
 (``python -m tests.training.toy --out DIR ...``, also under torchrun), whose flags come from ``ToyConfig``
-through ``training.config.parse_config``. Randomness touches every generator the resume state restores:
+through ``backend.config_cli.parse_config``. Randomness touches every generator the resume state restores:
 dropout (torch), shuffling (the sampler), and input noise drawn from numpy's and python's global
 generators in ``__getitem__``.
 """
@@ -14,9 +14,8 @@ import random
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from training.config import TrainConfig, parse_config
+from backend.config_cli import parse_config
+from training.config import TrainConfig
 from training.loop import RunResult, train
 
 
@@ -82,7 +82,6 @@ class ToyMethod:
         return row.repeat_interleave(4, 0).repeat_interleave(4, 1).expand(3, -1, -1)
 
 
-@dataclass(frozen=True)
 class ToyConfig(TrainConfig):
     """Training the toy regression."""
 
@@ -98,9 +97,8 @@ class ToyConfig(TrainConfig):
     dataset_size: int = 64
     """Items in the training set."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"iterations": 40, "batch_size": 8, "checkpoint_every": 10, "log_every": 5},
-    }
+
+ToyConfig.PRESETS = {"tiny": ToyConfig(iterations=40, batch_size=8, checkpoint_every=10, log_every=5)}
 
 
 def toy_config(out: Path, **overrides: Any) -> ToyConfig:

@@ -14,6 +14,17 @@ of ``S_1 C_2 S_1`` (``eigvalsh``: a stable gradient even for repeated eigenvalue
   comparable with published FIDs). Without weights it falls back, with a warning, to ``"conv"``: a
   small convolutional network with fixed random weights (seed 0), a cheap, deterministic stand-in.
 - ``fid_loss``: ``frechet_distance`` between the features of a real and a fake batch (real detached).
+
+The FID *metric* of an evaluation (every trainer's, the only place Inception is loaded for it):
+
+- ``inception_available(pretrained, path)``: pretrained is not "none" and Inception-v3 ImageNet weights
+  are on this machine (nothing is downloaded).
+- ``FidMetric(pretrained, path)``: a run's metric; loads Inception-v3 once, on first use, and never the conv
+  stand-in (metric values must mean the same in every run). ``accumulator(device)`` starts an evaluation.
+- ``FidAccumulator``: ``update(real=, fake=)`` with images (B, 3, H, W) in [0, 1] or
+  ``update_features(real=, fake=)`` with features (B, D), kept as float32 on the CPU; ``compute()`` is the
+  FID of everything seen (float64 inside), or None with fewer than 2 of either side. ``active`` is False
+  when there is no network (Inception unavailable): callers then skip making the fakes.
 """
 
 from __future__ import annotations
@@ -193,6 +204,84 @@ class FidFeatures(nn.Module):
             )
         features: Tensor = self.network(images * 2 - 1)
         return features
+
+
+def inception_available(pretrained: str, path: str | Path | None = None) -> bool:
+    """Whether the FID metric runs: ``pretrained`` is not "none" and Inception-v3 weights are here."""
+    if pretrained == "none":
+        return False
+    return find_imagenet_weights("inception_v3", path) is not None
+
+
+class FidAccumulator:
+    """Features of real and fake images over one evaluation; ``compute`` gives their FID."""
+
+    def __init__(self, features: nn.Module | None = None) -> None:
+        """``features``: images (B, 3, H, W) in [0, 1] -> (B, D) (``FidFeatures``); None: no network."""
+        self.features = features
+        self._real: list[Tensor] = []
+        self._fake: list[Tensor] = []
+
+    @property
+    def active(self) -> bool:
+        """Whether images can be added (there is a feature network)."""
+        return self.features is not None
+
+    @torch.no_grad()
+    def update(self, real: Tensor | None = None, fake: Tensor | None = None) -> None:
+        """Add real and/or fake images (B, 3, H, W) in [0, 1] through the feature network."""
+        if self.features is None:
+            raise RuntimeError(
+                "this FidAccumulator has no feature network: add features with update_features"
+            )
+        self.update_features(
+            None if real is None else self.features(real), None if fake is None else self.features(fake)
+        )
+
+    def update_features(self, real: Tensor | None = None, fake: Tensor | None = None) -> None:
+        """Add real and/or fake features (B, D)."""
+        if real is not None:
+            self._real.append(real.detach().float().cpu())
+        if fake is not None:
+            self._fake.append(fake.detach().float().cpu())
+
+    def compute(self) -> float | None:
+        """FID between all real and all fake features so far; None with fewer than 2 on either side."""
+        if not self._real or not self._fake:
+            return None
+        real, fake = torch.cat(self._real), torch.cat(self._fake)
+        if len(real) < 2 or len(fake) < 2:
+            return None
+        return float(frechet_distance(*feature_statistics(real), *feature_statistics(fake)))
+
+
+class FidMetric:
+    """A run's FID metric: Inception-v3 loaded once, on first use, when ``inception_available``."""
+
+    def __init__(self, pretrained: str, path: str | Path | None = None) -> None:
+        self.pretrained = pretrained
+        self.path = path
+        self._features: FidFeatures | None = None
+        self._loaded = False
+
+    @property
+    def available(self) -> bool:
+        """Whether Inception-v3 with ImageNet weights is used (loads it on the first call)."""
+        return self._network() is not None
+
+    def _network(self) -> FidFeatures | None:
+        if not self._loaded:
+            self._loaded = True
+            if inception_available(self.pretrained, self.path):
+                features = FidFeatures.build("inception", "auto", self.path)
+                usable = features.kind == "inception" and features.pretrained
+                self._features = features if usable else None
+        return self._features
+
+    def accumulator(self, device: torch.device | str) -> FidAccumulator:
+        """A new accumulator whose network is on ``device`` (inactive when Inception is unavailable)."""
+        network = self._network()
+        return FidAccumulator(None if network is None else network.to(device))
 
 
 def fid_loss(features: nn.Module, real: Tensor, fake: Tensor) -> Tensor:

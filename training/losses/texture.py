@@ -15,7 +15,7 @@ texel, the image point it samples in torch ``grid_sample`` coordinates (x right,
 - ``face_flow_means``, ``face_pixel_means`` and ``flow_alignment_loss``: eq. 12. For each face, the mean
   flow of its texels (where the texture says the face is in the image) is pulled towards the mean
   pixel centre of the pixels the renderer shows it at (SoftRas's pseudo label, hard aggregation here).
-  The texel -> face map comes from ``backend.meshing.texturing.uv_rasterize``.
+  The texel -> face map comes from ``backend.render.uv.uv_rasterize``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from backend.bench import fit_multiview as bench
-from backend.methods.multiview import MultiViewOptions
+from backend.config_cli import config_from_args
+from backend.fitting.multiview import MultiViewOptions
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "multiview"
 
@@ -75,8 +76,10 @@ def test_main_prints_json_and_explains_missing_data(
 ) -> None:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    defaults = parser.parse_args([])
+    defaults = config_from_args(bench.FitMultiViewBenchOptions, parser.parse_args([]))
     assert defaults.data == Path("../shared/data/multiview") and defaults.steps == MultiViewOptions().steps
+    assert bench.main(parser.parse_args(["--steps", "many"])) == 2
+    assert "steps: Input should be a valid integer" in capsys.readouterr().err
     assert bench.main(parser.parse_args(["--data", str(tmp_path)])) == 2
     assert "no SoftRas multi-view data" in capsys.readouterr().err
     # Run the command with the tiny fit (the command itself only sets steps and seed).

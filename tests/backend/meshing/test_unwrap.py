@@ -10,8 +10,8 @@ import xatlas
 from backend.geometry.mesh import PointCloud
 from backend.geometry.templates import icosphere_template
 from backend.meshing.pipeline import MeshingOptions, mesh_point_cloud
-from backend.meshing.texturing import uv_rasterize
 from backend.meshing.unwrap import unwrap_uvs, uv_overlap_fraction, uv_texels
+from backend.render.uv import uv_rasterize
 
 
 def naive_hits(uvs: np.ndarray, face_uvs: np.ndarray, height: int, width: int, slack: float) -> set:

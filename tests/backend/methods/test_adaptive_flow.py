@@ -40,7 +40,7 @@ def network() -> AdaptiveFlowModel:
 
 def write_checkpoint(stem: Path, model: AdaptiveFlowModel, method: str = "adaptive-flow") -> Path:
     meta = CheckpointMeta(
-        method=method, template=TEMPLATE_ID, config={"model": model.config.to_dict()}, step=1
+        method=method, template=TEMPLATE_ID, config={"model": model.config.model_dump(mode="json")}, step=1
     )
     return save_checkpoint(stem, model.state_dict(), meta)
 

@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from backend.fitting.report import topology_id
 from backend.geometry.camera import Camera, axis_angle_to_quaternion
 from backend.geometry.mesh import TexturedMesh
 from backend.geometry.metrics import mask_iou
 from backend.geometry.templates import icosphere_template
+from backend.imaging.errors import MaskError
 from backend.methods.base import Cancelled, MethodError, no_progress
-from backend.methods.fit import (
-    FitMethod,
-    FitOptions,
-    chamfer_mask_loss,
-    initial_rotations,
-    outside_distance,
-    topology_id,
-)
+from backend.methods.fit import FitMethod, FitOptions
 from backend.methods.registry import create_method, method_info, parse_options
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
@@ -151,97 +146,6 @@ def test_refinement_keeps_topology_and_stays_near_the_given_mesh() -> None:
     assert float(green.float().mean()) > 0.9
 
 
-def _split_at_seams(mesh: TexturedMesh) -> TexturedMesh:
-    """One vertex per distinct (vertex, uv) pair, as glTF writes a mesh."""
-    pairs = torch.stack([mesh.faces.reshape(-1), mesh.face_uvs.reshape(-1)], dim=1)
-    unique, corner = torch.unique(pairs, dim=0, return_inverse=True)
-    faces = corner.reshape(-1, 3)
-    return TexturedMesh(mesh.vertices[unique[:, 0]], faces, mesh.uvs[unique[:, 1]], faces, mesh.texture)
-
-
-def test_topology_id_ignores_numbering_face_order_seams_and_shape() -> None:
-    template = icosphere_template().mesh
-    assert topology_id(template) == "icosphere-642"
-    generator = torch.Generator().manual_seed(0)
-    vertex_order = torch.randperm(template.num_vertices, generator=generator)
-    uv_order = torch.randperm(template.uvs.shape[0], generator=generator)
-    face_order = torch.randperm(template.num_faces, generator=generator)
-    new_vertex = torch.argsort(vertex_order)  # old index -> new index
-    new_uv = torch.argsort(uv_order)
-    # renumbered vertices and UVs, shuffled faces, each face starting at another corner (winding kept)
-    faces = new_vertex[template.faces][face_order].roll(1, dims=1)
-    face_uvs = new_uv[template.face_uvs][face_order].roll(1, dims=1)
-    moved = template.vertices[vertex_order] * torch.tensor([0.4, 0.9, 1.3]) + 0.2
-    shuffled = TexturedMesh(moved, faces, template.uvs[uv_order], face_uvs, template.texture)
-    assert topology_id(shuffled) == "icosphere-642"
-    split = _split_at_seams(shuffled)
-    assert split.num_vertices > template.num_vertices
-    assert topology_id(split) == "icosphere-642"
-    # the last-bit noise of a glTF V flip there and back keeps it too
-    one = torch.tensor(1.0, dtype=torch.float64)
-    flipped = (one - (one - split.uvs.double()).float().double()).float()
-    assert topology_id(TexturedMesh(split.vertices, split.faces, flipped, split.face_uvs, split.texture)) == (
-        "icosphere-642"
-    )
-
-
-def test_topology_id_changes_with_the_uv_layout() -> None:
-    template = icosphere_template().mesh
-    uvs = template.uvs.clone()
-    uvs[5] += torch.tensor([0.01, 0.0])
-    changed = TexturedMesh(template.vertices, template.faces, uvs, template.face_uvs, template.texture)
-    changed_id = topology_id(changed)
-    assert changed_id != "icosphere-642" and changed_id.startswith("1280f-")
-    swapped = TexturedMesh(
-        template.vertices, template.faces, template.uvs.flip(1), template.face_uvs, template.texture
-    )
-    assert topology_id(swapped) not in ("icosphere-642", changed_id)
-    reversed_winding = TexturedMesh(
-        template.vertices, template.faces.flip(1), template.uvs, template.face_uvs.flip(1), template.texture
-    )
-    assert topology_id(reversed_winding) != "icosphere-642"
-    # a non-template layout: stable under face shuffling, its own "<F>f-" id
-    order = torch.randperm(changed.num_faces, generator=torch.Generator().manual_seed(1))
-    shuffled = TexturedMesh(
-        changed.vertices, changed.faces[order], uvs, changed.face_uvs[order], changed.texture
-    )
-    assert topology_id(shuffled) == changed_id
-
-
-def test_chamfer_mask_loss_against_brute_force() -> None:
-    size = 32
-    mask = np.zeros((size, size), bool)
-    mask[8:20, 10:26] = True
-    distance = outside_distance(mask)
-    rows, columns = np.nonzero(mask)
-    centres = torch.tensor(
-        np.stack([(2 * columns + 1) / size - 1, 1 - (2 * rows + 1) / size], axis=-1), dtype=torch.float32
-    )
-    # Vertices at pixel centres, so bilinear sampling of the distance field is exact there.
-    pick_rows, pick_columns = torch.tensor([0, 5, 12, 31]), torch.tensor([3, 17, 12, 30])
-    projected = torch.stack(
-        [(2 * pick_columns + 1) / size - 1, 1 - (2 * pick_rows + 1) / size], dim=-1
-    ).float()[None]  # (1, 4, 2)
-    loss = chamfer_mask_loss(projected, distance, centres)
-    pairwise = torch.cdist(projected[0], centres).pow(2)  # (4, M)
-    expected = pairwise.min(1).values.mean() + pairwise.min(0).values.mean()
-    torch.testing.assert_close(loss[0], expected, atol=1e-4, rtol=1e-4)
-    # A vertex outside the image still gets a gradient toward the mask.
-    far = torch.tensor([[[1.6, 1.4]]], requires_grad=True)
-    chamfer_mask_loss(far, distance, centres).sum().backward()
-    assert far.grad is not None and far.grad[0, 0, 0] > 0 and far.grad[0, 0, 1] > 0
-
-
-def test_initial_rotations_are_evenly_spaced_azimuths() -> None:
-    rotations = initial_rotations(4)
-    assert rotations.shape == (4, 4)
-    from backend.geometry.camera import quaternion_to_matrix
-
-    matrices = quaternion_to_matrix(rotations)
-    azimuths = torch.rad2deg(torch.atan2(matrices[:, 0, 2], matrices[:, 0, 0])) % 360
-    torch.testing.assert_close(azimuths, torch.tensor([45.0, 135.0, 225.0, 315.0]), atol=1e-3, rtol=0)
-
-
 def test_options_are_validated_by_name() -> None:
     assert parse_options("fit", {"iterations": 10}).iterations == 10  # type: ignore[attr-defined]
     with pytest.raises(MethodError, match="unknown_thing"):
@@ -271,7 +175,7 @@ def test_registry_describes_and_creates_methods() -> None:
 
 def test_bad_inputs_are_refused() -> None:
     method = FitMethod("cpu")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(MaskError, match="empty"):
         method.reconstruct(
             np.ones((64, 64, 3), np.float32), np.zeros((64, 64), bool), FitOptions(), lambda f, s: None
         )

@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 
 from backend.checkpoints import CheckpointMeta, save_checkpoint
+from backend.fitting.report import topology_id
 from backend.geometry.camera import Camera, axis_angle_to_quaternion
 from backend.geometry.io import load_glb
 from backend.geometry.templates import icosphere_template
 from backend.methods import pointcloud_poisson
 from backend.methods.base import MethodError, no_progress
-from backend.methods.fit import topology_id
 from backend.methods.pipeline import export, reconstruct_photo
 from backend.methods.pointcloud_poisson import PointCloudPoissonMethod, PointCloudPoissonOptions
 from backend.methods.registry import create_method, method_info, parse_options
@@ -77,7 +77,7 @@ def network(points: torch.Tensor) -> PointCloudModel:
 
 
 def write_checkpoint(stem: Path, model: torch.nn.Module, method: str, template: str) -> Path:
-    config = model.config.to_dict()  # type: ignore[union-attr,operator]
+    config = model.config.model_dump(mode="json")  # type: ignore[union-attr,operator]
     meta = CheckpointMeta(method=method, template=template, config={"model": config}, step=1)
     return save_checkpoint(stem, model.state_dict(), meta)
 

@@ -13,9 +13,9 @@ import functools
 import numpy as np
 import torch
 
+from backend.fitting.refine_terms import mirror_pairs, nearest_mirror_pairs, symmetrize_offsets_by_pairs
 from backend.methods.base import Reconstruction, no_progress
 from backend.methods.fit import FitMethod, FitOptions
-from backend.methods.refine_terms import mirror_pairs, nearest_mirror_pairs, symmetrize_offsets_by_pairs
 from tests.backend.methods.test_fit import SMALL, ellipsoid_mask
 
 

@@ -1,4 +1,5 @@
-"""The ``softras`` method: checkpoint loading through the registry, the frozen-shape camera fit, refine.
+"""The ``softras`` method: checkpoint loading through the registry, the frozen-shape camera fit, refine
+(the engine's ``fit_pose`` alone: tests/backend/fitting/test_pose.py).
 
 The network here is untrained, with its heads zeroed so that it predicts the SoftRas start shape (the
 sphere of radius 0.25) for any photo: that makes the expected mesh exact. Training is tested in
@@ -17,7 +18,6 @@ from backend.checkpoints import CheckpointMeta, save_checkpoint
 from backend.cli import main as cli_main
 from backend.geometry.templates import icosphere_template
 from backend.methods.base import MethodError, no_progress
-from backend.methods.fit import FitMethod, FitOptions
 from backend.methods.registry import create_method, method_info, parse_options
 from backend.methods.softras import SoftRasMethod, SoftRasOptions
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
@@ -46,7 +46,7 @@ def sphere_network(config: SoftRasModelConfig | None = None) -> SoftRasModel:
 
 def write_checkpoint(stem: Path, model: SoftRasModel, method: str = "softras") -> Path:
     meta = CheckpointMeta(
-        method=method, template=TEMPLATE_ID, config={"model": model.config.to_dict()}, step=1
+        method=method, template=TEMPLATE_ID, config={"model": model.config.model_dump(mode="json")}, step=1
     )
     return save_checkpoint(stem, model.state_dict(), meta)
 
@@ -101,24 +101,6 @@ def test_reconstruct_predicts_the_shape_and_fits_only_the_camera(tmp_path: Path)
     assert refined.report.silhouette_iou > report.silhouette_iou + 0.05
 
 
-def test_pose_fit_recovers_the_view_of_a_known_shape() -> None:
-    """``fit_mesh(shape="pose")`` with the true shape: the camera alone explains the mask."""
-    image, mask = ellipsoid_mask()
-    template = icosphere_template(3).mesh
-    truth = template.__class__(
-        vertices=template.vertices * torch.tensor([0.5, 0.6, 1.0]),
-        faces=template.faces,
-        uvs=template.uvs,
-        face_uvs=template.face_uvs,
-        texture=template.texture,
-    )
-    result = FitMethod("cpu").fit_mesh(
-        truth, image, mask, FitOptions(**SMALL), no_progress, shape="pose", template_id="icosphere-642"
-    )
-    assert torch.equal(result.mesh.vertices, truth.vertices)
-    assert result.report.silhouette_iou is not None and result.report.silhouette_iou > 0.93
-
-
 def test_checkpoints_of_another_method_or_a_pickle_are_refused(tmp_path: Path) -> None:
     other = write_checkpoint(tmp_path / "other", sphere_network(), method="adaptive-flow")
     with pytest.raises(MethodError, match="adaptive-flow"):
@@ -141,4 +123,4 @@ def test_options_are_checked() -> None:
         parse_options("softras", {"iterations": -1})
     with pytest.raises(MethodError, match="invalid options for softras"):
         parse_options("softras", {"encoder": "conv"})  # a training setting, not an option
-    assert np.isclose(SoftRasOptions().fit_options().keep_shape_weight, 10.0)
+    assert np.isclose(SoftRasOptions().refine_settings().keep_shape_weight, 10.0)

@@ -124,9 +124,9 @@ def test_variance_decoder_reaches_three_channels_at_other_sizes() -> None:
 
 def test_config_round_trip_and_errors() -> None:
     config = AdaptiveFlowModelConfig(image_size=128, variance=False, num_hypotheses=4, shape_scale=0.5)
-    assert AdaptiveFlowModelConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown adaptive-flow model settings"):
-        AdaptiveFlowModelConfig.from_dict({"image_size": 64, "depth": 3})
+    assert AdaptiveFlowModelConfig.model_validate(config.model_dump(mode="json")) == config
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) depth for AdaptiveFlowModelConfig"):
+        AdaptiveFlowModelConfig.model_validate({"image_size": 64, "depth": 3})
     with pytest.raises(ValueError, match="multiple of 32"):
         AdaptiveFlowModelConfig(image_size=80)
     with pytest.raises(ValueError, match="flow_width even"):
@@ -143,7 +143,7 @@ def test_state_dict_round_trip_keeps_the_learned_template() -> None:
     model.set_template(learned)
     state = model.state_dict()
     assert "template_free" in state and "faces" not in state and "mirror_index" not in state
-    fresh = AdaptiveFlowModel(AdaptiveFlowModelConfig.from_dict(config.to_dict())).eval()
+    fresh = AdaptiveFlowModel(AdaptiveFlowModelConfig.model_validate(config.model_dump(mode="json"))).eval()
     assert not torch.equal(fresh.template_vertices, model.template_vertices)
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.template_vertices, learned, rtol=0, atol=1e-7)

@@ -12,7 +12,6 @@ from backend.models.pointcloud import (
     PointCloudModel,
     PointCloudModelConfig,
     PointCloudPrediction,
-    model_input,
 )
 
 SMALL = {"image_size": 32, "num_points": 2000, "channels": 4, "z_dim": 32, "hidden": 32}
@@ -84,12 +83,12 @@ def test_point_count_is_configurable(count: int) -> None:
 
 def test_config_round_trip_and_errors() -> None:
     config = PointCloudModelConfig(**SMALL, pose_candidates=2)
-    assert PointCloudModelConfig.from_dict(config.to_dict()) == config
+    assert PointCloudModelConfig.model_validate(config.model_dump(mode="json")) == config
     default = PointCloudModelConfig()
     assert (default.image_size, default.num_points, default.channels) == (64, 8000, 16)
     assert (default.z_dim, default.hidden, default.pose_candidates) == (1024, 1024, 4)
-    with pytest.raises(ValueError, match="unknown point-cloud model settings"):
-        PointCloudModelConfig.from_dict({"num_points": 2000, "depth": 3})
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) depth for PointCloudModelConfig"):
+        PointCloudModelConfig.model_validate({"num_points": 2000, "depth": 3})
     for bad in (1999, 16001):
         with pytest.raises(ValueError, match=r"num_points must lie in 2000\.\.16000"):
             PointCloudModelConfig(num_points=bad)
@@ -105,12 +104,3 @@ def test_wrong_input_is_refused() -> None:
         model(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="expected RGBA images"):
         model(torch.rand(1, 4, 64, 64))
-
-
-def test_model_input_is_rgba_with_a_black_background() -> None:
-    image = torch.ones(1, 3, 8, 8)
-    mask = torch.zeros(1, 1, 8, 8)
-    mask[..., 2:6, 2:6] = 1
-    rgba = model_input(image, mask)
-    assert rgba.shape == (1, 4, 8, 8)
-    assert rgba[0, :, 0, 0].tolist() == [0.0, 0.0, 0.0, 0.0] and rgba[0, :, 3, 3].tolist() == [1.0] * 4

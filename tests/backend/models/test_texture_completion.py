@@ -40,22 +40,22 @@ def _one_torch_thread() -> Iterator[None]:
 
 def small_generator(**changes: object) -> TextureGenerator:
     torch.manual_seed(0)
-    settings = {**SMALL.to_dict(), **changes}
-    return TextureGenerator(TextureGeneratorConfig.from_dict(settings)).eval()
+    settings = {**SMALL.model_dump(mode="json"), **changes}
+    return TextureGenerator(TextureGeneratorConfig.model_validate(settings)).eval()
 
 
 def test_names_and_config_round_trip() -> None:
     assert TEXTURE_METHOD == "texture-completion" and TEXTURE_TEMPLATE == "texture-atlas"
     config = TextureGeneratorConfig(image_size=64, base_channels=4, depth=2, norm="none", noise=True)
-    assert TextureGeneratorConfig.from_dict(config.to_dict()) == config
+    assert TextureGeneratorConfig.model_validate(config.model_dump(mode="json")) == config
     assert config.in_channels == 5 and SMALL.in_channels == 4
-    with pytest.raises(ValueError, match="unknown texture generator settings"):
-        TextureGeneratorConfig.from_dict({"colour": 3})
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) colour for TextureGeneratorConfig"):
+        TextureGeneratorConfig.model_validate({"colour": 3})
     with pytest.raises(ValueError, match="image_size >= 128"):
         TextureGeneratorConfig(image_size=64, depth=6)
     with pytest.raises(ValueError, match="norm"):
         TextureGeneratorConfig(norm="batch")  # type: ignore[arg-type]
-    built = build_texture_generator(SMALL.to_dict())
+    built = build_texture_generator(SMALL.model_dump(mode="json"))
     assert isinstance(built, TextureGenerator) and built.config == SMALL
 
 
@@ -218,7 +218,8 @@ def test_checkpoints_of_the_former_method_id_still_load(
     monkeypatch.setenv("MONO2MESH_HOME", str(tmp_path))
     assert canonical_method("pointcloud-texture") == TEXTURE_METHOD
     generator = small_generator()
-    meta = CheckpointMeta("pointcloud-texture", TEXTURE_TEMPLATE, config={"model": SMALL.to_dict()})
+    settings = SMALL.model_dump(mode="json")
+    meta = CheckpointMeta("pointcloud-texture", TEXTURE_TEMPLATE, config={"model": settings})
     saved = save_checkpoint(
         tmp_path / "checkpoints" / "pointcloud-texture" / "old", generator.state_dict(), meta
     )

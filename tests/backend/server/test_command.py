@@ -1,4 +1,4 @@
-"""``mono2mesh serve`` without a running server: options, state file, Host rules, the data folder."""
+"""``mono2mesh serve`` without a running server: options, state file, Host rules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend.server.command import _locked, add_arguments, main, write_state_file
-from backend.server.config import ServerConfig, data_dir, is_loopback
+from backend.server.config import ServerConfig, is_loopback
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -85,10 +85,3 @@ def test_allowed_hosts() -> None:
 def test_loopback_names() -> None:
     assert all(is_loopback(host) for host in ("127.0.0.1", "127.8.0.1", "localhost", "::1", "[::1]"))
     assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
-
-
-def test_data_dir_follows_mono2mesh_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MONO2MESH_HOME", str(tmp_path))
-    assert data_dir() == tmp_path
-    monkeypatch.delenv("MONO2MESH_HOME")
-    assert data_dir() == Path.home() / ".local" / "share" / "mono2mesh"

@@ -1,4 +1,5 @@
-"""Gradient reversal, WGAN-GP penalty and critic loss with hand-made critics."""
+"""Gradient reversal, WGAN-GP penalty and critic loss with hand-made critics; LSGAN and hinge losses by
+hand; the frozen-critic two-player scheme gives each network exactly its own gradient."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from training.losses.adversarial import grad_reverse, gradient_penalty, wgan_critic_loss
+from training.losses.adversarial import (
+    discriminator_loss,
+    frozen_call,
+    generator_loss,
+    grad_reverse,
+    gradient_penalty,
+    two_player_losses,
+    wgan_critic_loss,
+)
 
 SHAPE = (3, 2, 4, 4)  # (B, C, S, S)
 
@@ -85,3 +94,53 @@ def test_wgan_critic_loss_signs() -> None:
     loss2, parts2 = wgan_critic_loss(double, real, renders.detach(), gp_weight=3.0)
     assert math.isclose(float(parts2["gradient_penalty"]), 1.0, rel_tol=1e-5)
     assert math.isclose(float(loss2), -2 * math.sqrt(32) + 3.0, rel_tol=1e-5)
+
+
+def test_gan_losses() -> None:
+    ones, zeros = torch.ones(2, 1, 3, 3), torch.zeros(2, 1, 3, 3)
+    assert float(discriminator_loss(ones, zeros, "lsgan")) == 0.0
+    assert float(discriminator_loss(zeros, ones, "lsgan")) == 2.0
+    assert float(generator_loss(ones, "lsgan")) == 0.0 and float(generator_loss(zeros, "lsgan")) == 1.0
+    assert float(discriminator_loss(ones, -ones, "hinge")) == 0.0
+    assert float(discriminator_loss(zeros, zeros, "hinge")) == 2.0
+    assert float(generator_loss(3 * ones, "hinge")) == -3.0
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        generator_loss(ones, "wgan")  # type: ignore[arg-type]
+
+
+def test_frozen_call_reaches_the_input_only() -> None:
+    layer = torch.nn.Conv2d(3, 1, 3)
+    inputs = torch.rand(2, 3, 8, 8, requires_grad=True)
+    result = frozen_call(layer, inputs)
+    assert torch.equal(result, layer(inputs))
+    result.sum().backward()
+    assert inputs.grad is not None and layer.weight.grad is None
+    assert layer.bias is not None and layer.bias.grad is None
+
+
+@pytest.mark.parametrize("kind", ["lsgan", "hinge"])
+def test_two_player_losses_give_each_network_exactly_its_own_gradient(kind: str) -> None:
+    torch.manual_seed(5)
+    generator = torch.nn.Conv2d(3, 3, 3, padding=1)
+    discriminator = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(4, 1, 3)
+    )
+    real, noise = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    players = list(generator.parameters()), list(discriminator.parameters())
+    terms = two_player_losses(discriminator, real, generator(noise), kind)  # type: ignore[arg-type]
+    (0.7 * terms.generator + 1.3 * terms.discriminator).backward()
+    got = [[p.grad.clone() for p in group] for group in players]  # type: ignore[union-attr]
+    # each player's own objective, differentiated alone with plain (unfrozen, undetached) calls
+    fake = generator(noise)
+    own_generator = 0.7 * generator_loss(discriminator(fake), kind)  # type: ignore[arg-type]
+    own_critic = 1.3 * discriminator_loss(discriminator(real), discriminator(fake), kind)  # type: ignore[arg-type]
+    expected = (
+        torch.autograd.grad(own_generator, players[0], retain_graph=True),
+        torch.autograd.grad(own_critic, players[1]),
+    )
+    for got_group, want_group in zip(got, expected, strict=True):
+        assert sum(float(want.abs().sum()) for want in want_group) > 0
+        for value, want in zip(got_group, want_group, strict=True):
+            torch.testing.assert_close(value, want)
+    assert float(terms.real_score) == pytest.approx(float(discriminator(real).mean().detach()))
+    assert not terms.real_score.requires_grad and not terms.fake_score.requires_grad

@@ -1,8 +1,10 @@
-"""Differentiable FID against numpy/scipy, and the FID feature networks without downloaded weights."""
+"""Differentiable FID against numpy/scipy, the FID feature networks without downloaded weights, and the
+FID metric's accumulator and Inception loader."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,15 @@ import torch
 import torchvision
 
 from training.losses import fid
-from training.losses.fid import FidFeatures, feature_statistics, fid_loss, frechet_distance
+from training.losses.fid import (
+    FidAccumulator,
+    FidFeatures,
+    FidMetric,
+    feature_statistics,
+    fid_loss,
+    frechet_distance,
+    inception_available,
+)
 from training.pretrained import PretrainedEncoder
 
 
@@ -139,3 +149,64 @@ def test_fid_loss_trains_the_fake_side_only() -> None:
     assert abs(float(fid_loss(features, fake.detach(), fake.detach()))) < 1e-4
     with pytest.raises(ValueError, match="B >= 2"):
         fid_loss(features, real[:1], fake)
+
+
+def test_fid_accumulator_equals_the_distance_of_everything_seen() -> None:
+    features = FidFeatures.build("conv", dims=8)
+    generator = torch.Generator().manual_seed(6)
+    batches = [(torch.rand(n, 3, 16, 16, generator=generator), torch.rand(n, 3, 16, 16, generator=generator))
+               for n in (3, 1, 4)]  # fmt: skip
+    accumulator = FidAccumulator(features)
+    assert accumulator.active and accumulator.compute() is None
+    for real, fake in batches:
+        accumulator.update(real=real, fake=fake)
+    real = torch.cat([features(r) for r, _ in batches])
+    fake = torch.cat([features(f) for _, f in batches])
+    expected = float(frechet_distance(*feature_statistics(real), *feature_statistics(fake)))
+    assert accumulator.compute() == pytest.approx(expected, rel=1e-6)
+    # precomputed features, one side at a time, and fewer than 2 on a side gives None
+    by_features = FidAccumulator()
+    assert not by_features.active
+    by_features.update_features(real=real[:1])
+    by_features.update_features(fake=fake)
+    assert by_features.compute() is None
+    by_features.update_features(real=real[1:])
+    assert by_features.compute() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(RuntimeError, match="no feature network"):
+        by_features.update(real=batches[0][0])
+
+
+def test_fid_metric_without_weights_is_unavailable_and_looks_nothing_up_with_none(
+    hub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not inception_available("auto") and not FidMetric("auto").available
+    assert not FidMetric("require").accumulator("cpu").active  # the metric never downloads nor raises
+
+    def fail(*args: object, **kwargs: object) -> None:
+        pytest.fail("pretrained=none looked for weights")
+
+    monkeypatch.setattr(fid, "find_imagenet_weights", fail)
+    assert not inception_available("none")
+    metric = FidMetric("none")
+    assert not metric.available and not metric.accumulator("cpu").active
+
+
+def test_fid_metric_loads_inception_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(4)
+    network = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    loads: list[str] = []
+
+    def encoder(arch: str, policy: str, path: object) -> PretrainedEncoder:
+        loads.append(policy)
+        return PretrainedEncoder(network, True, "x")
+
+    monkeypatch.setattr(fid, "find_imagenet_weights", lambda arch, path=None: Path("inception.pth"))
+    monkeypatch.setattr(fid, "imagenet_encoder", encoder)
+    metric = FidMetric("auto")
+    assert loads == []  # nothing loaded before first use
+    first, second = metric.accumulator("cpu"), metric.accumulator("cpu")
+    assert first.active and second.active and metric.available and loads == ["auto"]
+    assert isinstance(first.features, FidFeatures) and first.features.kind == "inception"
+    first.update(real=torch.rand(2, 3, 24, 24), fake=torch.rand(2, 3, 24, 24))
+    value = first.compute()
+    assert value is not None and math.isfinite(value) and second.compute() is None  # separate evaluations

@@ -1,15 +1,15 @@
-"""Tests for backend.methods.multiview: multi-view silhouette fitting on small synthetic targets."""
+"""Tests for backend.fitting.multiview: multi-view silhouette fitting on small synthetic targets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from backend.fitting.multiview import MultiViewOptions, fit_multiview, subdivide_to
 from backend.geometry import Camera
 from backend.geometry.metrics import mask_iou
 from backend.geometry.ops import edge_adjacent_faces, flatten_loss, laplacian_loss
 from backend.geometry.templates import icosphere_template
-from backend.methods.multiview import MultiViewOptions, fit_multiview, subdivide_to
 from backend.render import RasterSettings, render
 
 SIZE = 32

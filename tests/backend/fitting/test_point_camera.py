@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from backend.fitting.point_camera import fit_point_camera, mask_points_ndc
 from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
 from backend.geometry.metrics import mask_iou
 from backend.geometry.templates import icosphere_template
-from backend.methods.point_camera import fit_point_camera, mask_points_ndc
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 

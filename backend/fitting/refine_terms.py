@@ -1,4 +1,5 @@
-"""What ``fit``'s refinement of a given (artist-edited) mesh needs besides the fitting losses.
+"""What the refinement of a given (artist-edited) mesh (``backend.fitting.shape``) needs besides the
+fitting losses.
 
 Contract:
 
@@ -27,9 +28,9 @@ from torch import Tensor
 
 from backend.geometry.camera import Camera
 from backend.geometry.ops import edge_adjacent_faces, face_normals
-from backend.meshing.texturing import texel_surface, uv_rasterize
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
+from backend.render.uv import texel_surface, uv_rasterize
 
 
 def _mirrored(vertices: np.ndarray) -> np.ndarray:

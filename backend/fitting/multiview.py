@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,10 +65,8 @@ from backend.geometry.ops import (
     uniform_laplacian,
 )
 from backend.geometry.templates import SymmetricTemplate, icosphere_template, symmetrize_offsets
+from backend.progress import ProgressCallback
 from backend.render import RasterSettings, render
-
-ProgressCallback = Callable[[float, str], None]
-"""``progress(fraction, stage)``; may raise to stop the fit."""
 
 
 @dataclass(frozen=True)

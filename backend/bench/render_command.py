@@ -1,0 +1,77 @@
+"""``mono2mesh bench render`` on the command line: its options (``RenderBenchOptions``) and ``main``.
+
+The flags come from ``RenderBenchOptions`` (``backend.config_cli``). The work is
+``backend.bench.render``, imported only when the command runs: this module imports pydantic and nothing
+heavy, so ``mono2mesh`` can parse the command without torch. ``main(args)`` prints the table, or the JSON
+report with ``--json``; invalid options print the problem and return 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Annotated
+
+from pydantic import Field, PositiveInt
+
+from backend.config import Config
+from backend.config_cli import Flag, add_config_arguments, options_from_args
+
+
+class RenderBenchOptions(Config):
+    """The options of ``mono2mesh bench render``."""
+
+    sizes: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (64, 128, 256)
+    """Image sizes (comma-separated)."""
+    batches: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (1, 16)
+    """Batch sizes (comma-separated)."""
+    devices: tuple[str, ...] | None = None
+    """Comma-separated torch devices (default: every available device)."""
+    repeats: PositiveInt = 5
+    """Timed runs per case; the minimum is reported."""
+    sigma: float | None = None
+    """Fixed SoftRas sigma (default 1e-4*(64/S)^2)."""
+    no_deodr: Annotated[bool, Flag(switch=True)] = False
+    """Skip the DEODR comparison."""
+    as_json: Annotated[bool, Flag("--json", switch=True)] = False
+    """Print the JSON report instead of a table."""
+
+
+def available_devices() -> list[str]:
+    """``cpu`` and, when present, ``cuda`` and ``mps``."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mono2mesh bench render`` (``RenderBenchOptions``)."""
+    add_config_arguments(parser, RenderBenchOptions, extras=False)
+
+
+def main(namespace: argparse.Namespace) -> int:
+    """Run the benchmark and print its table or JSON; 2 on invalid options."""
+    options = options_from_args(RenderBenchOptions, namespace, "mono2mesh bench render")
+    if options is None:
+        return 2
+    from backend.bench import render as bench_render
+
+    with_deodr = not options.no_deodr
+    if with_deodr:
+        try:
+            import deodr  # noqa: F401
+        except ImportError:
+            print("deodr is not installed (pip install 'mono2mesh[bench]'); skipping it", file=sys.stderr)
+            with_deodr = False
+    devices = list(options.devices) if options.devices else available_devices()
+    report = bench_render.run(
+        list(options.sizes), list(options.batches), devices, options.repeats, with_deodr, options.sigma
+    )
+    print(json.dumps(report, indent=2) if options.as_json else bench_render.format_table(report))
+    return 0

@@ -1,0 +1,42 @@
+"""The mask target and MeshInversion's Chamfer mask loss against a brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.fitting.targets import MASK_POINTS, MaskTarget, chamfer_mask_loss, outside_distance
+
+
+def test_chamfer_mask_loss_against_brute_force() -> None:
+    size = 32
+    mask = np.zeros((size, size), bool)
+    mask[8:20, 10:26] = True
+    distance = outside_distance(mask)
+    rows, columns = np.nonzero(mask)
+    centres = torch.tensor(
+        np.stack([(2 * columns + 1) / size - 1, 1 - (2 * rows + 1) / size], axis=-1), dtype=torch.float32
+    )
+    # Vertices at pixel centres, so bilinear sampling of the distance field is exact there.
+    pick_rows, pick_columns = torch.tensor([0, 5, 12, 31]), torch.tensor([3, 17, 12, 30])
+    projected = torch.stack(
+        [(2 * pick_columns + 1) / size - 1, 1 - (2 * pick_rows + 1) / size], dim=-1
+    ).float()[None]  # (1, 4, 2)
+    loss = chamfer_mask_loss(projected, distance, centres)
+    pairwise = torch.cdist(projected[0], centres).pow(2)  # (4, M)
+    expected = pairwise.min(1).values.mean() + pairwise.min(0).values.mean()
+    torch.testing.assert_close(loss[0], expected, atol=1e-4, rtol=1e-4)
+    # A vertex outside the image still gets a gradient toward the mask.
+    far = torch.tensor([[[1.6, 1.4]]], requires_grad=True)
+    chamfer_mask_loss(far, distance, centres).sum().backward()
+    assert far.grad is not None and far.grad[0, 0, 0] > 0 and far.grad[0, 0, 1] > 0
+
+
+def test_mask_target_is_seeded_and_resized() -> None:
+    mask = np.zeros((128, 128), bool)
+    mask[20:100, 30:90] = True
+    first = MaskTarget.build(mask, 64, torch.Generator().manual_seed(3), torch.device("cpu"))
+    again = MaskTarget.build(mask, 64, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert first.size == 64 and first.mask.shape == first.distance.shape == (64, 64)
+    assert first.points.shape == (MASK_POINTS, 2) and torch.equal(first.points, again.points)
+    assert float(first.distance[first.mask > 0.5].max()) == 0.0 and float(first.distance.max()) > 0
