@@ -14,9 +14,9 @@ Subcommands:
 Each command's module holds its arguments and its work; this one only dispatches.
 
 Start-up stays light: a command's module is imported, and its arguments added, only when that command
-is parsed or its help is printed (``DeferredParser``), and those modules import torch, the networks,
-Open3D and FastAPI where they run, not at the top. ``mono2mesh --version`` and ``--help`` import none of
-them (``tests/backend/test_startup.py``).
+is parsed or its help is printed (``backend.cli_parser.DeferredParser``), and those modules import torch,
+the networks, Open3D and FastAPI where they run, not at the top. ``mono2mesh --version`` and ``--help``
+import none of them (``tests/backend/test_startup.py``).
 """
 
 from __future__ import annotations
@@ -24,44 +24,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from backend import __version__
-
-
-class DeferredParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose arguments are added by ``build(parser)`` the first time it parses or
-    formats its usage or help.
-
-    As the parser class of ``add_subparsers``, it lets ``--help`` list every subcommand (the ``help=`` of
-    ``add_parser``) while importing only the module of the subcommand that is run.
-    """
-
-    def __init__(
-        self, *args: Any, build: Callable[[argparse.ArgumentParser], object] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._build = build
-
-    def _build_now(self) -> None:
-        build, self._build = self._build, None
-        if build is not None:
-            build(self)
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        self._build_now()
-        return super().parse_known_args(args, namespace)
-
-    def format_usage(self) -> str:
-        self._build_now()
-        return super().format_usage()
-
-    def format_help(self) -> str:
-        self._build_now()
-        return super().format_help()
+from backend.cli_parser import DeferredParser
 
 
 def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:

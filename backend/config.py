@@ -13,7 +13,8 @@ or a validator rejects. The message names the dotted field (``model.width: Input
 integer ... (got 'wide')``); unknown keys are listed together with the valid ones (``unknown config
 key(s) model.depth for WidgetModel; valid keys: encoder, width``). Values are coerced the pydantic
 ("lax") way: ``"8"`` is accepted for an int, ``[0.9, 0.99]`` for a tuple. ``model_dump(mode="json")``
-is the JSON form a checkpoint stores and ``model_validate`` reads it back. Cross-field rules are
+is the JSON form a checkpoint stores and ``model_validate`` reads it back (``from_dict`` is the same
+call, kept for the network builders of ``backend.methods``). Cross-field rules are
 ``@model_validator(mode="after")`` methods; their messages name the fields themselves.
 
 Presets are typed values: ``PRESETS`` maps a name to an instance of the class built with only the

@@ -8,7 +8,7 @@ set), which crashes the trainers on CUDA as soon as it meets a CUDA tensor. The 
   ``from torch import zeros``) must pass ``device=``; ``*_like`` and ``Tensor.new_*`` inherit the
   device of their input and are fine, ``torch.from_numpy`` always shares the array's CPU memory;
 - no ``DataLoader`` is constructed in ``training/`` outside ``training/loop.py`` (whose evaluation
-  loaders move batches to the device: ``training.loop.device_loader``) and ``training/datasets/``.
+  loaders move batches to the device: ``training.batches.device_loader``) and ``training/datasets/``.
 
 Deliberate exceptions go on ``ALLOWED_FACTORIES`` / ``ALLOWED_DATALOADERS`` below, each with its
 reason, keyed by file, enclosing function and call (never a line number).
@@ -55,7 +55,7 @@ ALLOWED_FACTORIES: tuple[Allowed, ...] = ()
 
 ALLOWED_DATALOADERS: tuple[Allowed, ...] = (
     Allowed(
-        "training/adaptive_flow.py", "run", "DataLoader",
+        "training/adaptive_flow/__init__.py", "run", "DataLoader",
         "stage-2 vertex segmentation over the unaugmented training photos: vertex_segmentation moves "
         "batch['image'] and batch['parts'] to its device before using them",
     ),
@@ -215,7 +215,7 @@ def test_training_dataloaders_come_from_the_loop() -> None:
         f"{len(offenders)} DataLoader(s) constructed in training/ outside {', '.join(DATALOADER_HOMES)}:\n"
         f"{listing}\n"
         "Fix: evaluation loaders come from the loop, which moves every batch to the device: "
-        "training.loop.device_loader(dataset, device, batch_size, ...) (or the loop's eval_loader). "
+        "training.batches.device_loader(dataset, device, batch_size, ...) (or the loop's eval_loader). "
         "A loader whose batches are moved explicitly right after (move_to_device) may go on "
         "ALLOWED_DATALOADERS in tests/test_tensor_devices.py with its reason."
     )
@@ -284,7 +284,7 @@ def test_checker_names_file_line_scope_and_call() -> None:
         ("from torch.utils.data import DataLoader\nDataLoader(d, batch_size=2)", 1),
         ("from torch.utils.data import DataLoader as Loader\nLoader(d)", 1),
         ("import torch\ntorch.utils.data.DataLoader(d)", 1),
-        ("from training.loop import device_loader\ndevice_loader(d, device, 4)", 0),
+        ("from training.batches import device_loader\ndevice_loader(d, device, 4)", 0),
     ],
 )
 def test_dataloader_checker(source: str, count: int) -> None:

@@ -31,10 +31,10 @@ from backend.config import Config
 from backend.config_cli import Flag
 from backend.models.adaptive_flow import sample_texture
 from training.adaptive_flow import AdaptiveFlowTrainConfig, AdaptiveFlowTraining, datasets, run
+from training.batches import device_loader, move_to_device
 from training.commands import register_options_command
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.loop import device_loader, move_to_device
 
 VARIANTS = {
     "full": [],

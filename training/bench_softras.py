@@ -29,9 +29,10 @@ from backend.config import Config
 from backend.methods.base import no_progress
 from backend.methods.fit import FitMethod, FitOptions
 from backend.models.encoders import EncoderKind
+from training.batches import device_loader
 from training.commands import register_options_command
 from training.datasets.synthetic import SyntheticConfig, generate
-from training.loop import device_loader, train
+from training.loop import train
 from training.softras import SoftRasTrainConfig, SoftRasTraining, datasets
 
 

@@ -18,6 +18,10 @@ JSON layout (``format`` 1)::
 ``rng`` has one entry per process (index = rank). Both files are written atomically, the safetensors
 first; the safetensors header carries ``state_id``, so a pair from two different saves is refused. The
 ``.state.json`` appearing is what marks a resume point complete (``latest_training_state``).
+
+The loop's use of a run's ``checkpoints/`` folder: ``resolve_resume(config, folder)`` picks the state a run
+continues from (``config.resume``: "auto" the latest, a path that one, "" none, refusing a folder that
+already holds a run), and ``prune_training_states(folder, keep)`` keeps the ``keep`` newest resume points.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from backend.checkpoints import atomic_write, refuse_pickle
+from training.config import RESUME_AUTO, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -325,3 +330,36 @@ def latest_training_state(directory: str | os.PathLike[str]) -> Path | None:
     """The ``.state.json`` with the highest step in ``directory``, or None."""
     states = training_states(directory)
     return states[-1][1] if states else None
+
+
+def resolve_resume(config: TrainConfig, checkpoints: Path) -> Path | None:
+    """The ``.state.json`` the run continues from, or None for a fresh start.
+
+    Raises:
+        FileExistsError: ``resume`` is "" but ``checkpoints`` already holds a run.
+        FileNotFoundError: ``resume`` names a state that does not exist.
+    """
+    if config.resume == RESUME_AUTO:
+        return latest_training_state(checkpoints)
+    if config.resume:
+        path = state_paths(config.resume)[1]
+        if not path.is_file():
+            raise FileNotFoundError(f"resume state {path} does not exist")
+        return path
+    existing = training_states(checkpoints)
+    if existing:
+        raise FileExistsError(
+            f"{checkpoints} already holds a run (step {existing[-1][0]}); pass resume=auto to continue it "
+            "or choose another out folder"
+        )
+    return None
+
+
+def prune_training_states(directory: str | os.PathLike[str], keep: int) -> None:
+    """Delete all but the ``keep`` newest resume points in ``directory`` (each state's four files: the
+    ``.state.json``, ``.state.safetensors`` and the checkpoint's ``.json``, ``.safetensors``); 0 keeps all."""
+    states = training_states(directory)
+    for _, json_path in states[: max(len(states) - keep, 0)] if keep else []:
+        stem = json_path.name[: -len(".state.json")]
+        for suffix in (".state.json", ".state.safetensors", ".json", ".safetensors"):
+            (json_path.parent / (stem + suffix)).unlink(missing_ok=True)

@@ -6,7 +6,7 @@ add its name, module and one-line help to ``COMMANDS`` (``tests/training/test_cl
 is the one ``register`` gives).
 
 A subcommand's module (torch, the datasets, the trainers) is imported, and its ``register`` called, only
-when that subcommand is parsed or its help printed (``backend.cli.DeferredParser``): ``--help`` and
+when that subcommand is parsed or its help printed (``backend.cli_parser.DeferredParser``): ``--help`` and
 ``--version`` import none of them.
 
 ``DEPRECATED`` maps retired subcommand names to their current ones: ``main`` still runs them, after a
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import __version__
-from backend.cli import DeferredParser
+from backend.cli_parser import DeferredParser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": (

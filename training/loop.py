@@ -25,8 +25,9 @@ each optimiser step for changes to the model outside the gradient (``TrainingMet
 attribute access. ``evaluate`` and ``visualise`` get the unwrapped module in eval mode on rank 0 only;
 ``visualise`` runs under ``torch.no_grad()``, ``evaluate`` decides itself (a method may optimise at test
 time). Batches arrive on the device (tensors in dicts, lists and tuples are moved), in training and in
-evaluation alike: ``evaluate`` gets a ``DeviceDataLoader`` (``device_loader``), which a benchmark that
-evaluates a model outside the loop uses too.
+evaluation alike: ``evaluate`` gets a ``DeviceDataLoader`` (``device_loader``; both in ``training.batches``
+with ``move_to_device`` and ``base_dataset``), which a benchmark that evaluates a model outside the loop
+uses too.
 
 Output folder ``config.out``::
 
@@ -34,10 +35,11 @@ Output folder ``config.out``::
     <method>.safetensors + <method>.json                                       final weights (backend)
     history.jsonl, images/step_*.png, tensorboard/, report/report.md (+ PNG plots)
 
-Resume (``config.resume``): the run continues from a ``.state.json`` with the model, optimiser, scheduler,
-GradScaler, every process's generator states and the step restored, the data order re-derived from
-``(seed, epoch)`` and the epoch's consumed batches skipped, so a run killed with SIGKILL ends with the same
-weights as one never interrupted (bitwise with ``workers = 0`` on a deterministic device).
+Resume (``config.resume``, resolved by ``training.checkpointing.resolve_resume``; old resume points are
+pruned to ``keep_checkpoints``): the run continues from a ``.state.json`` with the model, optimiser,
+scheduler, GradScaler, every process's generator states and the step restored, the data order re-derived
+from ``(seed, epoch)`` and the epoch's consumed batches skipped, so a run killed with SIGKILL ends with the
+same weights as one never interrupted (bitwise with ``workers = 0`` on a deterministic device).
 """
 
 from __future__ import annotations
@@ -61,15 +63,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from backend.checkpoints import CheckpointMeta, save_checkpoint
+from training.batches import Batch, DeviceDataLoader, device_loader, move_to_device
 from training.checkpointing import (
     capture_rng_state,
-    latest_training_state,
     load_training_state,
+    prune_training_states,
+    resolve_resume,
     save_training_state,
-    state_paths,
-    training_states,
 )
-from training.config import RESUME_AUTO, TrainConfig, lr_factor
+from training.config import TrainConfig, lr_factor
 from training.distributed import (
     DistributedContext,
     ShardedSampler,
@@ -83,9 +85,6 @@ from training.distributed import (
 from training.report import History, write_report
 
 log = logging.getLogger(__name__)
-
-Batch = Any
-"""A collated batch: usually ``dict[str, Tensor | list[str]]`` (see ``training.datasets``)."""
 
 
 @runtime_checkable
@@ -133,65 +132,11 @@ class RunResult:
     model: nn.Module = field(repr=False)
 
 
-def base_dataset(dataset: Dataset[Any]) -> Dataset[Any]:
-    """The dataset under any number of ``Subset`` wrappers (where methods find ``ground_truth_mesh``)."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (seeding the global generator is the point)
     torch.manual_seed(seed)
-
-
-def move_to_device(batch: Batch, device: torch.device) -> Batch:
-    """``batch`` with every tensor (inside dicts, lists, tuples) on ``device``; other values unchanged."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
-class DeviceDataLoader(DataLoader[Any]):
-    """A ``DataLoader`` whose batches arrive on ``device`` (tensors in dicts, lists and tuples are moved).
-
-    The loop hands one to ``TrainingMethod.evaluate``, so an evaluation never sees a CPU batch next to a
-    model on CUDA; ``dataset`` and every other ``DataLoader`` attribute are the usual ones.
-    """
-
-    def __init__(self, dataset: Dataset[Any], device: torch.device | str, **kwargs: Any) -> None:
-        super().__init__(dataset, **kwargs)
-        self.device = torch.device(device)
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        for batch in super().__iter__():
-            yield move_to_device(batch, self.device)
-
-
-def device_loader(
-    dataset: Dataset[Any],
-    device: torch.device | str,
-    batch_size: int,
-    *,
-    workers: int = 0,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
-) -> DeviceDataLoader:
-    """An evaluation loader over ``dataset`` in order (no shuffling), its batches on ``device``."""
-    return DeviceDataLoader(
-        dataset,
-        device,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_fn,
-        pin_memory=torch.device(device).type == "cuda",
-    )
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -230,29 +175,6 @@ def _save_png(grid: torch.Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.expand(3, -1, -1).permute(1, 2, 0).numpy()).save(path)
     return path
-
-
-def resolve_resume(config: TrainConfig, checkpoints: Path) -> Path | None:
-    """The ``.state.json`` the run continues from, or None for a fresh start.
-
-    Raises:
-        FileExistsError: ``resume`` is "" but ``checkpoints`` already holds a run.
-        FileNotFoundError: ``resume`` names a state that does not exist.
-    """
-    if config.resume == RESUME_AUTO:
-        return latest_training_state(checkpoints)
-    if config.resume:
-        path = state_paths(config.resume)[1]
-        if not path.is_file():
-            raise FileNotFoundError(f"resume state {path} does not exist")
-        return path
-    existing = training_states(checkpoints)
-    if existing:
-        raise FileExistsError(
-            f"{checkpoints} already holds a run (step {existing[-1][0]}); pass resume=auto to continue it "
-            "or choose another out folder"
-        )
-    return None
 
 
 class _Run:
@@ -454,17 +376,9 @@ class _Run:
             )
             if final:
                 path = save_checkpoint(self.out / self.method.name, self.weights(), meta)
-            self.prune()
+            prune_training_states(self.checkpoints, self.config.keep_checkpoints)
         barrier(self.context)
         return path
-
-    def prune(self) -> None:
-        keep = self.config.keep_checkpoints
-        states = training_states(self.checkpoints)
-        for _, json_path in states[: max(len(states) - keep, 0)] if keep else []:
-            stem = json_path.name[: -len(".state.json")]
-            for suffix in (".state.json", ".state.safetensors", ".json", ".safetensors"):
-                (json_path.parent / (stem + suffix)).unlink(missing_ok=True)
 
     # --- the loop ---
 

@@ -38,6 +38,7 @@ from backend.models.inputs import model_input
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
+from training.batches import base_dataset
 from training.commands import register_training_command
 from training.config import Schedule, TrainConfig, lr_factor
 from training.datasets.shapenet import (
@@ -48,7 +49,7 @@ from training.datasets.shapenet import (
 )
 from training.distributed import unwrap_model
 from training.evaluation import category_metrics, ground_truth_surface, mean_metrics
-from training.loop import RunResult, base_dataset, train
+from training.loop import RunResult, train
 from training.losses.compose import Term, weighted_total
 from training.losses.regularisers import softras_flatten, softras_laplacian
 from training.losses.silhouette import multiview_iou_loss

@@ -7,13 +7,13 @@ symmetric, and ``settings.hypotheses`` cameras, with ``optimise``'s losses; the 
 ``laplacian_weight *`` the uniform Laplacian (mean over vertices of ``|L v|^2``) ``+ deformation_weight
 *`` CMR's deformation loss (mean offset norm).
 
-**Refinement** (``fit_refinement(mesh, mask, settings, refine, progress, camera=None, train_shape=True)``),
-e.g. of an artist's edit: topology kept; the photo moves the shape only where it contradicts it. A
+**Refinement** (``fit_refinement(mesh, mask, settings, refine, progress, camera=None)``), e.g. of an
+artist's edit: topology kept; the photo moves the shape only where it contradicts it. A
 silhouette observes the outline and nothing else, so:
 
 1. The camera is fitted first with the mesh frozen (``fit_pose``, the first half of the iterations), so
    the edit is not explained away by offsets that undo it while the camera wanders; the camera then stays
-   fixed. Without ``train_shape`` this is all (all the iterations).
+   fixed.
 2. The offsets from the given mesh are fitted with per-vertex ``keep`` weights (``refine_terms.
    outline_freedom``): ``outline_keep_weight`` (weak) for vertices the photo constrains (rim vertices on
    the outline of the mesh's silhouette in that view, and vertices projecting outside the mask), fading
@@ -194,31 +194,23 @@ def fit_refinement(
     refine: RefineSettings,
     progress: ProgressCallback,
     camera: Camera | None = None,
-    train_shape: bool = True,
 ) -> ShapeFit:
-    """The camera, then (``train_shape``) the shape of ``mesh`` fitted to the (S, S) bool ``mask``
+    """The camera, then the shape of ``mesh`` fitted to the (S, S) bool ``mask``
     (module docstring, "Refinement"); ``camera``: a batch-of-one start camera instead of the hypotheses.
     The returned hypothesis and hypothesis losses are the camera fit's."""
     device = mesh.vertices.device
-    base = mesh.vertices.float()  # (V, 3)
+    base, pairs = symmetry(mesh.vertices.float(), refine.keep_symmetry)  # (V, 3), (V,) or None
     faces = mesh.faces
-    pose_share = POSE_SHARE if train_shape else 1.0
-    pose_iterations = round(pose_share * settings.iterations)
-    pairs: Tensor | None = None
-    if train_shape:
-        base, pairs = symmetry(base, refine.keep_symmetry)
+    pose_iterations = round(POSE_SHARE * settings.iterations)
 
     posed = fit_pose(
         base,
         faces,
         mask,
         settings.with_iterations(pose_iterations),
-        within(progress, 0.0, pose_share),
+        within(progress, 0.0, POSE_SHARE),
         camera,
     )
-    if not train_shape:
-        return posed
-
     target = resized_mask(mask, settings.resolution) > 0.5
     freedom = outline_freedom(base, faces, posed.camera, target, settings.resolution)  # (V,)
     if pairs is not None:  # a vertex moves with its mirror partner: free when either one is
@@ -246,7 +238,7 @@ def fit_refinement(
         problem,
         mask,
         settings.with_iterations(settings.iterations - pose_iterations),
-        within(progress, pose_share, 1 - pose_share),
+        within(progress, POSE_SHARE, 1 - POSE_SHARE),
     )
     return ShapeFit(
         vertices=shaped.vertices,

@@ -18,10 +18,13 @@ from training.checkpointing import (
     capture_rng_state,
     latest_training_state,
     load_training_state,
+    prune_training_states,
     read_state_document,
+    resolve_resume,
     save_training_state,
     training_states,
 )
+from training.config import TrainConfig
 
 
 def _objects(
@@ -151,3 +154,24 @@ def test_latest_state_ignores_incomplete_saves(tmp_path: Path) -> None:
     (tmp_path / ".step_40.state.json.123.tmp").write_text("{")  # a temporary file of a killed save
     assert [step for step, _ in training_states(tmp_path)] == [10, 20]
     assert latest_training_state(tmp_path) == tmp_path / "step_20.state.json"
+
+
+def test_resolve_resume_and_pruning(tmp_path: Path) -> None:
+    model, optimizer, _, _ = _objects(0)
+    assert resolve_resume(TrainConfig(), tmp_path) is None  # a fresh run into an empty folder
+    assert resolve_resume(TrainConfig(resume="auto"), tmp_path) is None
+    for step in (10, 20, 30):
+        save_training_state(tmp_path / f"step_{step}", model=model, optimizer=optimizer, step=step)
+        (tmp_path / f"step_{step}.json").write_text("{}")  # the checkpoint beside each state
+    assert resolve_resume(TrainConfig(resume="auto"), tmp_path) == tmp_path / "step_30.state.json"
+    named = str(tmp_path / "step_10.state.json")
+    assert resolve_resume(TrainConfig(resume=named), tmp_path) == tmp_path / "step_10.state.json"
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        resolve_resume(TrainConfig(), tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_resume(TrainConfig(resume=str(tmp_path / "step_99.state.json")), tmp_path)
+    prune_training_states(tmp_path, 0)  # 0 keeps every state
+    assert [step for step, _ in training_states(tmp_path)] == [10, 20, 30]
+    prune_training_states(tmp_path, 2)
+    assert [step for step, _ in training_states(tmp_path)] == [20, 30]
+    assert not list(tmp_path.glob("step_10*"))  # all four files of the pruned point

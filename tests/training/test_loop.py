@@ -20,7 +20,7 @@ from PIL import Image
 from backend.checkpoints import load_checkpoint
 from tests.devices import DEVICES
 from training.checkpointing import latest_training_state
-from training.loop import TrainingMethod, device_loader, train
+from training.loop import TrainingMethod, train
 from training.report import History
 
 from .toy import ToyDataset, ToyMethod, run, toy_config
@@ -164,13 +164,6 @@ def test_evaluate_and_visualise_get_batches_on_the_run_device(tmp_path: Path, de
     assert loaders == {f"DeviceDataLoader:{torch.device(device)}"}
     places = {(kind, value.split(":")[0]) for kind, value in method.seen if kind != "evaluate-loader"}
     assert places == {("evaluate", device), ("visualise", device)}
-
-
-def test_device_loader_moves_nested_batches() -> None:
-    loader = device_loader(ToyDataset(6, augment=False), "cpu", batch_size=4)
-    batches = list(loader)
-    assert [len(b["x"]) for b in batches] == [4, 2] and batches[0]["name"][0] == "item0"
-    assert loader.dataset is not None and len(loader) == 2
 
 
 @pytest.mark.device

@@ -1,7 +1,7 @@
-"""Training ``pointcloud-poisson``'s network on a tiny synthetic set: the loss falls, the pose ensemble picks
-its best candidate and distils it with weight 20, the composed loss is the hand-written sum, evaluation
-reports the paper's metrics, the final checkpoint reloads in the backend and the command line trains.
-The geometry helpers (rotation distances, voxels, points against masks): tests/backend/geometry."""
+"""Training ``pointcloud-poisson``'s network on a tiny synthetic set: the loss falls, the composed loss is
+the hand-written sum, evaluation reports the paper's metrics, the final checkpoint reloads in the backend
+and the command line trains. The pose ensemble loss: tests/training/losses/test_pose.py; the geometry
+helpers (rotation distances, voxels, points against masks): tests/backend/geometry."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from backend.geometry.camera import Camera, axis_angle_to_quaternion
+from backend.geometry.camera import Camera
 from backend.geometry.image_points import points_in_mask
-from backend.geometry.rotations import quaternion_distance
 from backend.geometry.sampling import sample_surface
 from backend.methods.checkpointed import load_method_network
 from backend.models.pointcloud import TEMPLATE_ID, PointCloudModel, PointCloudModelConfig
@@ -31,7 +30,6 @@ from training.pointcloud_poisson import (
     PointCloudTraining,
     all_views_camera,
     datasets,
-    pose_ensemble_loss,
     run,
 )
 
@@ -159,29 +157,6 @@ def test_ground_truth_surfaces_project_inside_their_masks(birds: Path, tmp_path:
     mirrored = points_in_mask(xy_ndc * torch.tensor([-1.0, 1.0]), masks).float().mean(dim=1)
     upside_down = points_in_mask(xy_ndc * torch.tensor([1.0, -1.0]), masks).float().mean(dim=1)
     assert mirrored.mean() < inside.mean() - 0.05 and (upside_down < 0.85).all(), (mirrored, upside_down)
-
-
-def test_pose_ensemble_picks_the_best_candidate_and_distils_it() -> None:
-    y_axis, x_axis = torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]])
-    identity = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
-    quarter_y = axis_angle_to_quaternion(y_axis, torch.tensor([math.pi / 2]))
-    half_x = axis_angle_to_quaternion(x_axis, torch.tensor([math.pi]))
-    truth = axis_angle_to_quaternion(y_axis, torch.tensor([math.pi / 2 + 0.1]))  # near quarter_y
-    candidates = torch.cat([identity, quarter_y, half_x])[None].requires_grad_(True)  # (1, 3, 4)
-    student = identity.clone().requires_grad_(True)  # (1, 4)
-    costs = quaternion_distance(candidates, truth[:, None])  # (1, 3)
-    pose = pose_ensemble_loss(costs, candidates, student)
-    assert pose.best.tolist() == [1]
-    torch.testing.assert_close(pose.candidates, costs[0, 1])
-    torch.testing.assert_close(pose.student, quaternion_distance(identity, quarter_y)[0])  # 0.5
-    (pose.candidates + 20 * pose.student).backward()
-    assert candidates.grad is not None and student.grad is not None
-    assert candidates.grad[0, [0, 2]].abs().sum() == 0 and candidates.grad[0, 1].abs().sum() > 0
-    # the student term reaches the student only (the best candidate is detached): its gradient is 20 x
-    expected = torch.autograd.grad(quaternion_distance(student, quarter_y.detach()).sum(), student)[0]
-    torch.testing.assert_close(student.grad, 20 * expected)
-    with pytest.raises(ValueError, match="shapes do not fit"):
-        pose_ensemble_loss(costs[:, :2], candidates, student)
 
 
 def test_learned_pose_mode_takes_the_best_candidate(birds: Path, tmp_path: Path) -> None:

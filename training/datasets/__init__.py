@@ -26,7 +26,9 @@ Multi-view datasets (``ShapeNetRenderings``, the SoftRas/NMR layout): one object
 Datasets with random augmentation draw it from ``numpy.random.default_rng((seed, epoch, index))`` and have
 ``set_epoch(epoch)``. Missing files raise ``FileNotFoundError`` and malformed ones ``ValueError``, naming
 the file and what was expected. The synthetic generator (``synthetic.generate``, the ``make-synthetic``
-command) writes the "shapenet", "cub" and "folder" layouts with known 3D.
+command) writes the "shapenet", "cub" and "folder" layouts with known 3D. ``holes.random_holes`` draws
+the random hole masks ``texture-completion`` hides in its crops (in the training step, from a seeded
+generator, not in the datasets).
 """
 
 from training.datasets.celeba import CelebACrops

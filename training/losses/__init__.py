@@ -1,5 +1,7 @@
 """Training losses, one tested function each; every method's trainer composes them.
 
+- ``compose``: ``weighted_total(terms, weights)``, the one place a trainer's named terms are weighted and
+  added (names checked both ways; terms given as callables are computed only when weighted).
 - ``silhouette``: ``iou_loss`` (seeds' eq. 1, 1 - soft IoU per image) and ``multiview_iou_loss``
   (SoftRas's ShapeNet objective: each object's mesh rendered at its own view and at another view).
 - ``regularisers``: SoftRas-scaled mesh regularisers (``softras_laplacian``: sum over vertices).
@@ -12,6 +14,8 @@
 - ``fid``: differentiable FID (eq. 42-47): ``feature_statistics``, ``frechet_distance``, ``FidFeatures``,
   ``fid_loss``.
 - ``camera``: multi-hypothesis cameras: ``weighted_by_hypothesis``, ``camera_entropy``.
+- ``pose``: DPC's pose ensemble (min over candidate rotations, student distillation):
+  ``pose_ensemble_loss`` -> ``PoseLoss``.
 - ``effective``: seed 001's rendering-free loss (eq. 1-6): ``effective_loss`` -> ``EffectiveLoss``,
   ``distance_field`` (eq. 2), ``first_term``, ``second_term``, ``boundary_bias``, ``sample_bilinear``
   (its kernel sums are ``training.ops``; readings and tuning: docs/effective_loss_tuning.md).
