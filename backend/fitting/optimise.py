@@ -17,8 +17,11 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
 - ``ShapeFit``: the chosen hypothesis' vertices (V, 3) and detached camera (batch of one, unit
   quaternion), its index, every hypothesis' loss at selection, and the final full-resolution loss.
 
-Deterministic for a given ``settings.seed`` on one machine and thread count (the Chamfer points are
-drawn from a seeded CPU generator; Adam's state is the only other state, and it lives in this call).
+The Chamfer points are drawn from a generator seeded with ``settings.seed``, and Adam's state lives in
+this call, so two fits in one process give the same bits. Two processes may not: on a CPU the backward
+of ``F.grid_sample`` (the Chamfer loss's vertex-to-mask term) differs in the last bits from process to
+process (seen with one torch thread too), and on a photo the fit amplifies that into one of two visibly
+different results (issue 16 notes).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ refine_given_mesh``).
 
 The world frame of the result is the template's: Y up, the object's symmetry plane x = 0. The report's
 extra holds the chosen hypothesis, every hypothesis' loss, the final loss, ``refined`` and ``shape``
-("template" or "refine"). Bit-reproducible on one machine for the same options and ``cpu_threads``.
+("template" or "refine"). Not bit-reproducible from process to process: see ``backend.fitting.optimise``.
 """
 
 from __future__ import annotations
