@@ -25,89 +25,30 @@ extra holds the chosen hypothesis, every hypothesis' loss, the final loss, ``ref
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from backend.fitting.optimise import FitSettings
-from backend.fitting.shape import RefineSettings, fit_template
-from backend.fitting.texture import TextureSettings
+from backend.fitting.shape import fit_template
 from backend.geometry.mesh import TexturedMesh
 from backend.geometry.templates import SymmetricTemplate, icosphere_template
 from backend.methods.base import BaseMethod, MethodOptions, ProgressCallback, Reconstruction, Stopwatch
-from backend.methods.fit_options import (
-    ChamferWeight,
-    CpuThreads,
-    CropSize,
-    DeformationWeight,
-    DepthWeight,
-    FlattenWeight,
-    Hypotheses,
-    Iterations,
-    KeepShapeWeight,
-    KeepSymmetry,
-    LaplacianWeight,
-    LearningRate,
-    OutlineKeepWeight,
-    Resolution,
-    Seed,
-    SelectionFraction,
-    Sigma,
-    SilhouetteWeight,
-    TextureKeepDistance,
-    TextureSize,
-)
+from backend.methods.fit_options import FittingOptions, TemplateRegularisers
 from backend.methods.fitted import refine_given_mesh, textured_result
 
 TEMPLATE_ID = "icosphere-642"
 
 
-class FitOptions(MethodOptions):
+class FitOptions(FittingOptions, TemplateRegularisers):  # the regularisers after laplacian_weight
     """Options of the ``fit`` method (defaults: about ten seconds per photo on a 2-core CPU)."""
 
-    iterations: Iterations = 200
-    resolution: Resolution = 128
-    hypotheses: Hypotheses = 4
-    selection_fraction: SelectionFraction = 0.25
-    learning_rate: LearningRate = 0.01
-    sigma: Sigma = 1e-4
-    silhouette_weight: SilhouetteWeight = 1.0
-    chamfer_weight: ChamferWeight = 1.0
-    laplacian_weight: LaplacianWeight = 20.0
-    flatten_weight: FlattenWeight = 5e-4
-    deformation_weight: DeformationWeight = 0.05
-    keep_shape_weight: KeepShapeWeight = 10.0
-    outline_keep_weight: OutlineKeepWeight = 0.1
-    depth_weight: DepthWeight = 100.0
-    keep_symmetry: KeepSymmetry = "auto"
-    texture_keep_distance: TextureKeepDistance = 0.01
-    texture_size: TextureSize = 512
-    crop_size: CropSize = 512
-    seed: Seed = 0
-    cpu_threads: CpuThreads = 1
-
     def fit_settings(self) -> FitSettings:
-        """The engine's settings of the shape (and camera) fit."""
-        return FitSettings(
-            iterations=self.iterations, resolution=self.resolution, hypotheses=self.hypotheses,
-            selection_fraction=self.selection_fraction, learning_rate=self.learning_rate, sigma=self.sigma,
-            silhouette_weight=self.silhouette_weight, chamfer_weight=self.chamfer_weight,
-            laplacian_weight=self.laplacian_weight, flatten_weight=self.flatten_weight,
-            deformation_weight=self.deformation_weight, seed=self.seed,
-        )  # fmt: skip
-
-    def refine_settings(self) -> RefineSettings:
-        """The engine's settings of a refinement."""
-        return RefineSettings(
-            keep_shape_weight=self.keep_shape_weight, outline_keep_weight=self.outline_keep_weight,
-            depth_weight=self.depth_weight, keep_symmetry=self.keep_symmetry,
-        )  # fmt: skip
-
-    def texture_settings(self, refinement: bool = False) -> TextureSettings:
-        """The template's texture (unseen texels mirrored), or a refinement's (the given texture kept)."""
-        size = (self.texture_size, 2 * self.texture_size)
-        if refinement:
-            return TextureSettings(size, unseen="given", keep_distance=self.texture_keep_distance)
-        return TextureSettings(size)
+        """The engine's settings of the shape (and camera) fit, the template regularisers included."""
+        return dataclasses.replace(
+            super().fit_settings(), flatten_weight=self.flatten_weight, deformation_weight=self.deformation_weight
+        )
 
 
 class FitMethod(BaseMethod[FitOptions]):

@@ -1,14 +1,32 @@
-"""The fitting engine's settings as pydantic option fields, for the methods that expose them (``fit``,
-``softras``): one definition of each field's bounds and description, so the methods' options agree.
+"""The fitting engine's settings as method options, for the methods that run the engine (``fit``,
+``softras``): one definition of each field (bounds, description, default) and of the settings built from
+them, so the methods' options agree.
 
-Each is an ``Annotated`` type; a method's options class declares it with its own default, in its own
-place (the order of the fields is the order ``mono2mesh methods --options`` and the add-on list them)::
+Each field is an ``Annotated`` type (``Iterations``, ``Resolution``, ...). The options classes declare them
+in the order ``mono2mesh methods --options`` and the add-on list them (pydantic's field order: a base
+class's fields first, in its own order, along the reversed MRO; a field a subclass overrides keeps its
+base's place):
 
-    class MyOptions(MethodOptions):
-        iterations: Iterations = 100
+- ``ShapeFitOptions``: the shape (and camera) fit's steps, resolution, hypotheses, step size, sharpness
+  and loss weights (``iterations`` ... ``laplacian_weight``);
+- ``TemplateRegularisers`` (a ``ShapeFitOptions``): the template fit's ``flatten_weight`` and
+  ``deformation_weight``, ``fit``'s alone;
+- ``FittingOptions`` (a ``ShapeFitOptions``): the refinement's weights, the texture's settings,
+  ``crop_size``, ``seed`` and ``cpu_threads``, and the engine's frozen settings (``backend.fitting``)
+  built from the options: ``fit_settings()`` (``FitSettings``; the engine's defaults for the template
+  regularisers, which ``FitOptions`` sets), ``refine_settings()`` (``RefineSettings``) and
+  ``texture_settings(refinement)``
+  (``TextureSettings``: the template's texture, unseen texels mirrored, or a refinement's, the given
+  texture kept where the surface did not move).
 
-The methods turn their options into the engine's frozen settings (``backend.fitting``: ``FitSettings``,
-``RefineSettings``, ``TextureSettings``) themselves.
+A method's options derive from ``FittingOptions`` and add or override what differs::
+
+    class SoftRasOptions(FittingOptions):          # iterations ... cpu_threads, refine
+        iterations: int = Field(100, ...)          # overridden: keeps its place, first
+        refine: bool = False                       # added: last
+
+    class FitOptions(FittingOptions, TemplateRegularisers):  # the regularisers after laplacian_weight
+        ...
 """
 
 from __future__ import annotations
@@ -16,6 +34,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field
+
+from backend.fitting.optimise import FitSettings
+from backend.fitting.shape import RefineSettings
+from backend.fitting.texture import TextureSettings
+from backend.methods.base import MethodOptions
 
 Iterations = Annotated[int, Field(ge=0, le=20000, description="optimisation steps for shape and camera")]
 Resolution = Annotated[
@@ -87,3 +110,63 @@ CpuThreads = Annotated[
     int,
     Field(ge=1, le=256, description="torch CPU threads while fitting on a CPU (small tensors: 1 is fastest)"),
 ]
+
+
+class ShapeFitOptions(MethodOptions):
+    """The shape (and camera) fit's options the engine's methods share (module docstring)."""
+
+    iterations: Iterations = 200
+    resolution: Resolution = 128
+    hypotheses: Hypotheses = 4
+    selection_fraction: SelectionFraction = 0.25
+    learning_rate: LearningRate = 0.01
+    sigma: Sigma = 1e-4
+    silhouette_weight: SilhouetteWeight = 1.0
+    chamfer_weight: ChamferWeight = 1.0
+    laplacian_weight: LaplacianWeight = 20.0
+
+
+class TemplateRegularisers(ShapeFitOptions):
+    """The template fit's regularisers (``fit`` only: a mesh that does not deform needs neither)."""
+
+    flatten_weight: FlattenWeight = 5e-4
+    deformation_weight: DeformationWeight = 0.05
+
+
+class FittingOptions(ShapeFitOptions):
+    """The options of a method that runs the fitting engine, and the engine's settings built from them
+    (module docstring)."""
+
+    keep_shape_weight: KeepShapeWeight = 10.0
+    outline_keep_weight: OutlineKeepWeight = 0.1
+    depth_weight: DepthWeight = 100.0
+    keep_symmetry: KeepSymmetry = "auto"
+    texture_keep_distance: TextureKeepDistance = 0.01
+    texture_size: TextureSize = 512
+    crop_size: CropSize = 512
+    seed: Seed = 0
+    cpu_threads: CpuThreads = 1
+
+    def fit_settings(self) -> FitSettings:
+        """The engine's settings of the shape (and camera) fit (the template regularisers: the engine's
+        defaults)."""
+        return FitSettings(
+            iterations=self.iterations, resolution=self.resolution, hypotheses=self.hypotheses,
+            selection_fraction=self.selection_fraction, learning_rate=self.learning_rate, sigma=self.sigma,
+            silhouette_weight=self.silhouette_weight, chamfer_weight=self.chamfer_weight,
+            laplacian_weight=self.laplacian_weight, seed=self.seed,
+        )  # fmt: skip
+
+    def refine_settings(self) -> RefineSettings:
+        """The engine's settings of a refinement."""
+        return RefineSettings(
+            keep_shape_weight=self.keep_shape_weight, outline_keep_weight=self.outline_keep_weight,
+            depth_weight=self.depth_weight, keep_symmetry=self.keep_symmetry,
+        )  # fmt: skip
+
+    def texture_settings(self, refinement: bool = False) -> TextureSettings:
+        """The template's texture (unseen texels mirrored), or a refinement's (the given texture kept)."""
+        size = (self.texture_size, 2 * self.texture_size)
+        if refinement:
+            return TextureSettings(size, unseen="given", keep_distance=self.texture_keep_distance)
+        return TextureSettings(size)

@@ -33,32 +33,12 @@ import numpy as np
 import pydantic
 import torch
 
-from backend.fitting.optimise import FitSettings
 from backend.fitting.pose import fit_pose
-from backend.fitting.shape import RefineSettings, fit_refinement
-from backend.fitting.texture import TextureSettings
+from backend.fitting.shape import fit_refinement
 from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Stopwatch
 from backend.methods.checkpointed import CheckpointedMethod, masked_crop_input
-from backend.methods.fit_options import (
-    ChamferWeight,
-    CpuThreads,
-    CropSize,
-    DepthWeight,
-    Hypotheses,
-    KeepShapeWeight,
-    KeepSymmetry,
-    LaplacianWeight,
-    LearningRate,
-    OutlineKeepWeight,
-    Resolution,
-    Seed,
-    SelectionFraction,
-    Sigma,
-    SilhouetteWeight,
-    TextureKeepDistance,
-    TextureSize,
-)
+from backend.methods.fit_options import FittingOptions
 from backend.methods.fitted import refine_given_mesh, textured_result
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 from backend.progress import within
@@ -68,45 +48,12 @@ NETWORK_SHARE = 0.05
 """Share of the "shape" stage's progress given to the network's forward pass."""
 
 
-class SoftRasOptions(MethodOptions):
+class SoftRasOptions(FittingOptions):
     """Options of the ``softras`` method: the network has none; these set the camera fit (and, with
     ``refine`` or a given mesh, the refinement) and the texture."""
 
     iterations: int = Field(100, ge=0, le=20000, description="camera (and, with refine, shape) fit steps")
-    resolution: Resolution = 128
-    hypotheses: Hypotheses = 4
-    selection_fraction: SelectionFraction = 0.25
-    learning_rate: LearningRate = 0.01
-    sigma: Sigma = 1e-4
-    silhouette_weight: SilhouetteWeight = 1.0
-    chamfer_weight: ChamferWeight = 1.0
-    laplacian_weight: LaplacianWeight = 20.0
-    keep_shape_weight: KeepShapeWeight = 10.0
-    outline_keep_weight: OutlineKeepWeight = 0.1
-    depth_weight: DepthWeight = 100.0
-    keep_symmetry: KeepSymmetry = "auto"
-    texture_keep_distance: TextureKeepDistance = 0.01
-    texture_size: TextureSize = 512
-    crop_size: CropSize = 512
-    seed: Seed = 0
-    cpu_threads: CpuThreads = 1
     refine: bool = Field(False, description="let the shape move during the fit, held near the prediction")
-
-    def fit_settings(self) -> FitSettings:
-        """The engine's settings of the camera (and shape) fit."""
-        return FitSettings(
-            iterations=self.iterations, resolution=self.resolution, hypotheses=self.hypotheses,
-            selection_fraction=self.selection_fraction, learning_rate=self.learning_rate, sigma=self.sigma,
-            silhouette_weight=self.silhouette_weight, chamfer_weight=self.chamfer_weight,
-            laplacian_weight=self.laplacian_weight, seed=self.seed,
-        )  # fmt: skip
-
-    def refine_settings(self) -> RefineSettings:
-        """The engine's settings of a refinement (``refine``, or a given mesh)."""
-        return RefineSettings(
-            keep_shape_weight=self.keep_shape_weight, outline_keep_weight=self.outline_keep_weight,
-            depth_weight=self.depth_weight, keep_symmetry=self.keep_symmetry,
-        )  # fmt: skip
 
 
 class SoftRasMethod(CheckpointedMethod[SoftRasOptions, SoftRasModel]):
@@ -137,13 +84,12 @@ class SoftRasMethod(CheckpointedMethod[SoftRasOptions, SoftRasModel]):
     ) -> Reconstruction:
         opts = self.options_of(options)
         self.check_inputs(image, mask)
-        size = (opts.texture_size, 2 * opts.texture_size)
         with self.threads(opts.cpu_threads):
             if init_mesh is not None:  # a result to refine: the network has nothing to add
                 return refine_given_mesh(
                     self, opts, init_mesh, image, mask, progress,
                     fit=opts.fit_settings(), refine=opts.refine_settings(),
-                    texture=TextureSettings(size, unseen="given", keep_distance=opts.texture_keep_distance),
+                    texture=opts.texture_settings(refinement=True),
                 )  # fmt: skip
             watch = Stopwatch()
             progress(0.0, "shape")
@@ -170,7 +116,7 @@ class SoftRasMethod(CheckpointedMethod[SoftRasOptions, SoftRasModel]):
             }
             return textured_result(
                 self, opts, fitted, predicted, image, mask, progress,
-                watch=watch, texture=TextureSettings(size), resolution=opts.resolution,
+                watch=watch, texture=opts.texture_settings(), resolution=opts.resolution,
                 template=TEMPLATE_ID, extra=extra,
             )  # fmt: skip
 

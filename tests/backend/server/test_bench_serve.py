@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from backend.bench import serve
+from backend.config_cli import options_from_args
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -21,9 +22,11 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_defaults_are_small_and_valid() -> None:
-    args = parse()
+    args = options_from_args(serve.ServeBenchOptions, parse(), "bench serve")
+    assert args is not None
     assert args.jobs >= 3 and args.method == "fit" and args.poll_interval == 0.0
-    assert json.loads(args.options)["iterations"] <= 20
+    assert args.options["iterations"] <= 20
+    assert json.loads(json.dumps(args.options)) == args.options
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
