@@ -12,9 +12,11 @@ text parsed by ``backend.config.parse_text`` and validated by pydantic; problems
 A field can say how it appears with ``Annotated[type, Flag(...)]``: other spellings (``Flag("-o",
 "--option")``), a switch that takes no value (``switch=True``: a bool set to True), a repeatable option
 collecting one value per use (``repeat=True``) or positional arguments (``positional=True``, any number).
-``build_parser(cls)`` / ``parse_config(cls, argv)`` are the stand-alone forms (a ``ConfigError`` there is
-a usage error, exit status 2); ``options_from_args(cls, args, command)`` prints the error for a command's
-``main`` to return 2.
+``build_parser(cls)`` / ``parse_config(cls, argv)`` are the stand-alone forms (``parse_config_with(parser,
+cls, argv)`` with a parser of one's own; a ``ConfigError`` there is a usage error, exit status 2);
+``options_from_args(cls, args, command)`` prints the error for a command's ``main`` to return 2.
+``OptionsCommand(cls, command, run)`` is a command module's ``add_arguments`` and ``main`` for options
+``cls`` (the ``mono2mesh bench`` commands): ``main`` returns ``run(options)``, or 2.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
@@ -201,7 +203,12 @@ def build_parser(
 
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, extras: bool = True) -> C:
     """Parse ``argv`` with ``build_parser(cls)``; a ``ConfigError`` is a usage error (exit status 2)."""
-    parser = build_parser(cls, extras=extras)
+    return parse_config_with(build_parser(cls, extras=extras), cls, argv)
+
+
+def parse_config_with(parser: argparse.ArgumentParser, cls: type[C], argv: Sequence[str] | None = None) -> C:
+    """``cls`` from ``argv`` parsed by ``parser`` (a ``build_parser(cls, ...)``); a ``ConfigError`` is a
+    usage error (exit status 2)."""
     args = parser.parse_args(argv)
     try:
         return config_from_args(cls, args)
@@ -218,3 +225,24 @@ def options_from_args(cls: type[C], args: argparse.Namespace, command: str) -> C
     except ConfigError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         return None
+
+
+@dataclass(frozen=True)
+class OptionsCommand(Generic[C]):
+    """A subcommand whose arguments are the fields of ``options`` (``extras=False``), as the
+    ``add_arguments(parser)`` and ``main(namespace) -> exit status`` pair of a command module: ``main``
+    builds the options and returns ``run(options)``, or 2 after ``options_from_args``'s error (``command``
+    names the command in it)."""
+
+    options: type[C]
+    command: str
+    run: Callable[[C], int]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """One flag per field of ``options``."""
+        add_config_arguments(parser, self.options, extras=False)
+
+    def main(self, namespace: argparse.Namespace) -> int:
+        """``run(options)`` with the options ``namespace`` gives; 2 when they are invalid."""
+        options = options_from_args(self.options, namespace, self.command)
+        return 2 if options is None else self.run(options)

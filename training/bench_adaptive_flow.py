@@ -16,7 +16,6 @@ Machine and date come with the figures (``backend.bench.machine.machine_info``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -32,7 +31,7 @@ from backend.config_cli import Flag
 from backend.models.adaptive_flow import sample_texture
 from training.adaptive_flow import AdaptiveFlowTrainConfig, AdaptiveFlowTraining, datasets, run
 from training.batches import device_loader, move_to_device
-from training.commands import register_options_command
+from training.commands import BenchSpec
 from training.config import apply_overrides, apply_preset
 from training.datasets.synthetic import SyntheticConfig, generate
 
@@ -72,17 +71,6 @@ class BenchAdaptiveFlowOptions(Config):
     """Inference timings (median reported)."""
     seed: int = 0
     """Seed of the data and of both stages."""
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    return register_options_command(
-        subparsers,
-        "bench-adaptive-flow",
-        "train adaptive-flow on synthetic birds: full model vs. no D_var vs. no FID, timings (JSON)",
-        __doc__,
-        BenchAdaptiveFlowOptions,
-        _run_command,
-    )
 
 
 def _config(
@@ -209,3 +197,11 @@ def _run_command(args: BenchAdaptiveFlowOptions) -> int:
     (out / "bench.json").write_text(text)
     print(text)
     return 0
+
+
+COMMAND = BenchSpec(
+    "bench-adaptive-flow",
+    "train adaptive-flow on synthetic birds: full model vs. no D_var vs. no FID, timings (JSON)",
+    __doc__, BenchAdaptiveFlowOptions, _run_command,
+)  # fmt: skip
+"""``mono2mesh-train bench-adaptive-flow``: one flag per field of ``BenchAdaptiveFlowOptions``."""

@@ -26,7 +26,6 @@ reported. Machine and date come with the figures (``backend.bench.machine.machin
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -45,7 +44,7 @@ from backend.geometry.camera import Camera
 from backend.geometry.templates import MAX_ICOSPHERE_LEVEL, icosphere_template
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
-from training.commands import register_options_command
+from training.commands import BenchSpec
 from training.losses.effective import (
     DEFAULT_BETA,
     DEFAULT_CHUNK_SIZE,
@@ -87,17 +86,6 @@ class BenchEffectiveLossOptions(Config):
     """Also time the neighbour-limited second term with this cutoff (units of theta), as effective_local."""
     seed: int = 0
     """Seed of the points."""
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    return register_options_command(
-        subparsers,
-        "bench-effective-loss",
-        "time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
-        __doc__,
-        BenchEffectiveLossOptions,
-        run,
-    )
 
 
 def run(args: BenchEffectiveLossOptions) -> int:
@@ -230,3 +218,11 @@ def _closest_level(count: int) -> int:
     """Icosphere level whose vertex count ``10 * 4**level + 2`` is closest to ``count`` (in ratio)."""
     levels = range(MAX_ICOSPHERE_LEVEL + 1)
     return min(levels, key=lambda level: abs(math.log((10 * 4**level + 2) / count)))
+
+
+COMMAND = BenchSpec(
+    "bench-effective-loss",
+    "time the effective loss (eq. 6) against a soft-rasterised silhouette loss (JSON)",
+    __doc__, BenchEffectiveLossOptions, run,
+)  # fmt: skip
+"""``mono2mesh-train bench-effective-loss``: one flag per field of ``BenchEffectiveLossOptions``."""

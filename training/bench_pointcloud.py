@@ -27,7 +27,6 @@ Machine and date come with the figures (``backend.bench.machine.machine_info``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -48,7 +47,7 @@ from backend.geometry.sampling import sample_surface
 from backend.geometry.volumes import voxelize_points
 from backend.methods.base import Method, Reconstruction, no_progress
 from backend.methods.registry import create_method, parse_options
-from training.commands import register_options_command
+from training.commands import BenchSpec
 from training.config import apply_overrides, apply_preset
 from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
 from training.datasets.synthetic import SyntheticConfig, generate
@@ -98,17 +97,6 @@ class BenchPointCloudOptions(Config):
     """Work folder."""
     seed: int = 0
     """Seed of the data, the trainings and the surface samples."""
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    return register_options_command(
-        subparsers,
-        "bench-pointcloud",
-        "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
-        __doc__,
-        BenchPointCloudOptions,
-        run,
-    )
 
 
 def run(args: BenchPointCloudOptions) -> int:
@@ -246,3 +234,11 @@ def _checkpoints(
             found["softras"] = str(train_softras(config_s).checkpoint)
             results["softras_train_s"] = round(time.perf_counter() - clock, 1)
     return found
+
+
+COMMAND = BenchSpec(
+    "bench-pointcloud",
+    "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
+    __doc__, BenchPointCloudOptions, run,
+)  # fmt: skip
+"""``mono2mesh-train bench-pointcloud``: one flag per field of ``BenchPointCloudOptions``."""

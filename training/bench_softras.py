@@ -15,7 +15,6 @@ Machine and date come with the figures (``backend.bench.machine.machine_info``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from backend.methods.base import no_progress
 from backend.methods.fit import FitMethod, FitOptions
 from backend.models.encoders import EncoderKind
 from training.batches import device_loader
-from training.commands import register_options_command
+from training.commands import BenchSpec
 from training.datasets.synthetic import SyntheticConfig, generate
 from training.loop import train
 from training.softras import SoftRasTrainConfig, SoftRasTraining, datasets
@@ -67,17 +66,6 @@ class BenchSoftRasOptions(Config):
     """Work folder."""
     seed: int = 0
     """Seed of the data, the networks and the training."""
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    return register_options_command(
-        subparsers,
-        "bench-softras",
-        "train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
-        __doc__,
-        BenchSoftRasOptions,
-        run,
-    )
 
 
 def run(args: BenchSoftRasOptions) -> int:
@@ -165,3 +153,11 @@ def _fit_baseline(data: Path, args: BenchSoftRasOptions) -> dict[str, Any]:
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(float(value), 4) for key, value in metrics.items()}
+
+
+COMMAND = BenchSpec(
+    "bench-softras",
+    "train softras on a synthetic category and compare encoders, untrained and fit (JSON)",
+    __doc__, BenchSoftRasOptions, run,
+)  # fmt: skip
+"""``mono2mesh-train bench-softras``: one flag per field of ``BenchSoftRasOptions``."""

@@ -1,9 +1,11 @@
 """The ``mono2mesh-train`` command.
 
-Every subcommand lives with its code and registers itself: a function ``register(subparsers)`` adds its
-parser to the ``add_subparsers`` object and sets ``run`` (``args -> exit status``) as a default. To add one,
-add its name, module and one-line help to ``COMMANDS`` (``tests/training/test_cli.py`` checks that the help
-is the one ``register`` gives).
+Every subcommand lives with its code as one typed value, its module's ``COMMAND``
+(``training.commands``: a trainer's ``TrainerSpec``, a benchmark's ``BenchSpec``; ``command_of(module)``):
+its ``register(subparsers)`` adds its parser to the ``add_subparsers`` object and sets ``run`` (``args ->
+exit status``) as a default. A module with hand-made arguments (``make-synthetic``) has a
+``register(subparsers)`` function instead. To add a subcommand, add its name, module and one-line help to
+``COMMANDS`` (``tests/training/test_cli.py`` checks that the help is the one ``register`` gives).
 
 A subcommand's module (torch, the datasets, the trainers) is imported, and its ``register`` called, only
 when that subcommand is parsed or its help printed (``backend.cli_parser.DeferredParser``): ``--help`` and
@@ -19,7 +21,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from backend import __version__
 from backend.cli_parser import DeferredParser
@@ -59,10 +61,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
     ),
 }
-"""Subcommand name -> (the module whose ``register`` adds it, its one-line help), in ``--help`` order."""
+"""Subcommand name -> (the module whose ``COMMAND`` adds it, its one-line help), in ``--help`` order."""
 
 DEPRECATED: dict[str, str] = {"pointcloud-texture": "texture-completion"}
 """Retired subcommand name -> its current name (still accepted, with a warning; not listed in --help)."""
+
+
+class Command(Protocol):
+    """What ``COMMANDS`` names: a module's ``COMMAND`` (or the module itself, with its ``register``)."""
+
+    def register(self, subparsers: Any) -> argparse.ArgumentParser:
+        """Add the subcommand to ``subparsers`` (``add_subparsers``'s) and return its parser."""
+        ...
+
+
+def command_of(module: str) -> Command:
+    """``module``'s ``COMMAND``, or the module itself when it has a ``register`` function instead (imported
+    now)."""
+    imported = importlib.import_module(module)
+    return cast(Command, getattr(imported, "COMMAND", imported))
 
 
 class _OneParser:
@@ -86,7 +103,7 @@ class _OneParser:
 
 def _register(name: str, module: str) -> Callable[[argparse.ArgumentParser], None]:
     def build(parser: argparse.ArgumentParser) -> None:
-        importlib.import_module(module).register(_OneParser(name, parser))
+        command_of(module).register(_OneParser(name, parser))
 
     return build
 

@@ -20,7 +20,6 @@ surface samples (``chamfer``).
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, Self
@@ -28,7 +27,7 @@ from typing import Any, Self
 import torch
 from pydantic import model_validator
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import chamfer_distance, mask_iou, voxel_iou
@@ -39,17 +38,11 @@ from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 from backend.render.renderer import Lighting, render
 from backend.render.settings import RasterSettings
 from training.batches import base_dataset
-from training.commands import register_training_command
+from training.commands import TrainerSpec, renderings_datasets, renderings_prepare
 from training.config import Schedule, TrainConfig, lr_factor
-from training.datasets.shapenet import (
-    ShapeNetRenderings,
-    renderings_info,
-    renderings_splits,
-    voxelize_like_softras,
-)
+from training.datasets.shapenet import voxelize_like_softras
 from training.distributed import unwrap_model
 from training.evaluation import category_metrics, ground_truth_surface, mean_metrics
-from training.loop import RunResult, train
 from training.losses.compose import Term, weighted_total
 from training.losses.regularisers import softras_flatten, softras_laplacian
 from training.losses.silhouette import multiview_iou_loss
@@ -262,40 +255,16 @@ def views_camera(batch: Mapping[str, Any], view: int) -> Camera:
     return Camera.look_at(batch["distance"][:, view], batch["elevation"][:, view], batch["azimuth"][:, view])
 
 
-def datasets(config: SoftRasTrainConfig) -> tuple[ShapeNetRenderings, ShapeNetRenderings | None]:
-    """The training set (``views_per_item`` views) and the evaluation set (``eval_views`` views)."""
-    return renderings_splits(config, config.model.image_size)
-
-
-def run(
-    config: SoftRasTrainConfig,
-    train_set: Dataset[Any] | None = None,
-    eval_set: Dataset[Any] | None = None,
-) -> RunResult:
-    """Train as ``config`` says (module docstring); the result names the final checkpoint.
-
-    The data sets default to ``datasets(config)``.
-    """
-    if train_set is None:
-        train_set, eval_set = datasets(config)
-    return train(
-        SoftRasTraining(config),
-        config,
-        train_set,
-        eval_set,
-        dataset_info=renderings_info(config, train_set, eval_set),
-    )
-
-
 # -- command line ---------------------------------------------------------------------------------------
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """``mono2mesh-train softras``: every field of ``SoftRasTrainConfig`` as a flag, presets, --set."""
-    return register_training_command(
-        subparsers,
-        "softras",
-        "train the Soft Rasterizer baseline (method softras)",
-        __doc__,
-        SoftRasTrainConfig,
-        datasets,
-        run,
-    )
+COMMAND = TrainerSpec(
+    "softras", "train the Soft Rasterizer baseline (method softras)", __doc__, SoftRasTrainConfig,
+    renderings_datasets, renderings_prepare(SoftRasTraining),
+)  # fmt: skip
+"""``mono2mesh-train softras``: every field of ``SoftRasTrainConfig`` as a flag, presets, --set."""
+
+datasets = renderings_datasets
+"""The training set (``views_per_item`` views) and the evaluation set (``eval_views`` views)."""
+
+run = COMMAND.run
+"""``run(config, train_set=None, eval_set=None)``: train as ``config`` says (module docstring); the result
+names the final checkpoint. The data sets default to ``datasets(config)``."""

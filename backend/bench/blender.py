@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BATCH_SCRIPT = REPO_ROOT / "blender_addon" / "batch.py"
@@ -51,11 +51,6 @@ class BlenderBenchOptions(Config):
     """Method options as JSON (default: a fast fit, the import does not depend on it)."""
     as_json: Annotated[bool, Flag("--json", switch=True)] = False
     """Print JSON instead of a table."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench blender`` (``BlenderBenchOptions``)."""
-    add_config_arguments(parser, BlenderBenchOptions, extras=False)
 
 
 def _blender_command(explicit: Path | None) -> list[str]:
@@ -130,11 +125,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(namespace: argparse.Namespace) -> int:
+def _main(args: BlenderBenchOptions) -> int:
     """Run the benchmark with parsed ``args``; 0 when every photo was imported, else 1."""
-    args = options_from_args(BlenderBenchOptions, namespace, "mono2mesh bench blender")
-    if args is None:
-        return 2
     images = list(args.images) or sorted(DEFAULT_PHOTOS.glob("*.jpg"))
     if not images:
         print(f"no photos given and none in {DEFAULT_PHOTOS}", file=sys.stderr)
@@ -146,6 +138,12 @@ def main(namespace: argparse.Namespace) -> int:
         return 2
     print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0 if report["summary"]["failed"] == 0 else 1
+
+
+COMMAND = OptionsCommand(BlenderBenchOptions, "mono2mesh bench blender", _main)
+"""``mono2mesh bench blender``: one flag per field of ``BlenderBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ The default fit (642 vertices, 1000 steps) measured mean 0.946, minimum 0.820, m
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import resource
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor
 
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 from backend.fitting.multiview import MultiViewOptions, fit_multiview
 from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE, Camera, from_softras_images
 from backend.geometry.io import load_obj, save_obj
@@ -181,16 +180,8 @@ class FitMultiViewBenchOptions(Config):
     """Save the fitted mesh as this .obj."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench fit-multiview`` (``FitMultiViewBenchOptions``)."""
-    add_config_arguments(parser, FitMultiViewBenchOptions, extras=False)
-
-
-def main(namespace: argparse.Namespace) -> int:
+def _main(args: FitMultiViewBenchOptions) -> int:
     """Run the benchmark from parsed ``add_arguments`` options; print the table or the JSON."""
-    args = options_from_args(FitMultiViewBenchOptions, namespace, "bench fit-multiview")
-    if args is None:
-        return 2
     data = Path(args.data)
     if not (data / "source.npy").is_file() or not (data / "camera.npy").is_file():
         print(
@@ -208,3 +199,9 @@ def main(namespace: argparse.Namespace) -> int:
     report["total_seconds"] = time.perf_counter() - started
     print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0
+
+
+COMMAND = OptionsCommand(FitMultiViewBenchOptions, "bench fit-multiview", _main)
+"""``mono2mesh bench fit-multiview``: one flag per field of ``FitMultiViewBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from backend.bench.machine import machine_info
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 from backend.geometry.camera import Camera
 from backend.geometry.io import load_mesh
 from backend.geometry.mesh import PointCloud
@@ -72,16 +72,8 @@ class MeshingBenchOptions(Config):
     """Sampling seed."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench meshing`` (``MeshingBenchOptions``)."""
-    add_config_arguments(parser, MeshingBenchOptions, extras=False)
-
-
-def main(namespace: argparse.Namespace) -> int:
-    """Run the benchmark and print its JSON report; 2 on bad arguments, 1 when meshing fails."""
-    args = options_from_args(MeshingBenchOptions, namespace, "bench meshing")
-    if args is None:
-        return 2
+def _main(args: MeshingBenchOptions) -> int:
+    """Run the benchmark and print its JSON report; 1 when meshing fails."""
     try:
         points, source = make_cloud(args.points, args.seed, args.mesh)
         report = run(points, args.depth, args.repeats, None if args.no_texture else args.texture_size)
@@ -91,6 +83,12 @@ def main(namespace: argparse.Namespace) -> int:
     report["input"] = source
     print(json.dumps(report, indent=2))
     return 0
+
+
+COMMAND = OptionsCommand(MeshingBenchOptions, "bench meshing", _main)
+"""``mono2mesh bench meshing``: one flag per field of ``MeshingBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main
 
 
 def make_cloud(count: int, seed: int = 0, mesh_path: Path | None = None) -> tuple[Tensor, str]:

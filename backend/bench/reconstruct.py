@@ -9,7 +9,6 @@ Goal for ``fit`` at its default options: <= 15 s per photo on a 2-core CPU, <= 2
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from typing import Annotated, Any
 
 from backend.bench.machine import machine_info
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 from backend.methods.registry import DEFAULT_METHOD
 
 DEFAULT_PHOTOS = Path("../shared/data/photos")
@@ -95,17 +94,9 @@ class ReconstructBenchOptions(Config):
     """Print the JSON report instead of a table."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench reconstruct`` (``ReconstructBenchOptions``)."""
-    add_config_arguments(parser, ReconstructBenchOptions, extras=False)
-
-
-def main(namespace: argparse.Namespace) -> int:
+def _main(args: ReconstructBenchOptions) -> int:
     from backend.reconstruct_command import parse_option_pairs
 
-    args = options_from_args(ReconstructBenchOptions, namespace, "bench reconstruct")
-    if args is None:
-        return 2
     images = list(args.images) or sorted(DEFAULT_PHOTOS.glob("*.jpg"))
     if not images:
         print(f"error: no photos given and none in {DEFAULT_PHOTOS}", file=sys.stderr)
@@ -115,3 +106,9 @@ def main(namespace: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0
+
+
+COMMAND = OptionsCommand(ReconstructBenchOptions, "bench reconstruct", _main)
+"""``mono2mesh bench reconstruct``: one flag per field of ``ReconstructBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main

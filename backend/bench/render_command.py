@@ -8,7 +8,6 @@ report with ``--json``; invalid options print the problem and return 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Annotated
@@ -16,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, PositiveInt
 
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 
 
 class RenderBenchOptions(Config):
@@ -50,16 +49,8 @@ def available_devices() -> list[str]:
     return devices
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench render`` (``RenderBenchOptions``)."""
-    add_config_arguments(parser, RenderBenchOptions, extras=False)
-
-
-def main(namespace: argparse.Namespace) -> int:
-    """Run the benchmark and print its table or JSON; 2 on invalid options."""
-    options = options_from_args(RenderBenchOptions, namespace, "mono2mesh bench render")
-    if options is None:
-        return 2
+def _main(options: RenderBenchOptions) -> int:
+    """Run the benchmark and print its table or JSON."""
     from backend.bench import render as bench_render
 
     with_deodr = not options.no_deodr
@@ -75,3 +66,9 @@ def main(namespace: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if options.as_json else bench_render.format_table(report))
     return 0
+
+
+COMMAND = OptionsCommand(RenderBenchOptions, "mono2mesh bench render", _main)
+"""``mono2mesh bench render``: one flag per field of ``RenderBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main

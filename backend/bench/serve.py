@@ -50,7 +50,7 @@ from pydantic import PositiveInt
 from backend import __version__
 from backend.bench.machine import machine_info
 from backend.config import Config
-from backend.config_cli import Flag, add_config_arguments, options_from_args
+from backend.config_cli import Flag, OptionsCommand
 from backend.methods import registry
 
 GOAL_MS = 50.0
@@ -79,16 +79,8 @@ class ServeBenchOptions(Config):
     """Print the JSON report instead of a table."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mono2mesh bench serve`` (``ServeBenchOptions``)."""
-    add_config_arguments(parser, ServeBenchOptions, extras=False)
-
-
-def main(namespace: argparse.Namespace) -> int:
+def _main(args: ServeBenchOptions) -> int:
     """Run the benchmark and print its report; 0 on success, 1 when a job failed or the server did."""
-    args = options_from_args(ServeBenchOptions, namespace, "bench serve")
-    if args is None:
-        return 2
     try:
         options = dict(args.options)
         registry.parse_options(args.method, options)
@@ -102,6 +94,12 @@ def main(namespace: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, indent=2) if args.as_json else format_table(report))
     return 0
+
+
+COMMAND = OptionsCommand(ServeBenchOptions, "bench serve", _main)
+"""``mono2mesh bench serve``: one flag per field of ``ServeBenchOptions``, then ``_main``."""
+
+add_arguments, main = COMMAND.add_arguments, COMMAND.main
 
 
 def find_photo(image: Path | None) -> tuple[bytes, str]:

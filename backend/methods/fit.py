@@ -36,7 +36,7 @@ from backend.geometry.mesh import TexturedMesh
 from backend.geometry.templates import SymmetricTemplate, icosphere_template
 from backend.methods.base import BaseMethod, MethodOptions, ProgressCallback, Reconstruction, Stopwatch
 from backend.methods.fit_options import FittingOptions, TemplateRegularisers
-from backend.methods.fitted import refine_given_mesh, textured_result
+from backend.methods.fitted import refine_with_options, textured_result
 
 TEMPLATE_ID = "icosphere-642"
 
@@ -47,7 +47,9 @@ class FitOptions(FittingOptions, TemplateRegularisers):  # the regularisers afte
     def fit_settings(self) -> FitSettings:
         """The engine's settings of the shape (and camera) fit, the template regularisers included."""
         return dataclasses.replace(
-            super().fit_settings(), flatten_weight=self.flatten_weight, deformation_weight=self.deformation_weight
+            super().fit_settings(),
+            flatten_weight=self.flatten_weight,
+            deformation_weight=self.deformation_weight,
         )
 
 
@@ -74,11 +76,7 @@ class FitMethod(BaseMethod[FitOptions]):
         self.check_inputs(image, mask)
         with self.threads(opts.cpu_threads):
             if init_mesh is not None:
-                return refine_given_mesh(
-                    self, opts, init_mesh, image, mask, progress,
-                    fit=opts.fit_settings(), refine=opts.refine_settings(),
-                    texture=opts.texture_settings(refinement=True),
-                )  # fmt: skip
+                return refine_with_options(self, opts, init_mesh, image, mask, progress)
             watch = Stopwatch()
             with watch.stage("shape"):
                 fitted = fit_template(self.template, mask, opts.fit_settings(), progress)

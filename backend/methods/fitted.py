@@ -7,9 +7,11 @@ a given mesh that every method accepting ``init_mesh`` runs the same way.
 - ``refine_given_mesh(method, options, mesh, image, mask, progress, fit=, refine=, texture=)``: a result
   to refine, e.g. an artist's edit (``fit_refinement``: camera, then offsets held near ``mesh``), textured
   with ``mesh``'s own texture where the photo does not see it or the surface stayed; the report's template
-  is ``topology_id(mesh)`` and its extra the fit's summary with ``refined: True, shape: "refine"``.
+  is ``topology_id(mesh)`` and its extra the fit's summary with ``refined: True, shape: "refine"``;
+  ``refine_with_options(method, options, mesh, image, mask, progress)`` runs it with the settings of a
+  ``fit_options.FittingOptions`` (``fit``, ``softras``).
 
-Both run in the caller's thread settings (``BaseMethod.threads``).
+All run in the caller's thread settings (``BaseMethod.threads``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from backend.fitting.shape import RefineSettings, fit_refinement
 from backend.fitting.texture import TextureSettings, fitted_mesh, texture_from_photo
 from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import BaseMethod, MethodOptions, ProgressCallback, Reconstruction, Stopwatch
+from backend.methods.fit_options import FittingOptions
 
 OptionsT = TypeVar("OptionsT", bound=MethodOptions)
+FittingT = TypeVar("FittingT", bound=FittingOptions)
 
 
 def textured_result(
@@ -80,4 +84,20 @@ def refine_given_mesh(
         method, options, fitted, mesh, image, mask, progress,
         watch=watch, texture=texture, resolution=fit.resolution, template=topology_id(mesh),
         extra={**fitted.summary(), "refined": True, "shape": "refine"},
+    )  # fmt: skip
+
+
+def refine_with_options(
+    method: BaseMethod[FittingT],
+    options: FittingT,
+    mesh: TexturedMesh,
+    image: np.ndarray,
+    mask: np.ndarray,
+    progress: ProgressCallback,
+) -> Reconstruction:
+    """``refine_given_mesh`` with the fit, refinement and texture settings of ``options``."""
+    return refine_given_mesh(
+        method, options, mesh, image, mask, progress,
+        fit=options.fit_settings(), refine=options.refine_settings(),
+        texture=options.texture_settings(refinement=True),
     )  # fmt: skip

@@ -39,7 +39,7 @@ from backend.geometry.mesh import TexturedMesh
 from backend.methods.base import MethodOptions, ProgressCallback, Reconstruction, Stopwatch
 from backend.methods.checkpointed import CheckpointedMethod, masked_crop_input
 from backend.methods.fit_options import FittingOptions
-from backend.methods.fitted import refine_given_mesh, textured_result
+from backend.methods.fitted import refine_with_options, textured_result
 from backend.models.softras import TEMPLATE_ID, SoftRasModel, SoftRasModelConfig
 from backend.progress import within
 
@@ -86,11 +86,7 @@ class SoftRasMethod(CheckpointedMethod[SoftRasOptions, SoftRasModel]):
         self.check_inputs(image, mask)
         with self.threads(opts.cpu_threads):
             if init_mesh is not None:  # a result to refine: the network has nothing to add
-                return refine_given_mesh(
-                    self, opts, init_mesh, image, mask, progress,
-                    fit=opts.fit_settings(), refine=opts.refine_settings(),
-                    texture=opts.texture_settings(refinement=True),
-                )  # fmt: skip
+                return refine_with_options(self, opts, init_mesh, image, mask, progress)
             watch = Stopwatch()
             progress(0.0, "shape")
             with watch.stage("network"):

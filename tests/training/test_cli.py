@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import COMMANDS, build_parser, main
+from training.cli import COMMANDS, build_parser, command_of, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_listed_help_is_what_each_register_function_gives() -> None:
     subparsers = argparse.ArgumentParser().add_subparsers()
     for module, _ in COMMANDS.values():
-        importlib.import_module(module).register(subparsers)
+        command_of(module).register(subparsers)
     registered = {action.dest: action.help for action in subparsers._choices_actions}
     assert registered == {name: summary for name, (_, summary) in COMMANDS.items()}
 

@@ -58,7 +58,6 @@ random azimuths) when Inception weights are on this machine.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +69,13 @@ from training.adaptive_flow.method import AdaptiveFlowNetwork, AdaptiveFlowTrain
 from training.adaptive_flow.segmentation import VERTEX_PARTS_FILE, save_vertex_parts, vertex_segmentation
 from training.adaptive_flow.views import NOVEL_TURNS, WHITE
 from training.batches import base_dataset
-from training.commands import register_training_command
+from training.commands import TrainerSpec
 from training.config import apply_overrides
 from training.datasets.cmr import PartMaps
 from training.datasets.cub import CubDataset
-from training.loop import RunResult, train
 
 __all__ = [
+    "COMMAND",
     "NOVEL_TURNS",
     "VERTEX_PARTS_FILE",
     "WHITE",
@@ -84,7 +83,6 @@ __all__ = [
     "AdaptiveFlowTrainConfig",
     "AdaptiveFlowTraining",
     "datasets",
-    "register",
     "run",
     "save_vertex_parts",
     "vertex_segmentation",
@@ -114,14 +112,11 @@ def datasets(config: AdaptiveFlowTrainConfig) -> tuple[CubDataset, Dataset[Any] 
     return train_set, eval_set
 
 
-def run(
-    config: AdaptiveFlowTrainConfig,
-    train_set: Dataset[Any] | None = None,
-    eval_set: Dataset[Any] | None = None,
-) -> RunResult:
-    """Train as ``config`` says (module docstring); the result names the final checkpoint."""
-    if train_set is None:
-        train_set, eval_set = datasets(config)
+def _prepare(
+    config: AdaptiveFlowTrainConfig, train_set: Dataset[Any], eval_set: Dataset[Any] | None
+) -> tuple[AdaptiveFlowTraining, dict[str, Any]]:
+    """The loop's method (stage 2 from stage 1's checkpoint: with the vertex parts it segments) and the
+    dataset record."""
     size = len(train_set)  # type: ignore[arg-type]
     steps_per_epoch = max(1, size // config.batch_size)
     vertex_parts, permutation = None, None
@@ -149,7 +144,7 @@ def run(
         "stage": config.stage,
         "part_maps": part_maps is not None,
     }
-    return train(method, config, train_set, eval_set, dataset_info=info)
+    return method, info
 
 
 def _unaugmented(dataset: Dataset[Any]) -> Dataset[Any]:
@@ -163,14 +158,12 @@ def _unaugmented(dataset: Dataset[Any]) -> Dataset[Any]:
 
 
 # -- command line ---------------------------------------------------------------------------------------
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """``mono2mesh-train adaptive-flow``: every field of ``AdaptiveFlowTrainConfig`` as a flag."""
-    return register_training_command(
-        subparsers,
-        "adaptive-flow",
-        "train the adaptive-gradient texture-flow model (method adaptive-flow; two stages)",
-        __doc__,
-        AdaptiveFlowTrainConfig,
-        datasets,
-        run,
-    )
+COMMAND = TrainerSpec(
+    "adaptive-flow", "train the adaptive-gradient texture-flow model (method adaptive-flow; two stages)",
+    __doc__, AdaptiveFlowTrainConfig, datasets, _prepare,
+)  # fmt: skip
+"""``mono2mesh-train adaptive-flow``: every field of ``AdaptiveFlowTrainConfig`` as a flag."""
+
+run = COMMAND.run
+"""``run(config, train_set=None, eval_set=None)``: train as ``config`` says (module docstring); the result
+names the final checkpoint. The data sets default to ``datasets(config)``."""

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-from backend.config import Config, ConfigError
-from backend.config_cli import Flag, config_from_args
+from backend.config import Config
+from backend.config_cli import Flag, parse_config_with
 from backend.config_cli import build_parser as build_config_parser
 
 PROG = "scripts/gpu_check.sh"
@@ -59,10 +59,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_options(argv: Sequence[str] | None = None) -> GpuCheckOptions:
     """The options ``argv`` (default ``sys.argv[1:]``) give; a bad value exits with status 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return config_from_args(GpuCheckOptions, args)
-    except ConfigError as error:
-        parser.error(str(error))
-        raise  # unreachable: parser.error exits
+    return parse_config_with(build_parser(), GpuCheckOptions, argv)

@@ -54,6 +54,8 @@ def make_data(root: Path) -> dict[str, Any]:
 
 
 COMMON = ["--progress", "false", "--tensorboard", "false"]
+EVERY_TEN_STEPS = ["--eval-every", "10", "--image-every", "10", "--checkpoint-every", "10"]
+"""An evaluation, an image grid and a checkpoint every 10 steps (for the presets that space them wider)."""
 
 
 def sets(*pairs: str) -> list[str]:
@@ -125,12 +127,7 @@ def trainer_arguments(trainer: str, precision: str, device: str, root: Path, ste
             "1",
             "--ground-truth-points",
             "500",
-            "--eval-every",
-            "10",
-            "--image-every",
-            "10",
-            "--checkpoint-every",
-            "10",
+            *EVERY_TEN_STEPS,
         ]
     if trainer == "texture-completion":
         return [
@@ -144,12 +141,7 @@ def trainer_arguments(trainer: str, precision: str, device: str, root: Path, ste
             "4",
             "--pretrained",
             "none",
-            "--eval-every",
-            "10",
-            "--image-every",
-            "10",
-            "--checkpoint-every",
-            "10",
+            *EVERY_TEN_STEPS,
             *sets("model.image_size=32", "model.depth=3"),
         ]
     raise ValueError(f"unknown trainer {trainer!r}")

@@ -33,6 +33,7 @@ from training.ops.pairwise import (
     all_pairs_kernel_sum,
     check_cutoff,
     check_pairwise_arguments,
+    points_only_backward,
 )
 
 LOCAL_SUBDIVISION = 2
@@ -224,6 +225,28 @@ def _block_kernel(
     return dx, dy, distance, kernel.masked_fill_(dropped, 0)
 
 
+def _local_points_gradient(ctx: Any, points: Tensor, weights: Tensor, grad_sums: Tensor) -> Tensor:
+    """The points' gradient of ``_LocalKernelSum`` (its docstring), block by block."""
+    theta: float = ctx.theta
+    flat_points = points.reshape(-1, 2)
+    flat_weights = weights.reshape(-1)
+    flat_grad_sums = grad_sums.reshape(-1)
+    grad = torch.zeros_like(flat_points)  # (M * N, 2)
+    for block in ctx.grid.blocks:
+        row_index, row_valid, column_index, column_valid = _block_tables(ctx.grid, block)
+        dx, dy, distance, kernel = _block_kernel(flat_points, row_index, column_index, theta, ctx.cutoff)
+        row_grads = flat_grad_sums[row_index] * row_valid  # (q, r)
+        column_weights = flat_weights[column_index] * column_valid  # (q, t)
+        coefficient = kernel.div_(distance).mul_(row_grads[:, :, None]).mul_(column_weights[:, None, :])
+        coefficient.mul_(1.0 / theta)  # (q, r, t): g_k b_j' k / (theta d)
+        force_x, force_y = dx.mul_(coefficient), dy.mul_(coefficient)  # (q, r, t) g_k b_j' G_kj'
+        column_force = torch.stack([force_x.sum(dim=1), force_y.sum(dim=1)], dim=-1)  # (q, t, 2)
+        row_force = torch.stack([force_x.sum(dim=2), force_y.sum(dim=2)], dim=-1)  # (q, r, 2)
+        grad.index_add_(0, column_index[column_valid], column_force[column_valid])
+        grad.index_add_(0, row_index[row_valid], row_force[row_valid].neg_())
+    return grad.view_as(points)
+
+
 class _LocalKernelSum(torch.autograd.Function):
     """``_PairwiseKernelSum`` over the candidates of each grid cell, dense (cells, rows, candidates) blocks.
 
@@ -254,24 +277,4 @@ class _LocalKernelSum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, None, None, None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        points, weights = ctx.saved_tensors
-        theta: float = ctx.theta
-        flat_points = points.reshape(-1, 2)
-        flat_weights = weights.reshape(-1)
-        flat_grad_sums = grad_sums.reshape(-1)
-        grad = torch.zeros_like(flat_points)  # (M * N, 2)
-        for block in ctx.grid.blocks:
-            row_index, row_valid, column_index, column_valid = _block_tables(ctx.grid, block)
-            dx, dy, distance, kernel = _block_kernel(flat_points, row_index, column_index, theta, ctx.cutoff)
-            row_grads = flat_grad_sums[row_index] * row_valid  # (q, r)
-            column_weights = flat_weights[column_index] * column_valid  # (q, t)
-            coefficient = kernel.div_(distance).mul_(row_grads[:, :, None]).mul_(column_weights[:, None, :])
-            coefficient.mul_(1.0 / theta)  # (q, r, t): g_k b_j' k / (theta d)
-            force_x, force_y = dx.mul_(coefficient), dy.mul_(coefficient)  # (q, r, t) g_k b_j' G_kj'
-            column_force = torch.stack([force_x.sum(dim=1), force_y.sum(dim=1)], dim=-1)  # (q, t, 2)
-            row_force = torch.stack([force_x.sum(dim=2), force_y.sum(dim=2)], dim=-1)  # (q, r, 2)
-            grad.index_add_(0, column_index[column_valid], column_force[column_valid])
-            grad.index_add_(0, row_index[row_valid], row_force[row_valid].neg_())
-        return grad.view_as(points), None, None, None, None
+        return points_only_backward(ctx, grad_sums, _local_points_gradient)

@@ -13,11 +13,14 @@ The truncation (docs/effective_loss_tuning.md, reading 3) changes the kernel by 
 CPUs. Memory: no N x N matrix is held. ``_PairwiseKernelSum`` is a custom autograd function whose forward
 and backward both loop over blocks of ``chunk_size`` rows (several sets per block when
 ``chunk_size >= N``), recomputing the kernel in backward; peak memory is O(chunk_size * N).
+``points_only_backward`` is the backward it shares with ``neighbour_grid``'s kernel sum: the points'
+gradient when they need one, none for the weights and the settings.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -86,6 +89,18 @@ def all_pairs_kernel_sum(
     return result
 
 
+def points_only_backward(
+    ctx: Any, grad_sums: Tensor, points_gradient: Callable[[Any, Tensor, Tensor, Tensor], Tensor]
+) -> tuple[Tensor | None, None, None, None, None]:
+    """The backward of a kernel sum ``forward(ctx, points, weights, theta, a, b)`` that saved ``points`` and
+    ``weights``: ``points_gradient(ctx, points, weights, grad_sums)`` for the points when they need one,
+    nothing for the weights and the settings."""
+    if not ctx.needs_input_grad[0]:
+        return None, None, None, None, None
+    points, weights = ctx.saved_tensors
+    return points_gradient(ctx, points, weights, grad_sums), None, None, None, None
+
+
 def _blocks(views: int, count: int, chunk_size: int) -> list[tuple[slice, slice]]:
     """(views, rows) slices covering (M, N): whole views when ``chunk_size >= N``, else row blocks."""
     if count == 0:
@@ -122,6 +137,23 @@ def _kernel_(distance: Tensor, rows: slice, theta: float, cutoff: float = KERNEL
     return kernel
 
 
+def _pairwise_points_gradient(ctx: Any, points: Tensor, weights: Tensor, grad_sums: Tensor) -> Tensor:
+    """The points' gradient of ``_PairwiseKernelSum`` (its docstring), block by block."""
+    theta: float = ctx.theta
+    views, count = weights.shape
+    grad = torch.zeros_like(points)  # (M, N, 2)
+    for view_slice, row_slice in _blocks(views, count, ctx.chunk_size):
+        dx, dy = _block_differences(points, view_slice, row_slice)  # (m, c, N) each
+        distance = torch.hypot(dx, dy).clamp_min_(DISTANCE_EPS)  # (m, c, N)
+        coefficient = grad_sums[view_slice, row_slice, None] * weights[view_slice, None, :]  # (m, c, N)
+        coefficient.addcmul_(weights[view_slice, row_slice, None], grad_sums[view_slice, None, :])
+        coefficient.div_(distance)
+        coefficient.mul_(_kernel_(distance, row_slice, theta, ctx.cutoff))  # (g_k b_j' + b_k g_j') k / d
+        grad[view_slice, row_slice, 0] = dx.mul_(coefficient).sum(-1)
+        grad[view_slice, row_slice, 1] = dy.mul_(coefficient).sum(-1)
+    return grad.mul_(-1.0 / theta)
+
+
 class _PairwiseKernelSum(torch.autograd.Function):
     """Chunked ``sum_{j' != j} b_j' k(p_j, p_j')``, k the truncated ``exp(-d / theta)``.
 
@@ -154,19 +186,4 @@ class _PairwiseKernelSum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, None, None, None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        points, weights = ctx.saved_tensors
-        theta: float = ctx.theta
-        views, count = weights.shape
-        grad = torch.zeros_like(points)  # (M, N, 2)
-        for view_slice, row_slice in _blocks(views, count, ctx.chunk_size):
-            dx, dy = _block_differences(points, view_slice, row_slice)  # (m, c, N) each
-            distance = torch.hypot(dx, dy).clamp_min_(DISTANCE_EPS)  # (m, c, N)
-            coefficient = grad_sums[view_slice, row_slice, None] * weights[view_slice, None, :]  # (m, c, N)
-            coefficient.addcmul_(weights[view_slice, row_slice, None], grad_sums[view_slice, None, :])
-            coefficient.div_(distance)
-            coefficient.mul_(_kernel_(distance, row_slice, theta, ctx.cutoff))  # (g_k b_j' + b_k g_j') k / d
-            grad[view_slice, row_slice, 0] = dx.mul_(coefficient).sum(-1)
-            grad[view_slice, row_slice, 1] = dy.mul_(coefficient).sum(-1)
-        return grad.mul_(-1.0 / theta), None, None, None, None
+        return points_only_backward(ctx, grad_sums, _pairwise_points_gradient)

@@ -53,14 +53,7 @@ the means over categories as in ``training.softras``.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
-from torch.utils.data import Dataset
-
-from training.commands import register_training_command
-from training.datasets.shapenet import ShapeNetRenderings, renderings_info, renderings_splits
-from training.loop import RunResult, train
+from training.commands import TrainerSpec, renderings_datasets, renderings_prepare
 from training.pointcloud_poisson.config import METHOD, PointCloudTrainConfig, PoseMode
 from training.pointcloud_poisson.method import (
     PointCloudTraining,
@@ -70,6 +63,7 @@ from training.pointcloud_poisson.method import (
 )
 
 __all__ = [
+    "COMMAND",
     "METHOD",
     "PointCloudTrainConfig",
     "PointCloudTraining",
@@ -78,44 +72,19 @@ __all__ = [
     "dataset_scale",
     "datasets",
     "ground_truth_rotations",
-    "register",
     "run",
 ]
 
 
-def datasets(config: PointCloudTrainConfig) -> tuple[ShapeNetRenderings, ShapeNetRenderings | None]:
-    """The training set (``views_per_item`` views) and the evaluation set (``eval_views`` views)."""
-    return renderings_splits(config, config.model.image_size)
+COMMAND = TrainerSpec(
+    METHOD, "train the point-cloud network of pointcloud-poisson (DPC network, effective loss)", __doc__,
+    PointCloudTrainConfig, renderings_datasets, renderings_prepare(PointCloudTraining),
+)  # fmt: skip
+"""``mono2mesh-train pointcloud-poisson``: every field of ``PointCloudTrainConfig`` as a flag, presets."""
 
+datasets = renderings_datasets
+"""The training set (``views_per_item`` views) and the evaluation set (``eval_views`` views)."""
 
-def run(
-    config: PointCloudTrainConfig,
-    train_set: Dataset[Any] | None = None,
-    eval_set: Dataset[Any] | None = None,
-) -> RunResult:
-    """Train as ``config`` says (module docstring); the result names the final checkpoint.
-
-    The data sets default to ``datasets(config)``.
-    """
-    if train_set is None:
-        train_set, eval_set = datasets(config)
-    return train(
-        PointCloudTraining(config),
-        config,
-        train_set,
-        eval_set,
-        dataset_info=renderings_info(config, train_set, eval_set),
-    )
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """``mono2mesh-train pointcloud-poisson``: every field of ``PointCloudTrainConfig`` as a flag, presets."""
-    return register_training_command(
-        subparsers,
-        METHOD,
-        "train the point-cloud network of pointcloud-poisson (DPC network, effective loss)",
-        __doc__,
-        PointCloudTrainConfig,
-        datasets,
-        run,
-    )
+run = COMMAND.run
+"""``run(config, train_set=None, eval_set=None)``: train as ``config`` says (module docstring); the result
+names the final checkpoint. The data sets default to ``datasets(config)``."""

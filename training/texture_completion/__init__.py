@@ -49,7 +49,6 @@ weights (``export_weights``): ``backend.methods.checkpointed.load_method_network
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -57,11 +56,10 @@ from typing import Any
 from torch.utils.data import Dataset, Subset
 
 from backend.models.texture_completion import TEXTURE_METHOD
-from training.commands import register_training_command
+from training.commands import TrainerSpec
 from training.datasets.cub import CubDataset
 from training.datasets.folder import ImageFolderDataset
 from training.datasets.holes import HoleConfig
-from training.loop import RunResult, train
 from training.losses.fid import inception_available
 from training.texture_completion.config import TextureCompletionTrainConfig
 from training.texture_completion.method import (
@@ -73,6 +71,7 @@ from training.texture_completion.method import (
 )
 
 __all__ = [
+    "COMMAND",
     "EVAL_SEED",
     "Completion",
     "HoleConfig",
@@ -81,7 +80,6 @@ __all__ = [
     "TextureCompletionTraining",
     "datasets",
     "masked_l1",
-    "register",
     "run",
 ]
 
@@ -139,17 +137,10 @@ def datasets(config: TextureCompletionTrainConfig) -> tuple[Dataset[Any], Datase
     return train_set, eval_set
 
 
-def run(
-    config: TextureCompletionTrainConfig,
-    train_set: Dataset[Any] | None = None,
-    eval_set: Dataset[Any] | None = None,
-) -> RunResult:
-    """Train as ``config`` says (module docstring); the result names the final checkpoint.
-
-    The data sets default to ``datasets(config)``.
-    """
-    if train_set is None:
-        train_set, eval_set = datasets(config)
+def _prepare(
+    config: TextureCompletionTrainConfig, train_set: Dataset[Any], eval_set: Dataset[Any] | None
+) -> tuple[TextureCompletionTraining, dict[str, Any]]:
+    """The loop's method and the dataset record (with whether FID is measured, and why not)."""
     with_fid = inception_available(config.pretrained, config.pretrained_path or None)
     fid_note = (
         "inception-v3" if with_fid
@@ -166,17 +157,15 @@ def run(
         "eval_items": len(eval_set) if eval_set is not None else 0,  # type: ignore[arg-type]
         "fid": fid_note,
     }
-    return train(TextureCompletionTraining(config), config, train_set, eval_set, dataset_info=info)
+    return TextureCompletionTraining(config), info
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """``mono2mesh-train texture-completion``: every field of ``TextureCompletionTrainConfig`` as a flag."""
-    return register_training_command(
-        subparsers,
-        TEXTURE_METHOD,
-        "train the texture-completion network of pointcloud-poisson (method texture-completion)",
-        __doc__,
-        TextureCompletionTrainConfig,
-        datasets,
-        run,
-    )
+COMMAND = TrainerSpec(
+    TEXTURE_METHOD, "train the texture-completion network of pointcloud-poisson (method texture-completion)",
+    __doc__, TextureCompletionTrainConfig, datasets, _prepare,
+)  # fmt: skip
+"""``mono2mesh-train texture-completion``: every field of ``TextureCompletionTrainConfig`` as a flag."""
+
+run = COMMAND.run
+"""``run(config, train_set=None, eval_set=None)``: train as ``config`` says (module docstring); the result
+names the final checkpoint. The data sets default to ``datasets(config)``."""
