@@ -55,7 +55,7 @@ ALLOWED_FACTORIES: tuple[Allowed, ...] = ()
 
 ALLOWED_DATALOADERS: tuple[Allowed, ...] = (
     Allowed(
-        "training/adaptive_flow/__init__.py", "run", "DataLoader",
+        "training/adaptive_flow/__init__.py", "_prepare", "DataLoader",
         "stage-2 vertex segmentation over the unaugmented training photos: vertex_segmentation moves "
         "batch['image'] and batch['parts'] to its device before using them",
     ),
