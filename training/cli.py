@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.texture_completion",
         "train the texture-completion network of pointcloud-poisson (method texture-completion)",
     ),
+    "mesh-inversion-gan": (
+        "training.mesh_inversion",
+        "pre-train MeshInversion's textured-mesh GAN (method mesh-inversion)",
+    ),
     "bench-pointcloud": (
         "training.bench_pointcloud",
         "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",

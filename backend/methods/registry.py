@@ -32,6 +32,7 @@ _METHODS: dict[str, str] = {
     "softras": "backend.methods.softras",
     "adaptive-flow": "backend.methods.adaptive_flow",
     "pointcloud-poisson": "backend.methods.pointcloud_poisson",
+    "mesh-inversion": "backend.methods.mesh_inversion",
 }
 """Method name -> the module whose ``SPEC`` (a ``MethodSpec`` of that name) describes it."""
 
