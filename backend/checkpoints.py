@@ -282,14 +282,24 @@ def refuse_pickle(path: Path) -> None:
         )
     try:
         with open(path, "rb") as handle:
-            head = handle.read(4)
+            head = handle.read(9)
     except OSError:
+        return
+    if _is_safetensors_head(head):  # its first byte is the header length's: it may be 0x80 like a pickle's
         return
     if head.startswith(_PICKLE_MAGIC):
         raise CheckpointError(
             f"{path} is a pickle or torch.save archive, not a safetensors file; Mono2Mesh refuses pickles "
             "because unpickling a file can run arbitrary code"
         )
+
+
+def _is_safetensors_head(head: bytes) -> bool:
+    """Whether ``head`` (the first 9 bytes of a file) starts a safetensors file: an 8-byte little-endian
+    header length (nonzero, below 100 MB as safetensors limits it) followed by the JSON header's ``{``."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 0 < int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:

@@ -2,6 +2,8 @@
 from the photo. Pure functions and small frozen dataclasses; no method, option model or registry.
 
 - ``targets``: the mask at a fitting resolution (``MaskTarget``), MeshInversion's ``chamfer_mask_loss``.
+- ``inversion_losses``: MeshInversion's Chamfer texture losses (pixel and feature level), latent prior,
+  face-normal smoothness and the photo as their target (``InversionTarget``); ``methods.mesh_inversion``.
 - ``camera``: weak-perspective cameras as optimisation variables, the azimuth hypotheses they start from.
 - ``optimise``: ``FitSettings``, ``FitProblem`` and ``optimise`` (the one Adam loop), ``ShapeFit``.
 - ``shape``: ``fit_template`` (the symmetric template) and ``fit_refinement`` (a given mesh kept near

@@ -30,10 +30,13 @@ machine, else fixed random features: the report's ``extra["vgg_weights"]`` says 
 (0.05) x ``mean(z^2) / 2``; ``smooth_weight`` (5e-5, the reference's) x the face-normal smoothness.
 Renderings are hard (``backend.render``, weak perspective, UV texture) at ``render_size``.
 
-**Defaults by device.** ``render_size``, ``random_z`` and ``stage_iterations`` left unset take the
-paper's values on a GPU (256 px, 500 codes, 50 steps per stage) and CPU-sized ones on a CPU (64 px,
-32 codes, 25 steps per stage), chosen so that one photo takes well under 30 s on two cores with a
-CPU-preset generator (docs/BENCHMARKS.md); the report's ``extra["settings"]`` has the values used.
+**Defaults by device.** ``render_size`` and ``random_z`` left unset take the paper's values on a GPU
+(256 px, 500 codes) and smaller renderings and fewer codes on a CPU (64 px, 64 codes; the report's
+``extra["settings"]`` has the values used); both keep the paper's 4 x 50 steps. On a
+2-core CPU shared with other work, one thread (``cpu_threads``, default 1: two threads were 7x slower
+there) inverts a photo in about 11 s with the trainer's ``cpu`` preset generator (texture 32, width 16)
+and 15 s with the default one (texture 64, width 32); the paper's generator (texture 512, width 64)
+costs about 3 s per step on one core, minutes per photo: use a GPU or fewer steps.
 
 The result is the UV sphere (template ``uvsphere-482``) at the generated displacement: every result of
 this method shares one UV layout, so textures move between them by copying. ``init_mesh`` (refinement)
@@ -87,10 +90,10 @@ ADAM_BETAS = (0.0, 0.99)
 """Adam's betas of the inversion (the reference's)."""
 STAGE_FACTORS = (1.0, 0.5, 0.1, 0.05)
 """Learning-rate factor of each stage: the reference's z 1e-1, 5e-2, 1e-2, 5e-3; pose 1e-2 ... 5e-4."""
-GPU_DEFAULTS = {"render_size": 256, "random_z": 500, "stage_iterations": 50}
+GPU_DEFAULTS = {"render_size": 256, "random_z": 500}
 """The paper's settings: what unset options take on a GPU (or any non-CPU device)."""
-CPU_DEFAULTS = {"render_size": 64, "random_z": 32, "stage_iterations": 25}
-"""What unset options take on a CPU: about 10 s per photo on two cores with a CPU-preset generator."""
+CPU_DEFAULTS = {"render_size": 64, "random_z": 64}
+"""What unset options take on a CPU: 11-15 s per photo on one core, small generators (module docstring)."""
 POSE_SHARE, SEARCH_SHARE = 0.1, 0.2
 """Shares of the "shape" stage's progress: the pose fit, the z search; the stages get the rest."""
 BLEND_FEATHER = 0.04
@@ -108,13 +111,11 @@ class MeshInversionOptions(MethodOptions):
     )  # fmt: skip
     random_z: int | None = Field(
         None, ge=1, le=10000, description="random latent codes tried before the optimisation; "
-        "default 500 on a GPU, 32 on a CPU",
+        "default 500 on a GPU, 64 on a CPU",
     )  # fmt: skip
     search_batch: int = Field(32, ge=1, le=1024, description="codes rendered at once in the random-z search")
     stages: int = Field(4, ge=0, le=8, description="optimisation stages (learning rates drop each stage)")
-    stage_iterations: int | None = Field(
-        None, ge=0, le=5000, description="Adam steps per stage; default 50 on a GPU, 25 on a CPU"
-    )
+    stage_iterations: int = Field(50, ge=0, le=5000, description="Adam steps per stage")
     z_learning_rate: float = Field(0.1, gt=0.0, le=10.0, description="first stage's step size for z")
     pose_learning_rate: float = Field(
         0.01, ge=0.0, le=1.0, description="first stage's step size for the camera"
@@ -159,7 +160,12 @@ class MeshInversionOptions(MethodOptions):
     )
     resolution: int = Field(128, ge=16, le=1024, description="side of the silhouette the report's IoU uses")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the random codes and point samples")
-    cpu_threads: int = Field(2, ge=1, le=256, description="torch CPU threads on a CPU")
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="torch CPU threads on a CPU (small tensors: 1 is fastest on a busy machine)",
+    )
 
 
 @dataclass(frozen=True)
@@ -176,9 +182,7 @@ class InversionSettings:
         return InversionSettings(
             render_size=options.render_size or defaults["render_size"],
             random_z=options.random_z or defaults["random_z"],
-            stage_iterations=(
-                defaults["stage_iterations"] if options.stage_iterations is None else options.stage_iterations
-            ),
+            stage_iterations=options.stage_iterations,
         )
 
 
@@ -217,8 +221,10 @@ class InversionProblem:
             with torch.no_grad():
                 image = target.image.permute(2, 0, 1)[None]  # (1, 3, S, S)
                 mask = target.mask.to(image.dtype)[None, None]
-                self.target_features = feature_points(vgg(image, mask), mask[:, 0], options.texture_points,
-                                                      self.points)  # fmt: skip
+                features = vgg(image, mask)  # (1, C, S / 4, S / 4)
+                self.target_features = feature_points(
+                    features, mask[:, 0], options.texture_points, self.points
+                )
 
     def weights(self) -> dict[str, float]:
         opts = self.options
@@ -284,13 +290,15 @@ class StartPose:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The random-z search's choice: code (1, D), label (1,) or None, its loss, and how many were tried."""
+    """The random-z search's choice: code (1, D), label (1,) or None, its loss, its index among the
+    ``tried`` codes, and its silhouette IoU at the start camera."""
 
     z: Tensor
     labels: Tensor | None
     loss: float
     index: int
     tried: int
+    iou: float
 
 
 def _rounded(terms: dict[str, Tensor], index: int = 0) -> dict[str, float]:
@@ -368,7 +376,7 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
             problem = InversionProblem(self.network, vgg, target, opts, opts.seed)
             with watch.stage("z_search"):
                 search = self.search(
-                    problem, start, settings, draws, within(progress, POSE_SHARE, SEARCH_SHARE)
+                    problem, start, settings, mask, draws, within(progress, POSE_SHARE, SEARCH_SHARE)
                 )
             z, camera, stage_losses, final_terms = self.optimise(
                 problem, search, start, settings, watch,
@@ -395,7 +403,12 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
                 "stage_iterations": settings.stage_iterations,
             },
             "pose": {"hypothesis": start.hypothesis, "final_loss": round(start.final_loss, 5)},
-            "z_search": {"tried": search.tried, "chosen": search.index, "loss": round(search.loss, 6)},
+            "z_search": {
+                "tried": search.tried,
+                "chosen": search.index,
+                "loss": round(search.loss, 6),
+                "silhouette_iou": round(search.iou, 4),
+            },
             "chosen_z_loss": round(search.loss, 6),
             "stage_losses": [round(value, 6) for value in stage_losses],
             "final_terms": final_terms,
@@ -434,6 +447,7 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
         problem: InversionProblem,
         start: StartPose,
         settings: InversionSettings,
+        mask: np.ndarray,
         draws: torch.Generator,
         progress: ProgressCallback,
     ) -> SearchResult:
@@ -451,13 +465,11 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
             losses.append(problem.total(terms).float().cpu())
             progress(min(first + opts.search_batch, count) / count, "shape")
         index = int(torch.argmin(torch.cat(losses)))
-        return SearchResult(
-            z=codes[index : index + 1].clone(),
-            labels=None if labels is None else labels[index : index + 1].clone(),
-            loss=float(torch.cat(losses)[index]),
-            index=index,
-            tried=count,
-        )
+        z = codes[index : index + 1].clone()
+        label = None if labels is None else labels[index : index + 1].clone()
+        vertices = self.network.vertices(self.network(z, label).displacement)[0]
+        iou = reprojection_iou(vertices, self.network.faces, start.camera, mask, opts.resolution)
+        return SearchResult(z, label, float(torch.cat(losses)[index]), index, count, iou)
 
     def optimise(
         self,
@@ -525,8 +537,8 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
         texture = mesh.texture
         size = opts.texture_size or int(texture.shape[0])
         if size != texture.shape[0]:
-            resized = F.interpolate(texture.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
-                                    align_corners=False)  # fmt: skip
+            channels_first = texture.permute(2, 0, 1)[None]  # (1, 3, T, T)
+            resized = F.interpolate(channels_first, size=(size, size), mode="bilinear", align_corners=False)
             texture = resized[0].permute(1, 2, 0).clamp(0, 1).contiguous()
         if not opts.blend_photo:
             return texture

@@ -11,4 +11,6 @@ importing ``training``. Each model module holds its config (a ``backend.config.C
 - ``pointcloud``: DPC's point-cloud network (image -> N points in [-0.5, 0.5]^3, pose candidates, student).
 - ``texture_completion``: the texture-completion network (generator completing a baked atlas; method
   texture-completion, formerly pointcloud-texture) and its training-only PatchGAN.
+- ``vgg``: VGG-19 up to relu3_1, frozen, for MeshInversion's feature loss (ImageNet weights only when
+  already on the machine, else fixed random features).
 """

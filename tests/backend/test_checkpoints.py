@@ -99,6 +99,22 @@ def test_refuses_pickle_files_by_suffix_and_by_content(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "weights.bin")
 
 
+def test_loads_a_safetensors_file_whose_first_byte_is_a_pickle_opcode(tmp_path: Path) -> None:
+    # the first 8 bytes of a safetensors file are its header length: a length of 0x..80 starts with the
+    # byte of the pickle PROTO opcode (about 1 checkpoint in 256) and must not be taken for a pickle
+    for length in range(1, 300):
+        weights = {"w" * length: torch.zeros(2)}
+        save_checkpoint(tmp_path / "c", weights, _meta())
+        head = (tmp_path / "c.safetensors").read_bytes()[:9]
+        if head[0] == 0x80:
+            break
+    else:
+        raise AssertionError("no name length gave a header length with low byte 0x80")
+    assert head[8:9] == b"{"
+    loaded = load_checkpoint(tmp_path / "c")
+    assert torch.equal(loaded.weights["w" * length], torch.zeros(2))
+
+
 def test_refuses_another_method_or_template(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c", _weights(), _meta())
     with pytest.raises(CheckpointError, match=r"is a checkpoint of method 'softras', not 'unsup3d'"):

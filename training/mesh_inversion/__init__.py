@@ -91,11 +91,12 @@ def pseudo_gt_folder(config: MeshInversionTrainConfig) -> Path:
 
 
 def pseudo_gt_settings(config: MeshInversionTrainConfig) -> PseudoGtSettings:
-    """The pseudo ground truth's settings: the generator's map sizes and the config's fit iterations."""
+    """The pseudo ground truth's settings: the generator's map sizes and the config's fit."""
     return PseudoGtSettings(
         map_size=config.model.mesh_size,
         texture_size=config.model.texture_size,
         fit_iterations=config.pseudo_gt_fit_iterations,
+        fit_resolution=config.pseudo_gt_fit_resolution,
         seed=config.seed,
     )
 

@@ -54,6 +54,9 @@ class MeshInversionTrainConfig(TrainConfig):
     pseudo_gt_fit_iterations: int = 100
     """Adam steps of each photo's UV-sphere fit when the pseudo ground truth is built."""
 
+    pseudo_gt_fit_resolution: int = 128
+    """Side of the silhouettes compared with each photo's mask during that fit."""
+
     eval_items: int = 16
     """Pseudo-ground-truth items scored by the evaluation and shown in the image grids (the first N)."""
 
@@ -141,8 +144,11 @@ class MeshInversionTrainConfig(TrainConfig):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (self.render_sigma > 0 and math.isfinite(self.render_sigma)):
             raise ValueError(f"render_sigma must be a positive number, got {self.render_sigma}")
-        if self.pseudo_gt_fit_iterations < 0:
-            raise ValueError(f"pseudo_gt_fit_iterations must be >= 0, got {self.pseudo_gt_fit_iterations}")
+        if self.pseudo_gt_fit_iterations < 0 or self.pseudo_gt_fit_resolution < 8:
+            raise ValueError(
+                f"pseudo_gt_fit_iterations must be >= 0 and pseudo_gt_fit_resolution >= 8, got "
+                f"{self.pseudo_gt_fit_iterations} and {self.pseudo_gt_fit_resolution}"
+            )
         if self.views < 1 or self.eval_items < 1:
             raise ValueError(f"views and eval_items must be positive, got {self.views} and {self.eval_items}")
         return self
@@ -156,7 +162,8 @@ MeshInversionTrainConfig.PRESETS = {
     ),
     "cpu": MeshInversionTrainConfig(
         model=MeshInversionModelConfig(texture_size=32, width=16), image_size=64, batch_size=8, epochs=0,
-        iterations=400, uv_discriminator_channels=16, image_discriminator_channels=16, ema_decay=0.99,
-        eval_items=8, eval_every=200, image_every=200, checkpoint_every=200, log_every=20,
+        iterations=1500, uv_discriminator_channels=16, image_discriminator_channels=16, ema_decay=0.99,
+        pseudo_gt_fit_iterations=60, pseudo_gt_fit_resolution=64, eval_items=8, eval_every=500,
+        image_every=500, checkpoint_every=500, log_every=50,
     ),
 }  # fmt: skip
