@@ -4,9 +4,12 @@ the closest surface point, in slices that never block the UI and never report su
 ``transfer_texture`` (blocking: scripts and background mode, where timers never fire) and ``start`` +
 ``poll`` (the UI: a ``bpy.app.timers`` function) do the same work:
 
-- **Copy** when the meshes have the same UV layout (``same_uv_layout``): two results of one template
-  such as ``icosphere-642``, refined or not. The target's Image Texture node gets the source's image;
-  the target keeps its own material (copied first when other objects share it).
+- **Copy** when the meshes have the same UV layout (``same_uv_layout``): two results of one template,
+  such as two ``fit`` results (``icosphere-642``), refined or not, or two ``mesh-inversion`` results
+  (``uvsphere-482``, the UV sphere with a seam). The target's Image Texture node gets the source's
+  image; the target keeps its own mesh and its own material (copied first when other objects share it).
+  Results of different templates (a ``mesh-inversion`` result and a ``fit`` one) take the
+  closest-point transfer below, either way.
 - Otherwise **closest-point transfer** (``TransferJob``). Alignment: each mesh is normalised in its
   own mesh frame (centred on its bounding box, divided by its largest side), so neither where the
   objects stand nor their object transforms matter (modifiers are not applied). For each texel of a
@@ -93,7 +96,9 @@ def same_uv_layout(source: bpy.types.Object, target: bpy.types.Object) -> bool:
 
     The same number of UV triangles whose sorted centroids and areas agree within
     ``LAYOUT_TOLERANCE``: true for two results of one template (same ``mono2mesh_template`` id, e.g.
-    "icosphere-642", refined or not) and also for results recorded with an older id.
+    "icosphere-642", refined or not, or "uvsphere-482": the import's weld joins the UV sphere's seam
+    vertices, its UV layer keeps the seam) and also for results recorded with an older id; false for
+    two templates ("uvsphere-482" and "icosphere-642").
     """
     if len(source.data.polygons) != len(target.data.polygons) or len(source.data.loops) != len(
         target.data.loops

@@ -18,6 +18,11 @@ batch item (B,), plus the photo as their target.
 - ``normal_smoothness_loss(vertices, faces, adjacency)``: L_smooth, ``sum over interior edges of
   (n_1 . n_2 - 1)^2`` for the unit normals of the two faces on the edge (ConvMesh's ``loss_flat``:
   the mean over faces of the three neighbours' terms times F / 2 is this sum).
+- The ablation's conventional terms (the paper's Table 3), each (B,): ``pixel_l1_texture_loss`` (the
+  rendering against the photo pixel by pixel, mean absolute difference over the pixels both masks
+  cover), ``perceptual_texture_loss`` (Johnson et al.'s feature reconstruction loss: the mean squared
+  difference of the two feature maps at the same positions) and ``iou_mask_loss`` (``1 - IoU`` of a
+  soft silhouette and the mask). They assume pixel alignment, which is what the Chamfer losses avoid.
 - L_CM, the Chamfer mask loss, is ``backend.fitting.targets.chamfer_mask_loss`` (shared with ``fit``);
   ``InversionTarget`` holds what it needs (distance field, mask points) beside the photo's pixels.
 
@@ -43,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backend.fitting.targets import mask_points, outside_distance, resized_mask
+from backend.geometry.metrics import mask_iou
 from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, face_normals
 
 TEXTURE_POINTS = 8096
@@ -258,6 +264,33 @@ def feature_chamfer_texture_loss(
     directions averaged. Differentiable in both feature maps."""
     source = feature_points(rendered_features, rendered_mask, points, generator)
     return chamfer_texture_distance(source, target, weight, bidirectional=True, chunk_pairs=chunk_pairs)
+
+
+def pixel_l1_texture_loss(rendered: Tensor, rendered_mask: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """L1 texture loss (B,): the mean over the pixels that both the rendering's hard mask (B, S, S) bool
+    and the photo's ``mask`` (S, S) bool cover of the mean absolute colour difference between
+    ``rendered`` (B, S, S, 3) and ``image`` (S, S, 3), both in [0, 1]; 0 where they share no pixel.
+    Differentiable in ``rendered``."""
+    both = (rendered_mask & mask[None]).to(rendered.dtype)  # (B, S, S)
+    difference = (rendered - image[None]).abs().mean(-1)  # (B, S, S)
+    return (difference * both).sum((1, 2)) / both.sum((1, 2)).clamp_min(1.0)
+
+
+def perceptual_texture_loss(rendered_features: Tensor, target_features: Tensor) -> Tensor:
+    """Perceptual texture loss (B,): ``mean over channels and cells of (f - f_target)^2`` for feature maps
+    (B, C, h, w) of the renderings and (1, C, h, w) of the photo (Johnson et al.'s feature reconstruction
+    loss; with ``VggFeatures`` each image is masked by its own silhouette). Differentiable in both."""
+    if rendered_features.shape[1:] != target_features.shape[1:]:
+        raise ValueError(
+            f"feature maps differ: {tuple(rendered_features.shape)} vs {tuple(target_features.shape)}"
+        )
+    return (rendered_features - target_features).pow(2).mean((1, 2, 3))
+
+
+def iou_mask_loss(alpha: Tensor, mask: Tensor) -> Tensor:
+    """IoU mask loss (B,): ``1 - sum(a m) / sum(a + m - a m)`` of soft silhouettes ``alpha`` (B, S, S) in
+    [0, 1] against the photo's ``mask`` (S, S) bool (the negative-IoU loss of CMR and SoftRas)."""
+    return 1 - mask_iou(alpha, mask.to(alpha.dtype).expand_as(alpha), soft=True)
 
 
 def latent_prior(z: Tensor) -> Tensor:

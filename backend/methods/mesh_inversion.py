@@ -30,6 +30,12 @@ machine, else fixed random features: the report's ``extra["vgg_weights"]`` says 
 (0.05) x ``mean(z^2) / 2``; ``smooth_weight`` (5e-5, the reference's) x the face-normal smoothness.
 Renderings are hard (``backend.render``, weak perspective, UV texture) at ``render_size``.
 
+**Ablation** (the paper's Table 3): ``texture_loss="l1"`` replaces both texture terms with the
+pixel-aligned L1 colour loss (weight ``pixel_texture_weight``), ``"perceptual"`` with the pixel-aligned
+VGG feature loss (weight ``feature_texture_weight``); ``mask_loss="iou"`` replaces the Chamfer mask loss
+with ``1 - soft IoU`` of a soft silhouette (SoftRas, sigma ``IOU_SIGMA``; weight ``mask_weight``).
+The report's ``extra["losses"]`` names the terms used.
+
 **Defaults by device.** ``render_size`` and ``random_z`` left unset take the paper's values on a GPU
 (256 px, 500 codes) and smaller renderings and fewer codes on a CPU (64 px, 64 codes; the report's
 ``extra["settings"]`` has the values used); both keep the paper's 4 x 50 steps. On a
@@ -48,7 +54,7 @@ installed one is used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -64,9 +70,12 @@ from backend.fitting.inversion_losses import (
     InversionTarget,
     feature_chamfer_texture_loss,
     feature_points,
+    iou_mask_loss,
     latent_prior,
     normal_smoothness_loss,
+    perceptual_texture_loss,
     pixel_chamfer_texture_loss,
+    pixel_l1_texture_loss,
 )
 from backend.fitting.optimise import FitSettings
 from backend.fitting.pose import fit_pose
@@ -99,6 +108,10 @@ POSE_SHARE, SEARCH_SHARE = 0.1, 0.2
 BLEND_FEATHER = 0.04
 """Width of the photo blend's feathered edge, as a share of the texture side."""
 LOSS_TERMS = ("mask", "pixel_texture", "feature_texture", "prior", "smooth")
+TextureLoss = Literal["chamfer", "l1", "perceptual"]
+MaskLoss = Literal["chamfer", "iou"]
+IOU_SIGMA = 1e-4
+"""SoftRas sharpness of the soft silhouette the ``iou`` mask loss compares (the renderer's default)."""
 
 
 class MeshInversionOptions(MethodOptions):
@@ -166,6 +179,13 @@ class MeshInversionOptions(MethodOptions):
         le=256,
         description="torch CPU threads on a CPU (small tensors: 1 is fastest on a busy machine)",
     )
+    texture_loss: TextureLoss = Field(
+        "chamfer", description="texture terms: chamfer (the paper's pixel + feature Chamfer), or, for "
+        "the ablation, l1 (pixel-aligned colours) or perceptual (pixel-aligned VGG features)",
+    )  # fmt: skip
+    mask_loss: MaskLoss = Field(
+        "chamfer", description="mask term: chamfer (the paper's), or iou (1 - soft IoU, for the ablation)"
+    )
 
 
 @dataclass(frozen=True)
@@ -216,22 +236,29 @@ class InversionProblem:
         self.raster = RasterSettings(image_size=target.size, soft=False)
         self.adjacency: EdgeAdjacency = edge_adjacent_faces(generator.faces)
         self.points = torch.Generator().manual_seed(seed + 1)  # CPU: the same samples on every device
+        self.soft = RasterSettings(image_size=target.size, soft=True, sigma=IOU_SIGMA)
         self.target_features: ColouredPoints | None = None
+        self.target_feature_map: Tensor | None = None  # (1, C, S / 4, S / 4), the perceptual loss's
         if vgg is not None:
             with torch.no_grad():
                 image = target.image.permute(2, 0, 1)[None]  # (1, 3, S, S)
                 mask = target.mask.to(image.dtype)[None, None]
-                features = vgg(image, mask)  # (1, C, S / 4, S / 4)
+                self.target_feature_map = vgg(image, mask)
                 self.target_features = feature_points(
-                    features, mask[:, 0], options.texture_points, self.points
+                    self.target_feature_map, mask[:, 0], options.texture_points, self.points
                 )
 
     def weights(self) -> dict[str, float]:
+        """Each term's weight: "pixel_texture" is the Chamfer or L1 colour term (none for
+        ``texture_loss="perceptual"``), "feature_texture" the Chamfer or perceptual feature term (none
+        for "l1" or without VGG features), "mask" the Chamfer or IoU mask term."""
         opts = self.options
+        pixels = opts.texture_loss in ("chamfer", "l1")
+        features = opts.texture_loss in ("chamfer", "perceptual") and self.vgg is not None
         return {
             "mask": opts.mask_weight,
-            "pixel_texture": opts.pixel_texture_weight,
-            "feature_texture": opts.feature_texture_weight if self.vgg is not None else 0.0,
+            "pixel_texture": opts.pixel_texture_weight if pixels else 0.0,
+            "feature_texture": opts.feature_texture_weight if features else 0.0,
             "prior": opts.prior_weight,
             "smooth": opts.smooth_weight,
         }
@@ -254,19 +281,27 @@ class InversionProblem:
         weights, target, opts = self.weights(), self.target, self.options
         zero = z.new_zeros(z.shape[0])
         terms = dict.fromkeys(LOSS_TERMS, zero)
-        if weights["mask"]:
+        if weights["mask"] and opts.mask_loss == "iou":
+            alpha = render(seen.vertices, self.generator.faces, camera, self.soft).alpha[..., 0]  # (B, S, S)
+            terms["mask"] = iou_mask_loss(alpha, target.mask)
+        elif weights["mask"]:
             projected = camera.project(seen.vertices)[..., :2]  # (B, V, 2)
             terms["mask"] = chamfer_mask_loss(projected, target.distance, target.mask_points)
-        if weights["pixel_texture"]:
+        if weights["pixel_texture"] and opts.texture_loss == "l1":
+            terms["pixel_texture"] = pixel_l1_texture_loss(seen.rgb, seen.mask, target.image, target.mask)
+        elif weights["pixel_texture"]:
             terms["pixel_texture"] = pixel_chamfer_texture_loss(
                 seen.rgb, seen.mask, target.pixels, self.points, points=opts.texture_points
             )
-        if weights["feature_texture"] and self.vgg is not None and self.target_features is not None:
+        if weights["feature_texture"] and self.vgg is not None:
             mask = seen.mask.to(seen.rgb.dtype)
             features = self.vgg(seen.rgb.permute(0, 3, 1, 2), mask[:, None])
-            terms["feature_texture"] = feature_chamfer_texture_loss(
-                features, mask, self.target_features, self.points, points=opts.texture_points
-            )
+            if opts.texture_loss == "perceptual" and self.target_feature_map is not None:
+                terms["feature_texture"] = perceptual_texture_loss(features, self.target_feature_map)
+            elif self.target_features is not None:
+                terms["feature_texture"] = feature_chamfer_texture_loss(
+                    features, mask, self.target_features, self.points, points=opts.texture_points
+                )
         if weights["prior"]:
             terms["prior"] = latent_prior(z)
         if weights["smooth"]:
@@ -362,7 +397,8 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
             )
         self.check_inputs(image, mask)
         settings = InversionSettings.of(opts, self.device)
-        vgg = self.feature_network(opts.vgg_weights) if opts.feature_texture_weight > 0 else None
+        wants_features = opts.feature_texture_weight > 0 and opts.texture_loss != "l1"
+        vgg = self.feature_network(opts.vgg_weights) if wants_features else None
         watch = Stopwatch()
         with self.threads(opts.cpu_threads):
             progress(0.0, "shape")
@@ -414,6 +450,7 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
             "final_terms": final_terms,
             "class_label": None if search.labels is None else int(search.labels[0]),
             "vgg_weights": vgg.weights if vgg is not None else None,
+            "losses": {"texture": opts.texture_loss, "mask": opts.mask_loss},
             "texture": "generated+photo" if opts.blend_photo else "generated",
             "texture_size": int(mesh.texture.shape[0]),
         }

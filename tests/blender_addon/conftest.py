@@ -2,7 +2,11 @@
 
 - ``backend``: one real backend server for the session, started from the main environment with
   ``client.LocalBackend`` (``$MONO2MESH_BACKEND_PYTHON``, default ``.venv/bin/python``) and stopped at
-  the end. Skips when that interpreter is missing.
+  the end. Skips when that interpreter is missing. Its ``$MONO2MESH_HOME`` is ``backend_home``.
+- ``backend_home``: the session server's data folder, empty at the start, so the user's installed
+  checkpoints never change what the tests see. A test installs one as the backend's checkpoint
+  writer does (``<home>/checkpoints/<method>/<name>.safetensors`` + ``.json``); the server looks
+  there on every methods list and on a method's first job (see test_mesh_inversion_transfer_bpy.py).
 - ``blender``: bpy with a temporary ``BLENDER_USER_RESOURCES``, the add-on zip built by
   ``backend.addon_build`` and installed through Blender's extension installer, enabled as
   ``bl_ext.user_default.mono2mesh``; preferences point at ``backend`` (URL mode).
@@ -30,7 +34,14 @@ def client_module() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def backend(tmp_path_factory: pytest.TempPathFactory, client_module: ModuleType) -> Iterator[Any]:
+def backend_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("backend_home")
+
+
+@pytest.fixture(scope="session")
+def backend(
+    tmp_path_factory: pytest.TempPathFactory, client_module: ModuleType, backend_home: Path
+) -> Iterator[Any]:
     if not MAIN_PYTHON.is_file():
         pytest.skip(f"the backend's Python {MAIN_PYTHON} is missing (set MONO2MESH_BACKEND_PYTHON)")
     folder = tmp_path_factory.mktemp("backend")
@@ -39,6 +50,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, client_module: ModuleType)
         folder / "server.json",
         folder / "server.log",
         jobs_dir=folder / "jobs",
+        env={**os.environ, "MONO2MESH_HOME": str(backend_home)},
     )
     server.start(timeout=120)
     # a fresh server's first methods list takes seconds (it imports the methods); the add-on fetches
