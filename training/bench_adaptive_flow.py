@@ -29,10 +29,16 @@ from backend.bench.machine import machine_info
 from backend.config import Config
 from backend.config_cli import Flag
 from backend.models.adaptive_flow import sample_texture
-from training.adaptive_flow import AdaptiveFlowTrainConfig, AdaptiveFlowTraining, datasets, run
+from training.adaptive_flow import (
+    AdaptiveFlowTrainConfig,
+    AdaptiveFlowTraining,
+    datasets,
+    run,
+    stage_config,
+)
 from training.batches import device_loader, move_to_device
 from training.commands import BenchSpec
-from training.config import apply_overrides, apply_preset
+from training.config import apply_overrides
 from training.datasets.synthetic import SyntheticConfig, generate
 
 VARIANTS = {
@@ -76,11 +82,9 @@ class BenchAdaptiveFlowOptions(Config):
 def _config(
     args: BenchAdaptiveFlowOptions, data_root: Path, stage: int, out: Path, extra: list[str]
 ) -> AdaptiveFlowTrainConfig:
-    config = AdaptiveFlowTrainConfig(data=str(data_root), seed=args.seed, progress=False)
-    config = apply_preset(config, args.preset)
-    if stage == 1:
-        config = apply_preset(config, "stage1")
-    return apply_overrides(config, [*args.overrides, *extra, f"out={out}"])
+    return stage_config(
+        data_root, stage, out, preset=args.preset, seed=args.seed, overrides=[*args.overrides, *extra]
+    )
 
 
 def _evaluate(config: AdaptiveFlowTrainConfig, model: torch.nn.Module, eval_set: Any) -> dict[str, float]:

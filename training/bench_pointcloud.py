@@ -19,8 +19,9 @@
    ``pointcloud-poisson`` and ``softras`` predict in the object's canonical frame, which is the ground
    truth's. ``fit`` builds its mesh in its own camera's frame: it is brought into the ground truth's with
    both cameras (its weak-perspective camera against the true look-at camera, treated as weak-perspective
-   at the object's distance); the depth along the view axis, which one view cannot tell, is set so the
-   centroids agree. The ``points`` row is the network's raw point cloud (the paper's own Table 1/2 metric).
+   at the object's distance; ``training.evaluation.to_ground_truth_frame``); the depth along the view
+   axis, which one view cannot tell, is set so the centroids agree. The ``points`` row is the network's
+   raw point cloud (the paper's own Table 1/2 metric).
 
 Machine and date come with the figures (``backend.bench.machine.machine_info``).
 """
@@ -28,13 +29,11 @@ Machine and date come with the figures (``backend.bench.machine.machine_info``).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -51,6 +50,7 @@ from training.commands import BenchSpec
 from training.config import apply_overrides, apply_preset
 from training.datasets.shapenet import ShapeNetRenderings, voxelize_like_softras
 from training.datasets.synthetic import SyntheticConfig, generate
+from training.evaluation import crop_input, to_ground_truth_frame
 from training.pointcloud_poisson import PointCloudTrainConfig
 from training.pointcloud_poisson import run as train_pointcloud
 from training.softras import SoftRasTrainConfig
@@ -125,7 +125,7 @@ def run(args: BenchPointCloudOptions) -> int:
             raise ValueError(f"{data} has no ground-truth meshes: the benchmark needs a synthetic set")
         truth_points = sample_surface(truth.vertices.float(), truth.faces, args.samples, generator)
         for view in range(item["image"].shape[0]):
-            image, mask = _crop(item["image"][view], item["mask"][view, 0], args.crop)
+            image, mask = crop_input(item["image"][view], item["mask"][view, 0], args.crop)
             camera_true = Camera.look_at(
                 item["distance"][view], item["elevation"][view], item["azimuth"][view]
             )
@@ -135,7 +135,9 @@ def run(args: BenchPointCloudOptions) -> int:
                 seconds = time.perf_counter() - clock
                 vertices = result.mesh.vertices.float()
                 if name == "fit":
-                    vertices = to_ground_truth_frame(vertices, result.camera, camera_true, truth_points)
+                    vertices = to_ground_truth_frame(
+                        vertices, result.camera, camera_true, truth_points.mean(0)
+                    )
                 ours = sample_surface(vertices, result.mesh.faces, args.samples, generator)
                 _score(scores[name], ours, truth_points, item["voxels"])
                 scores[name]["iou_solid"].append(
@@ -162,34 +164,6 @@ def _score(table: dict[str, list[float]], points: Tensor, truth_points: Tensor, 
     """Chamfer x 100 and the paper's point-voxel IoU x 100 of (N, 3) points against the truth's."""
     table["chamfer"].append(float(chamfer_distance(points.float(), truth_points).total))
     table["iou_points"].append(100 * float(voxel_iou(voxelize_points(points), voxelize_points(truth_points))))
-
-
-def to_ground_truth_frame(
-    vertices: Tensor, camera: Camera, camera_true: Camera, truth_points: Tensor
-) -> Tensor:
-    """(V, 3) vertices of a mesh that ``camera`` (weak-perspective) projects onto the crop, in the frame of
-    the object that ``camera_true`` (look-at) sees there (module docstring); (V, 3)."""
-    rotation, _ = camera.view_transform()  # (1, 3, 3)
-    rotation_true, translation_true = camera_true.view_transform()
-    scale = camera.weak.scale[0]
-    scale_true = 1 / (
-        float(camera_true.orbit.distance[0])
-        * math.tan(math.radians(float(camera_true.orbit.viewing_angle[0])))
-    )
-    view = scale / scale_true * (vertices @ rotation[0].T)  # (V, 3) in the true camera's view units
-    view[:, :2] += camera.weak.translation[0] / scale_true
-    centre_true = truth_points.mean(0) @ rotation_true[0].T + translation_true[0]  # (3,)
-    view[:, 2] += centre_true[2] - view[:, 2].mean()
-    return (view - translation_true[0]) @ rotation_true[0]
-
-
-def _crop(image: Tensor, mask: Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A (3, S, S) render and (S, S) mask as the (size, size, 3) float crop and bool mask methods take."""
-    rgb = cv2.resize(
-        image.permute(1, 2, 0).numpy().astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR
-    )
-    alpha = cv2.resize(mask.numpy().astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return np.clip(rgb, 0, 1).astype(np.float32), alpha > 0.5
 
 
 def _reconstruct(method: Method, name: str, image: np.ndarray, mask: np.ndarray, crop: int) -> Reconstruction:

@@ -64,6 +64,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.bench_pointcloud",
         "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
     ),
+    "bench-mesh-inversion": (
+        "training.bench_mesh_inversion",
+        "mesh-inversion vs adaptive-flow, softras and fit on held-out synthetic birds: IoU, SSIM, Chamfer, "
+        "FID, ablation (JSON)",
+    ),
 }
 """Subcommand name -> (the module whose ``COMMAND`` adds it, its one-line help), in ``--help`` order."""
 

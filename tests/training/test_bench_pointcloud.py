@@ -1,11 +1,12 @@
-"""``bench-pointcloud``'s alignment of a ``fit`` result into the ground truth's frame."""
+"""``training.evaluation.to_ground_truth_frame`` (bench-pointcloud's alignment of a ``fit`` result into the
+ground truth's frame) with a look-at true camera."""
 
 from __future__ import annotations
 
 import torch
 
 from backend.geometry.camera import Camera, axis_angle_to_quaternion
-from training.bench_pointcloud import to_ground_truth_frame
+from training.evaluation import to_ground_truth_frame
 
 
 def test_a_mesh_seen_by_a_weak_perspective_camera_returns_to_the_true_frame() -> None:
@@ -25,7 +26,7 @@ def test_a_mesh_seen_by_a_weak_perspective_camera_returns_to_the_true_frame() ->
     view[:, 2] += 0.7
     fitted = view @ rotation[0]
 
-    aligned = to_ground_truth_frame(fitted, camera, camera_true, truth)
+    aligned = to_ground_truth_frame(fitted, camera, camera_true, truth.mean(0))
     assert torch.allclose(aligned, truth, atol=1e-4)
     projected_true = camera_true.project(truth)[0, :, :2]
     # the aligned points sit where the fitted camera put them on the crop (up to perspective)

@@ -64,15 +64,15 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from backend.devices import resolve_device
-from training.adaptive_flow.config import AdaptiveFlowTrainConfig
+from training.adaptive_flow.config import AdaptiveFlowTrainConfig, stage_config
 from training.adaptive_flow.method import AdaptiveFlowNetwork, AdaptiveFlowTraining
 from training.adaptive_flow.segmentation import VERTEX_PARTS_FILE, save_vertex_parts, vertex_segmentation
-from training.adaptive_flow.views import NOVEL_TURNS, WHITE
 from training.batches import base_dataset
 from training.commands import TrainerSpec
 from training.config import apply_overrides
 from training.datasets.cmr import PartMaps
 from training.datasets.cub import CubDataset
+from training.evaluation import NOVEL_TURNS, WHITE
 
 __all__ = [
     "COMMAND",
@@ -85,6 +85,7 @@ __all__ = [
     "datasets",
     "run",
     "save_vertex_parts",
+    "stage_config",
     "vertex_segmentation",
 ]
 

@@ -3,17 +3,20 @@
 The fields are the paper's / UMR's hyper-parameters (each docstring names its source) on top of
 ``training.config.TrainConfig``; ``--preset stage1`` is UMR's first stage (learn the template: no D_var,
 FID or part terms), ``stage2`` the default, ``cpu`` a minutes-long run. The validator refuses what stage 1
-cannot train (D_var, the FID loss) and non-positive sizes.
+cannot train (D_var, the FID loss) and non-positive sizes. ``stage_config`` is one stage of a benchmark's
+two-stage run (the benchmarks' shared recipe).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import model_validator
 
 from backend.models.adaptive_flow import AdaptiveFlowModelConfig
-from training.config import Schedule, TrainConfig
+from training.config import Schedule, TrainConfig, apply_overrides, apply_preset
 
 
 class AdaptiveFlowTrainConfig(TrainConfig):
@@ -167,3 +170,22 @@ AdaptiveFlowTrainConfig.PRESETS = {
         template_update_epochs=3, deformation_after_epoch=2,
     ),
 }  # fmt: skip
+
+
+def stage_config(
+    data: str | Path,
+    stage: int,
+    out: str | Path,
+    *,
+    preset: str = "cpu",
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+) -> AdaptiveFlowTrainConfig:
+    """One stage of a benchmark's run on ``data``: ``preset`` on the defaults (then, for stage 1, the
+    ``stage1`` preset), ``overrides`` (``KEY=VALUE``, in order) and ``out``; no progress bars. Stage 2
+    names its stage-1 checkpoint in ``overrides`` (``stage1_checkpoint=...``)."""
+    config = AdaptiveFlowTrainConfig(data=str(data), seed=seed, progress=False)
+    config = apply_preset(config, preset)
+    if stage == 1:
+        config = apply_preset(config, "stage1")
+    return apply_overrides(config, [*overrides, f"out={out}"])

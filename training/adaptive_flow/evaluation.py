@@ -1,7 +1,8 @@
 """Evaluating ``adaptive-flow`` and its image grids (the metrics are the package docstring's "Evaluation").
 
 ``evaluate`` gives ``mask_iou``, ``ssim``, with ground-truth meshes ``novel_iou`` and ``novel_ssim``
-(``novel_views``: prediction and truth each turned by ``NOVEL_TURNS`` from its own camera), and ``fid``
+(``novel_views``: prediction and truth each turned by ``training.evaluation.NOVEL_TURNS`` from its own
+camera, ``training.evaluation.novel_view_scores``), and ``fid``
 when the FID metric is active (Inception weights on this machine). ``visualise`` draws the training
 images: photo | reconstruction at its camera | turned by 90, 180 degrees | I_var (when on).
 """
@@ -19,11 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import mask_iou, ssim
 from backend.models.adaptive_flow import AdaptiveFlowModel, AdaptiveFlowOutput
-from backend.render.renderer import render
+from backend.render.renderer import RenderOutput, render
 from backend.render.settings import RasterSettings
-from training.adaptive_flow.views import NOVEL_TURNS, WHITE, on_white, random_views, resize, textured
+from training.adaptive_flow.views import on_white, random_views, resize, textured
 from training.batches import base_dataset, move_to_device
-from training.evaluation import ground_truth_mesh, mean_metrics
+from training.evaluation import camera_from_vector, ground_truth_mesh, mean_metrics, novel_view_scores
 from training.losses.fid import FidMetric
 
 
@@ -77,26 +78,22 @@ def novel_views(
     values: dict[str, list[float]],
 ) -> None:
     """Novel-view silhouette IoU and SSIM against the ground-truth object (when the set has it)."""
-    truth_cameras = _camera_from_vector(batch["camera"])
+    truth_cameras = camera_from_vector(batch["camera"])
     for item in range(len(texture)):
         truth = ground_truth_mesh(dataset, int(batch["index"][item]))
         if truth is None:
             continue
-        truth = truth.to(texture.device)
-        for turn in NOVEL_TURNS:
-            azimuth = texture.new_tensor([turn])
-            theirs = render(
-                truth.vertices, truth.faces, truth_cameras[item].turned(azimuth), settings,
-                uvs=truth.uvs, face_uvs=truth.face_uvs, texture=truth.texture, lighting=WHITE,
-            )  # fmt: skip
-            ours = textured(
-                network, output.vertices[item : item + 1], texture[item : item + 1],
-                camera[item].turned(azimuth), settings,
-            )  # fmt: skip
-            values["novel_iou"].append(
-                float(mask_iou(ours.alpha[0, ..., 0], theirs.alpha[0, ..., 0], soft=False))
+
+        def ours(turned: Camera, item: int = item) -> RenderOutput:
+            return textured(
+                network, output.vertices[item : item + 1], texture[item : item + 1], turned, settings
             )
-            values["novel_ssim"].append(float(ssim(ours.rgb, theirs.rgb)[0]))
+
+        scores = novel_view_scores(
+            ours, camera[item], truth.to(texture.device), truth_cameras[item], settings
+        )
+        for name, numbers in scores.items():
+            values[name] += numbers
 
 
 @torch.no_grad()
@@ -119,8 +116,3 @@ def visualise(network: AdaptiveFlowModel, batch: Mapping[str, Any], size: int) -
         columns.append(((variance - low) / (2 * network.config.variance_amplitude)).expand(-1, 3, -1, -1))
     rows = torch.cat(columns, dim=3)  # (B, 3, s, k s)
     return rows.permute(1, 0, 2, 3).reshape(3, -1, rows.shape[-1]).clamp(0, 1)
-
-
-def _camera_from_vector(vector: Tensor) -> Camera:
-    """Cameras from the datasets' (B, 7) ``[scale, tx, ty, qw, qx, qy, qz]`` vectors."""
-    return Camera.weak_perspective(vector[:, 0], vector[:, 1:3], vector[:, 3:7])

@@ -4,8 +4,8 @@
   probable camera (``Renders``), what the photo terms compare with the photos;
 - ``random_views``: RGBA renders of each prediction turned about its up axis by U(-a, a) degrees, what the
   critic and the FID loss see;
-- ``textured``: unlit renders on a white background (``WHITE``), how the evaluation and the image grids
-  compare renders with photos composited on white (``on_white``);
+- ``textured``: unlit renders on a white background (``training.evaluation.WHITE``), how the evaluation
+  and the image grids compare renders with photos composited on white (``on_white``);
 - ``resize``: (B, C, S, S) images to the render size (area-averaged when shrinking).
 
 Every function takes the ``RasterSettings`` it renders with (the method's ``settings()``); the random
@@ -22,14 +22,9 @@ from torch import Tensor
 
 from backend.geometry.camera import Camera
 from backend.models.adaptive_flow import AdaptiveFlowModel, AdaptiveFlowOutput
-from backend.render.renderer import Lighting, RenderOutput, render
+from backend.render.renderer import RenderOutput, render
 from backend.render.settings import RasterSettings
-
-NOVEL_TURNS = (90.0, 180.0, 270.0)
-"""Azimuths (degrees) of the novel views of the evaluation."""
-
-WHITE = Lighting(background=(1.0, 1.0, 1.0))
-"""Unlit colours on a white background: how renders are compared with photos composited on white."""
+from training.evaluation import WHITE
 
 
 @dataclass

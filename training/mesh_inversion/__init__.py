@@ -45,6 +45,7 @@ from torch.utils.data import Dataset, Subset
 from backend.devices import resolve_device
 from training.commands import TrainerSpec
 from training.datasets.cub import CubDataset
+from training.evaluation import camera_from_vector
 from training.losses.fid import inception_available
 from training.mesh_inversion.config import MeshInversionTrainConfig
 from training.mesh_inversion.method import (
@@ -52,7 +53,6 @@ from training.mesh_inversion.method import (
     METHOD,
     MeshInversionNetwork,
     MeshInversionTraining,
-    camera_from_vector,
     real_rgba,
     render_rgba,
 )

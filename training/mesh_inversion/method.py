@@ -55,6 +55,7 @@ from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 from training.config import TrainConfig
 from training.distributed import unwrap_model
+from training.evaluation import camera_from_vector
 from training.losses.adversarial import TwoPlayerLosses, two_player_losses
 from training.losses.compose import Term, weighted_total
 from training.losses.fid import FidMetric
@@ -68,13 +69,6 @@ EVAL_SEED = 20_240_917
 
 IMAGE_CHANNELS = 4
 """D_I sees RGBA: colour on black and the silhouette."""
-
-
-def camera_from_vector(camera: Tensor) -> Camera:
-    """Weak-perspective cameras from pseudo-GT vectors (B, 7) = [scale, tx, ty, qw, qx, qy, qz]."""
-    if camera.dim() != 2 or camera.shape[1] != 7:
-        raise ValueError(f"camera must have shape (B, 7), got {tuple(camera.shape)}")
-    return Camera.weak_perspective(camera[:, 0], camera[:, 1:3], camera[:, 3:7])
 
 
 def render_rgba(
