@@ -34,3 +34,27 @@ def test_bench_reconstruct_reports_stage_timings(tmp_path: Path, capsys: pytest.
     assert stages["total"] <= row["wall_s"] + 1e-3 and report["mean_wall_s"] == row["wall_s"]
     assert report["machine"]["cpu_count"] >= 1
     assert "blob.png" in format_table(report)
+
+
+def test_bench_reconstruct_runs_a_checkpointed_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--checkpoint`` reaches the method: mesh-inversion with a tiny generator, none installed."""
+    from tests.backend.methods.test_mesh_inversion import generated_photo, tiny_generator, write_checkpoint
+
+    monkeypatch.setenv("MONO2MESH_HOME", str(tmp_path / "home"))  # nothing installed
+    generator = tiny_generator()
+    checkpoint = write_checkpoint(tmp_path / "tiny", generator)
+    image, mask, _, _ = generated_photo(generator, size=64)
+    rgba = np.concatenate([image, mask[..., None].astype(np.float32)], axis=-1)
+    Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(tmp_path / "sample.png")
+    options = [f"-o{pair}" for pair in ("random_z=2", "stages=1", "stage_iterations=2", "pose_iterations=4",
+                                         "crop_size=64", "texture_points=256", "cpu_threads=1")]  # fmt: skip
+    argv = ["bench", "reconstruct", str(tmp_path / "sample.png"), "--method", "mesh-inversion", *options]
+    assert main([*argv, "--json"]) == 2  # no checkpoint installed, none given: a clear error, no traceback
+    assert "no mesh-inversion checkpoint installed" in capsys.readouterr().err
+    assert main([*argv, "--checkpoint", str(checkpoint), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["results"]
+    assert report["method"] == "mesh-inversion" and row["checkpoint"] == checkpoint.name
+    assert row["vertices"] == 482 and {"pose", "z_search", "stage_1"} <= set(row["timings_s"])
