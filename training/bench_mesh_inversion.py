@@ -280,7 +280,9 @@ class FidSets:
         alpha = torch.from_numpy(mask).float()[None, None]
         on_black, on_white = photo * alpha, photo * alpha + (1 - alpha)
         settings = RasterSettings(image_size=image.shape[0], soft=False)
-        cameras = Camera.cat([camera_true] * len(FID_AZIMUTHS)).turned(torch.tensor(FID_AZIMUTHS))
+        cameras = Camera.cat([camera_true] * len(FID_AZIMUTHS)).turned(
+            torch.tensor(FID_AZIMUTHS, device=photo.device)
+        )
         views = render_mesh(scored.aligned, cameras, settings, WHITE).rgb.permute(0, 3, 1, 2)  # (12, 3, S, S)
         kept = [k for k, azimuth in enumerate(FID_AZIMUTHS) if azimuth not in FID_10_LEFT_OUT]
         self.sets["fid_1"].update(real=on_black, fake=scored.input_view.rgb.permute(0, 3, 1, 2))
