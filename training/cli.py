@@ -64,6 +64,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.bench_pointcloud",
         "pointcloud-poisson vs softras and fit on held-out synthetic objects: Chamfer and IoU (JSON)",
     ),
+    "unsup3d": (
+        "training.unsup3d",
+        "train Unsup3d: symmetric depth, albedo, light and view from raw images (method unsup3d)",
+    ),
+    "bench-unsup3d": (
+        "training.bench_unsup3d",
+        "unsup3d on synthetic faces: full model vs. no flip vs. no confidence, SIDE/MAD, steps/s (JSON)",
+    ),
     "bench-mesh-inversion": (
         "training.bench_mesh_inversion",
         "mesh-inversion vs adaptive-flow, softras and fit on held-out synthetic birds: IoU, SSIM, Chamfer, "

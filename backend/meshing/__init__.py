@@ -12,6 +12,8 @@
   per-stage timings.
 - ``unwrap``: xatlas UV atlas (``unwrap_uvs``), a vectorised UV raster and ``uv_overlap_fraction``.
 - ``bake``: ``bake_texture`` for any atlas: photo, mirror image across x = 0 in 3-D, inpainting.
+- ``relief``, ``depth_relief``: an open surface (a depth grid) cut to some faces and closed into a solid
+  by a back surface and a rim; a depth map as such a relief under parallel projection (``unsup3d``).
 
 No module here imports Open3D (or xatlas) when it is imported: the stages that need it import it when
 they run (``errors.import_open3d``), so a missing Open3D fails only the point cloud -> mesh stage, with a

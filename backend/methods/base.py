@@ -15,12 +15,13 @@ checkpoint); they may hold loaded weights, and ``reconstruct`` must not keep sta
 
 where ``image`` is the square crop around the object, (S, S, 3) float32 in [0, 1], row 0 at the top,
 with S = ``crop_size(options)``, and ``mask`` its (S, S) bool object mask (``backend.imaging.crop_to_mask``
-makes both; an empty one is a ``MaskError``); ``progress`` is called as ``progress(fraction, stage)``
-with ``fraction`` in [0, 1] of that stage (stages: "shape", "texture"; the pipeline adds "mask" and
-"export"). ``progress`` raises ``Cancelled`` when the caller wants the job stopped, so a method only
-has to call it often (at least every few hundred ms). ``init_mesh`` asks for a refinement: start from
-that mesh (its topology kept) instead of the method's template; a method that cannot refine raises
-``MethodError``.
+makes both; an empty one is a ``MaskError``; a method with ``automatic_mask = False`` gets the whole
+photo, all mask, for a photo with neither mask nor alpha); ``progress`` is called as
+``progress(fraction, stage)`` with ``fraction`` in [0, 1] of that stage (stages: "shape", "texture"; the
+pipeline adds "mask" and "export"). ``progress`` raises ``Cancelled`` when the caller wants the job
+stopped, so a method only has to call it often (at least every few hundred ms). ``init_mesh`` asks for
+a refinement: start from that mesh (its topology kept) instead of the method's template; a method that
+cannot refine raises ``MethodError``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ class BaseMethod(ABC, Generic[OptionsT]):
     Options: ClassVar[type[MethodOptions]]
     checkpoint_id: str | None = None
     """The loaded checkpoint's file name (None for a method without one)."""
+    automatic_mask: ClassVar[bool] = True
+    """Whether the photo pipeline segments a photo that comes without a mask or alpha channel (GrabCut);
+    False: the whole photo is the object (``pipeline.reconstruct_photo``)."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)

@@ -41,8 +41,9 @@ The report's ``extra["losses"]`` names the terms used.
 ``extra["settings"]`` has the values used); both keep the paper's 4 x 50 steps. On a
 2-core CPU shared with other work, one thread (``cpu_threads``, default 1: two threads were 7x slower
 there) inverts a bird photo in 13-16 s with the trainer's ``cpu`` preset generator (texture 32, width
-16; docs/BENCHMARKS.md), about 15 s with the default one (texture 64, width 32); the paper's generator (texture 512, width 64)
-costs about 3 s per step on one core, minutes per photo: use a GPU or fewer steps.
+16; docs/BENCHMARKS.md), about 15 s with the default one (texture 64, width 32); the paper's
+generator (texture 512, width 64) costs about 3 s per step on one core, minutes per photo: use a GPU or
+fewer steps.
 
 The result is the UV sphere (template ``uvsphere-482``) at the generated displacement: every result of
 this method shares one UV layout, so textures move between them by copying. ``init_mesh`` (refinement)

@@ -4,6 +4,9 @@
   decode the photo (``backend.imaging``), choose its mask (given file > alpha channel > GrabCut), crop a
   square around it at the method's ``crop_size``, run ``method.reconstruct`` and return a
   ``PhotoReconstruction`` holding the result, the photo, the mask at photo resolution and the crop.
+  A method whose ``automatic_mask`` is False (``unsup3d``: it reads tightly framed photos, where GrabCut
+  finds nothing or an eye) gets, for a photo with neither a mask file nor an alpha channel, the whole
+  photo as its object (mask source "whole": the square around the photo, no padding).
 ``export(result, out_dir, stem)``:
   writes ``<stem>.glb``, ``<stem>.obj`` + ``.mtl`` + ``_texture.png``, ``<stem>_preview.png``,
   ``<stem>_mask.png`` (photo resolution) and ``<stem>.json`` (the report), and returns their paths.
@@ -82,7 +85,7 @@ class PhotoReconstruction:
         reconstruction: the method's result (mesh, crop camera, crop mask, report).
         photo: the decoded photo.
         photo_mask: (H, W) bool, the mask used, at the photo's resolution.
-        mask_source: "given", "alpha" or "grabcut".
+        mask_source: "given", "alpha", "grabcut" or "whole" (no segmentation: ``automatic_mask`` False).
         crop: the square crop the method saw and its transform to photo pixels.
         timings: stage -> seconds for the whole job ("mask", the method's stages, later "export").
     """
@@ -135,13 +138,23 @@ def reconstruct_photo(
     staged(0.0, "mask")
     photo = load_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
     given = load_mask(mask, photo.size) if mask is not None else None
-    chosen = compute_mask(photo.rgb, photo.alpha, given)
-    crop = crop_to_mask(photo.rgb, chosen.mask, method.crop_size(options))
+    if given is None and not _has_alpha(photo) and not getattr(method, "automatic_mask", True):
+        object_mask, source = np.ones(photo.rgb.shape[:2], dtype=bool), "whole"  # the framed photo itself
+        crop = crop_to_mask(photo.rgb, object_mask, method.crop_size(options), padding=0.0)
+    else:
+        chosen = compute_mask(photo.rgb, photo.alpha, given)
+        object_mask, source = chosen.mask, chosen.source
+        crop = crop_to_mask(photo.rgb, object_mask, method.crop_size(options))
     timings = {"mask": time.perf_counter() - started}
     staged(1.0, "mask")
     result = method.reconstruct(crop.rgb, crop.mask > 0.5, options, staged, init_mesh=init_mesh)
     timings.update(result.report.timings)
-    return PhotoReconstruction(result, photo, chosen.mask, chosen.source, crop, timings)
+    return PhotoReconstruction(result, photo, object_mask, source, crop, timings)
+
+
+def _has_alpha(photo: DecodedImage) -> bool:
+    """Whether the photo has a real alpha channel (some pixel below 1), which ``compute_mask`` uses."""
+    return photo.alpha is not None and float(photo.alpha.min()) < 1.0
 
 
 def export(

@@ -33,6 +33,7 @@ _METHODS: dict[str, str] = {
     "adaptive-flow": "backend.methods.adaptive_flow",
     "pointcloud-poisson": "backend.methods.pointcloud_poisson",
     "mesh-inversion": "backend.methods.mesh_inversion",
+    "unsup3d": "backend.methods.unsup3d",
 }
 """Method name -> the module whose ``SPEC`` (a ``MethodSpec`` of that name) describes it."""
 

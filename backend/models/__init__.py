@@ -11,6 +11,8 @@ importing ``training``. Each model module holds its config (a ``backend.config.C
 - ``pointcloud``: DPC's point-cloud network (image -> N points in [-0.5, 0.5]^3, pose candidates, student).
 - ``texture_completion``: the texture-completion network (generator completing a baked atlas; method
   texture-completion, formerly pointcloud-texture) and its training-only PatchGAN.
-- ``vgg``: VGG-19 up to relu3_1, frozen, for MeshInversion's feature loss (ImageNet weights only when
-  already on the machine, else fixed random features).
+- ``vgg``: VGG-19 up to relu3_1 (MeshInversion's feature loss) and VGG16 up to relu3_3 (Unsup3d's
+  perceptual loss), frozen (ImageNet weights only when already on the machine, else fixed random features).
+- ``unsup3d``: Unsup3d's five networks (depth, albedo, light, view, confidence) and its image formation
+  (``shade``, ``flip``, ``warp_to_view`` through the project's rasteriser, ``reconstruct`` for one step).
 """

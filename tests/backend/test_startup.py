@@ -39,7 +39,7 @@ HEAVY = (
 )
 """Packages and modules (with their submodules) no command may import before it runs."""
 
-METHODS = ["fit", "adaptive-flow", "mesh-inversion", "pointcloud-poisson", "softras"]
+METHODS = ["fit", "adaptive-flow", "mesh-inversion", "pointcloud-poisson", "softras", "unsup3d"]
 
 
 def run_python(code: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,6 @@ seconds on a CPU.
 from __future__ import annotations
 
 import array
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 
 from tests.blender_addon.helpers import FAST_OPTIONS, MAIN_PYTHON, PHOTOS, REPO
-from tests.blender_addon.test_reconstruct_bpy import pixels, run_jobs
+from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with, run_jobs
 
 BUNTING = PHOTOS / "bird_bunting.jpg"
 WARBLER = PHOTOS / "bird_warbler.jpg"
@@ -114,29 +113,8 @@ def inversion(
     addon.transfer.jobs.clear()
 
 
-def _photo(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"the photo {path} is missing")
-    return path
-
-
-def _reconstruct(bpy: ModuleType, addon: ModuleType, photo: Path, method: str, options: dict) -> Any:
-    """Reconstruct from Image with ``method`` through the add-on (panel settings, operator, timer)."""
-    settings = bpy.context.scene.mono2mesh
-    settings.method = method
-    settings.image_source = "FILE"
-    settings.image_path = str(photo)
-    settings.extra_options = json.dumps(options)
-    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
-    run_jobs(addon)
-    assert settings.job_status == "succeeded", settings.message
-    obj = bpy.context.view_layer.objects.active
-    assert obj["mono2mesh_method"] == method
-    return obj
-
-
 def _invert(bpy: ModuleType, addon: ModuleType, photo: Path, seed: int) -> Any:
-    obj = _reconstruct(bpy, addon, _photo(photo), METHOD, {**INVERSION_OPTIONS, "seed": seed})
+    obj = reconstruct_with(bpy, addon, photo, METHOD, {**INVERSION_OPTIONS, "seed": seed})
     assert obj["mono2mesh_template"] == TEMPLATE
     assert obj["mono2mesh_checkpoint"] == f"{CHECKPOINT_NAME}.safetensors"
     # welded back to the sphere's 482 vertices, deformed: its distances from the bounding box's centre
@@ -149,7 +127,7 @@ def _invert(bpy: ModuleType, addon: ModuleType, photo: Path, seed: int) -> Any:
 
 
 def _fit(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
-    obj = _reconstruct(bpy, addon, _photo(photo), "fit", FIT_OPTIONS)
+    obj = reconstruct_with(bpy, addon, photo, "fit", FIT_OPTIONS)
     assert obj["mono2mesh_template"] == "icosphere-642"
     return obj
 

@@ -37,6 +37,26 @@ def reconstruct(bpy: ModuleType, addon: ModuleType, photo: Path, **options: Any)
     return bpy.context.view_layer.objects.active
 
 
+def reconstruct_with(
+    bpy: ModuleType, addon: ModuleType, photo: Path, method: str, options: dict[str, Any]
+) -> Any:
+    """Reconstruct from Image with ``method`` and exactly ``options`` through the add-on (panel settings,
+    operator, timer); skips when the photo is missing. Returns the imported object."""
+    if not photo.is_file():
+        pytest.skip(f"the photo {photo} is missing")
+    settings = bpy.context.scene.mono2mesh
+    settings.method = method
+    settings.image_source = "FILE"
+    settings.image_path = str(photo)
+    settings.extra_options = json.dumps(options)
+    assert bpy.ops.mono2mesh.reconstruct() == {"FINISHED"}
+    run_jobs(addon)
+    assert settings.job_status == "succeeded", settings.message
+    obj = bpy.context.view_layer.objects.active
+    assert obj["mono2mesh_method"] == method
+    return obj
+
+
 def pixels(image: Any) -> np.ndarray:
     values = np.empty(len(image.pixels), dtype=np.float32)
     image.pixels.foreach_get(values)

@@ -13,6 +13,8 @@ Single-image datasets (``CubDataset``, ``Pascal3DCars``, ``CelebACrops``, ``Imag
   ``backend.geometry.Camera.weak_perspective(c[0], c[1:3], c[3:7]).project(points)`` gives the crop NDC
   (y up) of 3D points (``training.datasets.transforms``).
 - "parts" (with part maps): float32 (P, S, S) part probabilities, channel 0 the background.
+- "depth" (``SyntheticFaces``, the synthetic faces with ground truth): float32 (S, S), the depth of the
+  visible surface at each pixel centre (Unsup3d's camera); their "mask" is the face, 0 or 1.
 - "index": int, the item's index; "name": str, the image's path relative to its folder.
 
 Multi-view datasets (``ShapeNetRenderings``, the SoftRas/NMR layout): one object per item, V views stacked:
@@ -26,9 +28,10 @@ Multi-view datasets (``ShapeNetRenderings``, the SoftRas/NMR layout): one object
 Datasets with random augmentation draw it from ``numpy.random.default_rng((seed, epoch, index))`` and have
 ``set_epoch(epoch)``. Missing files raise ``FileNotFoundError`` and malformed ones ``ValueError``, naming
 the file and what was expected. The synthetic generator (``synthetic.generate``, the ``make-synthetic``
-command) writes the "shapenet", "cub" and "folder" layouts with known 3D. ``holes.random_holes`` draws
-the random hole masks ``texture-completion`` hides in its crops (in the training step, from a seeded
-generator, not in the datasets).
+command) writes the "shapenet", "cub" and "folder" layouts with known 3D;
+``synthetic_faces.generate_faces`` (``make-synthetic --category face``) writes Unsup3d's kind of data,
+faces with ground-truth depth. ``holes.random_holes`` draws the random hole masks ``texture-completion``
+hides in its crops (in the training step, from a seeded generator, not in the datasets).
 """
 
 from training.datasets.celeba import CelebACrops
@@ -43,6 +46,7 @@ from training.datasets.shapenet import (
     voxels_to_softras,
 )
 from training.datasets.synthetic import CATEGORIES, LAYOUTS, SyntheticConfig, generate
+from training.datasets.synthetic_faces import SyntheticFaces, SyntheticFacesConfig, generate_faces
 
 __all__ = [
     "CATEGORIES",
@@ -54,7 +58,10 @@ __all__ = [
     "Pascal3DCars",
     "ShapeNetRenderings",
     "SyntheticConfig",
+    "SyntheticFaces",
+    "SyntheticFacesConfig",
     "generate",
+    "generate_faces",
     "save_mesh_archive",
     "voxelize_like_softras",
     "voxels_from_softras",

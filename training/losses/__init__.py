@@ -19,6 +19,8 @@
 - ``effective``: seed 001's rendering-free loss (eq. 1-6): ``effective_loss`` -> ``EffectiveLoss``,
   ``distance_field`` (eq. 2), ``first_term``, ``second_term``, ``boundary_bias``, ``sample_bilinear``
   (its kernel sums are ``training.ops``; readings and tuning: docs/effective_loss_tuning.md).
+- ``unsup3d``: Unsup3d's confidence-weighted terms, per image: ``photometric_loss`` (Laplacian L1) and
+  ``perceptual_loss`` (Gaussian, on VGG16 relu3_3 features: ``backend.models.vgg.load_vgg16_features``).
 
 Import from the submodules (``from training.losses.fid import fid_loss``): nothing is re-exported
 here, so importing one loss does not import the others' dependencies.
