@@ -179,15 +179,15 @@ def render_face(
     vertices = torch.from_numpy(ndc).float()[None]  # (1, V, 3)
     faces_t = torch.from_numpy(faces)
     fragments = rasterize(vertices, faces_t, settings)
-    background = torch.tensor(face.background_color, dtype=torch.float32)
+    background = torch.tensor(face.background_color, dtype=torch.float32, device=vertices.device)
     rgb = background.repeat(big * big, 1)  # (big^2, 3)
     values = interpolate_vertex_attributes(
         fragments, torch.from_numpy(colors.reshape(-1, 3)).float(), faces_t
     )
     rgb[fragments.pixel] = values
-    depth = torch.full((big * big,), FAR_DEPTH)
+    depth = torch.full((big * big,), FAR_DEPTH, device=vertices.device)
     depth[fragments.pixel] = fragments.depth.float()
-    mask = torch.zeros(big * big)
+    mask = torch.zeros(big * big, device=vertices.device)
     mask[fragments.pixel] = torch.from_numpy(face_inside).float()[fragments.face]
 
     image = F.avg_pool2d(rgb.reshape(1, big, big, 3).permute(0, 3, 1, 2), supersample)[0].permute(1, 2, 0)

@@ -51,6 +51,8 @@ RECONSTRUCT_OPTIONS: dict[str, list[str]] = {
     "softras": ["iterations=30", "resolution=64", "texture_size=128", "crop_size=256"],
     "adaptive-flow": ["crop_size=256", "texture_scale=1"],
     "pointcloud-poisson": ["crop_size=256", "depth=6", "texture_size=256", "camera_iterations=30"],
+    "mesh-inversion": ["crop_size=256", "random_z=64", "stage_iterations=10"],
+    "unsup3d": ["crop_size=128"],
 }
 
 
@@ -78,6 +80,8 @@ def reconstruct(check: Check, method: str, photo: Path) -> dict[str, Any]:
             "softras": "softras",
             "adaptive-flow": "adaptive-flow-stage2",
             "pointcloud-poisson": "pointcloud-poisson",
+            "mesh-inversion": "mesh-inversion-gan",
+            "unsup3d": "unsup3d",
         }[method]
         checkpoint = run_folder(check.out, trainer, "fp32") / f"{FINAL_NAME[trainer]}.safetensors"
         if not checkpoint.is_file():

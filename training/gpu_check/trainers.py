@@ -50,7 +50,13 @@ def make_data(root: Path) -> dict[str, Any]:
         if not (root / "data" / name / ".complete").is_file():
             generate(root / "data" / name, config)
             (root / "data" / name / ".complete").touch()
-    return {"sets": sorted(sets)}
+    faces = root / "data" / "faces32"  # unsup3d's synthetic faces (their own generator)
+    if not (faces / ".complete").is_file():
+        from training.datasets.synthetic_faces import SyntheticFacesConfig, generate_faces
+
+        generate_faces(faces, SyntheticFacesConfig(n=12, size=32, seed=4, splits=splits, supersample=1))
+        (faces / ".complete").touch()
+    return {"sets": sorted([*sets, "faces32"])}
 
 
 COMMON = ["--progress", "false", "--tensorboard", "false"]
@@ -144,6 +150,49 @@ def trainer_arguments(trainer: str, precision: str, device: str, root: Path, ste
             *EVERY_TEN_STEPS,
             *sets("model.image_size=32", "model.depth=3"),
         ]
+    if trainer == "mesh-inversion-gan":  # the pseudo ground truth (a fit per photo) is built on the device
+        return [
+            "mesh-inversion-gan",
+            "--data",
+            str(data / "cub64"),
+            "--preset",
+            "cpu",
+            *base,
+            "--batch-size",
+            "4",
+            "--eval-items",
+            "3",
+            "--pretrained",
+            "none",
+            "--pseudo-gt-fit-iterations",
+            "3",
+            "--pseudo-gt-dir",
+            str(Path(out) / "pseudo-gt"),
+            "--uv-discriminator-channels",
+            "8",
+            "--image-discriminator-channels",
+            "8",
+            "--views",
+            "2",
+            *EVERY_TEN_STEPS,
+            *sets("model.width=4"),
+        ]
+    if trainer == "unsup3d":
+        return [
+            "unsup3d",
+            "--data",
+            str(data / "faces32"),
+            "--preset",
+            "cpu",
+            *base,
+            "--batch-size",
+            "4",
+            "--eval-items",
+            "3",
+            "--perceptual-weight",
+            "1",
+            *EVERY_TEN_STEPS,
+        ]
     raise ValueError(f"unknown trainer {trainer!r}")
 
 
@@ -153,6 +202,8 @@ TRAINERS = (
     "adaptive-flow-stage2",
     "pointcloud-poisson",
     "texture-completion",
+    "mesh-inversion-gan",
+    "unsup3d",
 )
 FINAL_NAME = {
     "softras": "softras",
@@ -160,6 +211,8 @@ FINAL_NAME = {
     "adaptive-flow-stage2": "adaptive-flow",
     "pointcloud-poisson": "pointcloud-poisson",
     "texture-completion": "texture-completion",
+    "mesh-inversion-gan": "mesh-inversion",
+    "unsup3d": "unsup3d",
 }
 
 
