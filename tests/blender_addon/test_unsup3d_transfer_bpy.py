@@ -16,7 +16,6 @@ results a bird; ``UNSUP3D_OPTIONS`` keep each reconstruction well under a second
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +25,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.blender_addon.helpers import FAST_OPTIONS, MAIN_PYTHON, PHOTOS, REPO
-from tests.blender_addon.test_mesh_inversion_transfer_bpy import (
-    _coordinates,
-    _covered,
-    _image,
-    _select,
-    _shown_rgb,
+from tests.blender_addon.helpers import FAST_OPTIONS, PHOTOS, REPO
+from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with
+from tests.blender_addon.transfer_checks import (
+    check_baked,
+    coordinates,
+    install_checkpoint,
+    refresh_methods,
+    run_transfer,
+    select,
+    shown_rgb,
+    texture_image,
 )
-from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with, run_jobs
 
 FACES = REPO.parent / "shared" / "data" / "faces"
 HUMAN, CAT = FACES / "human_001_face.png", FACES / "cat_001_cat.png"
@@ -72,33 +74,16 @@ print(save_checkpoint(sys.argv[1], network.state_dict(), meta))
 def unsup3d_checkpoint(backend: Any, backend_home: Path) -> SimpleNamespace:
     """The tiny network installed for the session's server; ``before``: the server's methods-list entry
     of ``unsup3d`` from before it was installed."""
-    before = {entry["name"]: entry for entry in backend.client.methods()}.get(METHOD)
-    stem = backend_home / "checkpoints" / METHOD / CHECKPOINT_NAME
-    done = subprocess.run(
-        [str(MAIN_PYTHON), "-c", CHECKPOINT_SCRIPT, str(stem)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    path = Path(done.stdout.strip().splitlines()[-1])
-    assert path == stem.with_suffix(".safetensors") and path.is_file()
-    return SimpleNamespace(path=path, before=before)
+    return install_checkpoint(backend, backend_home, METHOD, CHECKPOINT_NAME, CHECKPOINT_SCRIPT)
 
 
 @pytest.fixture
 def unsup3d(
     blender: ModuleType, addon: ModuleType, scene: Any, unsup3d_checkpoint: SimpleNamespace
 ) -> Iterator[SimpleNamespace]:
-    """The add-on's methods list refreshed by its Start Backend, so that it lists the installed
-    checkpoint; transfer jobs cleared before and after."""
-    addon.transfer.jobs.clear()
-    assert blender.ops.mono2mesh.start_backend() == {"FINISHED"}
-    run_jobs(addon)
-    info = addon.session.method_info(METHOD)
-    assert info is not None and info["available"], info
+    """The add-on's methods list refreshed, so that it lists the installed checkpoint; transfer jobs
+    cleared before and after."""
+    refresh_methods(blender, addon, METHOD)
     yield unsup3d_checkpoint
     addon.transfer.jobs.clear()
 
@@ -110,7 +95,7 @@ def _relief(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
     # the whole grid and its mirrored back: one vertex per grid vertex and twin after the weld, standing
     # on the floor (its lowest point at its origin's height)
     assert len(obj.data.vertices) == 2 * GRID_VERTICES
-    assert abs(float(_coordinates(obj)[:, 2].min())) < 1e-4
+    assert abs(float(coordinates(obj)[:, 2].min())) < 1e-4
     return obj
 
 
@@ -118,27 +103,6 @@ def _fit(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
     obj = reconstruct_with(bpy, addon, photo, "fit", FIT_OPTIONS)
     assert obj["mono2mesh_template"] == "icosphere-642"
     return obj
-
-
-def _check_baked(
-    addon: ModuleType, scene: Any, source: Any, target: Any, material: Any, old: np.ndarray
-) -> None:
-    """The bake finished and the target shows its new image, in its own material, every texel a blend of
-    the source's texels, and not one flat colour nor the texture it had."""
-    job = addon.transfer.jobs[scene.name]
-    assert job.state == "done", job.message
-    assert job.uncoloured is not None and job.uncoloured < addon.transfer.UNCOLOURED_LIMIT
-    image = _image(addon, target)
-    assert image == job.image and image != _image(addon, source)
-    size = scene.mono2mesh.bake_resolution
-    assert image.size[:] == (size, size)
-    assert target.active_material == material and len(target.material_slots) == 1
-    shown = pixels(image)[..., :3][_covered(target, size, size)]
-    reach = _shown_rgb(addon, source, grow=1)
-    low, high = reach.min(axis=0), reach.max(axis=0)
-    assert ((shown >= low - 2 / 255) & (shown <= high + 2 / 255)).all()
-    assert shown.std(axis=0).max() > 0.02
-    assert np.abs(shown.mean(axis=0) - old.mean(axis=0)).max() > 0.05  # not the texture it had
 
 
 def test_the_addon_lists_unsup3d_once_a_checkpoint_is_installed(
@@ -156,7 +120,7 @@ def test_the_addon_lists_unsup3d_once_a_checkpoint_is_installed(
     assert scene.mono2mesh.method == METHOD
 
 
-def test_two_unsup3d_results_share_the_grid_and_transfer_copies_the_image(
+def test_two_unsup3d_results_share_the_grid_and_transfer_copies_thetexture_image(
     blender: ModuleType, addon: ModuleType, scene: Any, unsup3d: SimpleNamespace
 ) -> None:
     bpy = blender
@@ -164,25 +128,27 @@ def test_two_unsup3d_results_share_the_grid_and_transfer_copies_the_image(
     scene.cursor.location = (3.0, 0.0, 0.0)
     target = _relief(bpy, addon, CAT)
     assert addon.transfer.same_uv_layout(source, target) and addon.transfer.same_uv_layout(target, source)
-    source_image, target_image = _image(addon, source), _image(addon, target)
+    source_image, target_image = texture_image(addon, source), texture_image(addon, target)
     source_pixels, target_pixels = pixels(source_image).copy(), pixels(target_image).copy()
     assert source_image != target_image and np.abs(source_pixels - target_pixels).max() > 0.1
-    target_material, target_mesh, target_co = target.active_material, target.data, _coordinates(target)
-    source_co = _coordinates(source)
+    target_material, target_mesh, target_co = target.active_material, target.data, coordinates(target)
+    source_co = coordinates(source)
     assert not np.allclose(source_co, target_co)  # two different reliefs
     images = set(bpy.data.images)
-    _select(bpy, source, target)
+    select(bpy, source, target)
     started = time.perf_counter()
     assert bpy.ops.mono2mesh.transfer_texture() == {"FINISHED"}  # a copy: done at once, no job
     copied = time.perf_counter() - started
     assert not addon.transfer.running(scene.name) and scene.name not in addon.transfer.jobs
     assert set(bpy.data.images) <= images
-    shown = _image(addon, target)
+    shown = texture_image(addon, target)
     assert shown == source_image and np.array_equal(pixels(shown), source_pixels)
     assert target.active_material == target_material and len(target.material_slots) == 1
-    assert target.data == target_mesh and np.array_equal(_coordinates(target), target_co)
-    assert _image(addon, source) == source_image and np.array_equal(pixels(source_image), source_pixels)
-    assert np.array_equal(_coordinates(source), source_co)
+    assert target.data == target_mesh and np.array_equal(coordinates(target), target_co)
+    assert texture_image(addon, source) == source_image and np.array_equal(
+        pixels(source_image), source_pixels
+    )
+    assert np.array_equal(coordinates(source), source_co)
     print(f"unsup3d copy {copied * 1000:.1f} ms")
 
 
@@ -207,13 +173,10 @@ def test_unsup3d_onto_a_fit_result_takes_the_bake_path(
     target = _fit(bpy, addon, BUNTING)
     assert not addon.transfer.same_uv_layout(source, target)
     assert not addon.transfer.same_uv_layout(target, source)
-    material, old = target.active_material, _shown_rgb(addon, target)
+    material, old = target.active_material, shown_rgb(addon, target)
     scene.mono2mesh.bake_resolution = 64
-    _select(bpy, source, target)
-    started = time.perf_counter()
-    assert bpy.ops.mono2mesh.transfer_texture(wait=True) == {"FINISHED"}  # blocking: scripts
-    seconds = time.perf_counter() - started
-    _check_baked(addon, scene, source, target, material, old)
+    seconds = run_transfer(bpy, addon, scene, source, target, blocking=True)  # scripts' path
+    check_baked(addon, scene, source, target, material, old, like_source=False, old_gap=0.05)
     print(f"unsup3d -> fit at 64^2: {seconds:.2f} s")
 
 
@@ -225,17 +188,10 @@ def test_fit_result_onto_unsup3d_takes_the_bake_path(
     scene.cursor.location = (3.0, 0.0, 0.0)
     target = _relief(bpy, addon, CAT)
     assert not addon.transfer.same_uv_layout(source, target)
-    material, old = target.active_material, _shown_rgb(addon, target)
-    source_pixels = pixels(_image(addon, source)).copy()
+    material, old = target.active_material, shown_rgb(addon, target)
+    source_pixels = pixels(texture_image(addon, source)).copy()
     scene.mono2mesh.bake_resolution = 64
-    _select(bpy, source, target)
-    started = time.perf_counter()
-    assert bpy.ops.mono2mesh.transfer_texture() == {"FINISHED"}  # the UI's path: timer slices
-    assert addon.transfer.running(scene.name)
-    deadline = time.monotonic() + 60
-    while addon.transfer.poll() is not None:
-        assert time.monotonic() < deadline
-    seconds = time.perf_counter() - started
-    _check_baked(addon, scene, source, target, material, old)
-    assert np.array_equal(pixels(_image(addon, source)), source_pixels)
+    seconds = run_transfer(bpy, addon, scene, source, target, blocking=False)  # the UI's: timer slices
+    check_baked(addon, scene, source, target, material, old, like_source=False, old_gap=0.05)
+    assert np.array_equal(pixels(texture_image(addon, source)), source_pixels)
     print(f"fit -> unsup3d at 64^2: {seconds:.2f} s")
