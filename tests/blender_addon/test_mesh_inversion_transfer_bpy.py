@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.blender_addon.helpers import FAST_OPTIONS, PHOTOS
+from tests.blender_addon.helpers import PHOTOS
 from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with
 from tests.blender_addon.transfer_checks import (
     check_baked,
+    check_listed,
     coordinates,
+    fit_result,
     install_checkpoint,
     refresh_methods,
     run_transfer,
@@ -50,7 +52,6 @@ INVERSION_OPTIONS = {
 }  # fmt: skip
 """Tiny inversion settings: 4 random codes, 1 x 2 steps, 32 px renderings; no VGG features (the result's
 texture is the generator's either way, and no VGG weights are loaded)."""
-FIT_OPTIONS = {**FAST_OPTIONS, "texture_size": 64}
 
 CHECKPOINT_SCRIPT = """
 import sys
@@ -116,29 +117,13 @@ def _invert(bpy: ModuleType, addon: ModuleType, photo: Path, seed: int) -> Any:
     return obj
 
 
-def _fit(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
-    obj = reconstruct_with(bpy, addon, photo, "fit", FIT_OPTIONS)
-    assert obj["mono2mesh_template"] == "icosphere-642"
-    return obj
-
-
 def test_the_addon_lists_mesh_inversion_once_a_checkpoint_is_installed(
     blender: ModuleType, addon: ModuleType, scene: Any, inversion: SimpleNamespace
 ) -> None:
-    before = inversion.before
-    assert before is not None and not before["available"] and before["needs_checkpoint"]
-    assert "mono2mesh-train mesh-inversion-gan" in before["reason"]
-    info = addon.session.method_info(METHOD)
-    assert info["available"] and info["reason"] is None
-    assert [checkpoint["name"] for checkpoint in info["checkpoints"]] == [CHECKPOINT_NAME]
-    items = {item[0]: item for item in addon.session.method_enum_items()}
-    assert items[METHOD][1] == METHOD and items[METHOD][3] == "NONE"  # not "(unavailable)", no ERROR icon
-    assert items[METHOD][2] == info["description"]
-    scene.mono2mesh.method = METHOD  # the panel's Method menu offers it
-    assert scene.mono2mesh.method == METHOD
+    check_listed(addon, scene, inversion, METHOD, "mono2mesh-train mesh-inversion-gan")
 
 
-def test_two_mesh_inversion_results_share_a_layout_and_transfer_copies_thetexture_image(
+def test_two_mesh_inversion_results_share_a_layout_and_transfer_copies_the_image(
     blender: ModuleType, addon: ModuleType, scene: Any, inversion: SimpleNamespace
 ) -> None:
     bpy = blender
@@ -188,7 +173,7 @@ def test_mesh_inversion_onto_a_fit_result_takes_the_bake_path(
     bpy = blender
     source = _invert(bpy, addon, BUNTING, seed=1)
     scene.cursor.location = (3.0, 0.0, 0.0)
-    target = _fit(bpy, addon, BUNTING)
+    target = fit_result(bpy, addon, BUNTING)
     assert not addon.transfer.same_uv_layout(source, target)
     assert not addon.transfer.same_uv_layout(target, source)
     material, old_image = target.active_material, texture_image(addon, target)
@@ -204,7 +189,7 @@ def test_fit_result_onto_mesh_inversion_takes_the_bake_path(
     blender: ModuleType, addon: ModuleType, scene: Any, inversion: SimpleNamespace
 ) -> None:
     bpy = blender
-    source = _fit(bpy, addon, WARBLER)
+    source = fit_result(bpy, addon, WARBLER)
     scene.cursor.location = (3.0, 0.0, 0.0)
     target = _invert(bpy, addon, WARBLER, seed=3)
     assert not addon.transfer.same_uv_layout(source, target)

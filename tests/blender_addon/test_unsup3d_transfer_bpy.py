@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.blender_addon.helpers import FAST_OPTIONS, PHOTOS, REPO
+from tests.blender_addon.helpers import PHOTOS, REPO
 from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with
 from tests.blender_addon.transfer_checks import (
     check_baked,
+    check_listed,
     coordinates,
+    fit_result,
     install_checkpoint,
     refresh_methods,
     run_transfer,
@@ -47,7 +49,6 @@ CHECKPOINT_NAME = "addon-test-unsup3d"
 UNSUP3D_OPTIONS = {"crop_size": 64, "texture_size": 64, "mask_cut": False, "resolution": 32}
 """A 64 px crop and texture; the whole grid (no mask cut), closed by the default mirrored back."""
 GRID_VERTICES = 64 * 64 + 63 * 63
-FIT_OPTIONS = {**FAST_OPTIONS, "texture_size": 64}
 
 CHECKPOINT_SCRIPT = """
 import sys
@@ -99,28 +100,13 @@ def _relief(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
     return obj
 
 
-def _fit(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
-    obj = reconstruct_with(bpy, addon, photo, "fit", FIT_OPTIONS)
-    assert obj["mono2mesh_template"] == "icosphere-642"
-    return obj
-
-
 def test_the_addon_lists_unsup3d_once_a_checkpoint_is_installed(
     blender: ModuleType, addon: ModuleType, scene: Any, unsup3d: SimpleNamespace
 ) -> None:
-    before = unsup3d.before
-    assert before is not None and not before["available"] and before["needs_checkpoint"]
-    assert "mono2mesh-train unsup3d" in before["reason"]
-    info = addon.session.method_info(METHOD)
-    assert info["available"] and info["reason"] is None
-    assert [checkpoint["name"] for checkpoint in info["checkpoints"]] == [CHECKPOINT_NAME]
-    items = {item[0]: item for item in addon.session.method_enum_items()}
-    assert items[METHOD][1] == METHOD and items[METHOD][3] == "NONE"
-    scene.mono2mesh.method = METHOD
-    assert scene.mono2mesh.method == METHOD
+    check_listed(addon, scene, unsup3d, METHOD, "mono2mesh-train unsup3d")
 
 
-def test_two_unsup3d_results_share_the_grid_and_transfer_copies_thetexture_image(
+def test_two_unsup3d_results_share_the_grid_and_transfer_copies_the_image(
     blender: ModuleType, addon: ModuleType, scene: Any, unsup3d: SimpleNamespace
 ) -> None:
     bpy = blender
@@ -170,7 +156,7 @@ def test_unsup3d_onto_a_fit_result_takes_the_bake_path(
     bpy = blender
     source = _relief(bpy, addon, HUMAN)
     scene.cursor.location = (3.0, 0.0, 0.0)
-    target = _fit(bpy, addon, BUNTING)
+    target = fit_result(bpy, addon, BUNTING)
     assert not addon.transfer.same_uv_layout(source, target)
     assert not addon.transfer.same_uv_layout(target, source)
     material, old = target.active_material, shown_rgb(addon, target)
@@ -184,7 +170,7 @@ def test_fit_result_onto_unsup3d_takes_the_bake_path(
     blender: ModuleType, addon: ModuleType, scene: Any, unsup3d: SimpleNamespace
 ) -> None:
     bpy = blender
-    source = _fit(bpy, addon, BUNTING)
+    source = fit_result(bpy, addon, BUNTING)
     scene.cursor.location = (3.0, 0.0, 0.0)
     target = _relief(bpy, addon, CAT)
     assert not addon.transfer.same_uv_layout(source, target)

@@ -7,6 +7,8 @@
   server's methods-list entry of ``method`` from before) and ``seconds``.
 - ``refresh_methods(blender, addon, method)``: the add-on's Start Backend (URL mode: health and methods
   on a worker) and its timer, so its methods list has the installed checkpoint; transfer jobs cleared.
+  ``check_listed``: the method was unavailable before (its reason names its trainer) and is offered now.
+- ``fit_result(bpy, addon, photo)``: a short ``fit`` (the icosphere), the other layout of the bake tests.
 - Reading objects: ``coordinates`` (V, 3), ``texture_image`` (the Image Texture node's image),
   ``covered_texels`` (the texels inside the UV triangles), ``shown_rgb`` (their colours), ``select``
   (source selected, target active: what Transfer Texture reads).
@@ -28,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from tests.blender_addon.helpers import MAIN_PYTHON, REPO
-from tests.blender_addon.test_reconstruct_bpy import pixels, run_jobs
+from tests.blender_addon.helpers import FAST_OPTIONS, MAIN_PYTHON, REPO
+from tests.blender_addon.test_reconstruct_bpy import pixels, reconstruct_with, run_jobs
+
+FIT_OPTIONS = {**FAST_OPTIONS, "texture_size": 64}
+"""The fit results' options: short, a 64 px texture."""
 
 
 def install_checkpoint(backend: Any, home: Path, method: str, name: str, script: str) -> SimpleNamespace:
@@ -58,6 +63,31 @@ def refresh_methods(blender: ModuleType, addon: ModuleType, method: str) -> None
     run_jobs(addon)
     info = addon.session.method_info(method)
     assert info is not None and info["available"], info
+
+
+def check_listed(
+    addon: ModuleType, scene: Any, installed: SimpleNamespace, method: str, trainer: str
+) -> None:
+    """Before ``installed`` (``install_checkpoint``'s) the server listed ``method`` unavailable, its
+    reason naming ``trainer``; now the add-on lists it with exactly that checkpoint, its menu entry is
+    plain (not "(unavailable)", no ERROR icon) and the scene's Method setting takes it."""
+    before = installed.before
+    assert before is not None and not before["available"] and before["needs_checkpoint"]
+    assert trainer in before["reason"]
+    info = addon.session.method_info(method)
+    assert info["available"] and info["reason"] is None
+    assert [checkpoint["name"] for checkpoint in info["checkpoints"]] == [installed.path.stem]
+    items = {item[0]: item for item in addon.session.method_enum_items()}
+    assert items[method][1] == method and items[method][3] == "NONE"
+    assert items[method][2] == info["description"]
+    scene.mono2mesh.method = method
+    assert scene.mono2mesh.method == method
+
+
+def fit_result(bpy: ModuleType, addon: ModuleType, photo: Path) -> Any:
+    obj = reconstruct_with(bpy, addon, photo, "fit", FIT_OPTIONS)
+    assert obj["mono2mesh_template"] == "icosphere-642"
+    return obj
 
 
 def select(bpy: ModuleType, source: Any, target: Any) -> None:
