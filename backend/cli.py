@@ -25,6 +25,7 @@ import argparse
 import importlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 from backend import __version__
 from backend.cli_parser import DeferredParser
@@ -109,8 +110,20 @@ def _methods(args: argparse.Namespace) -> int:
             print(f"    checkpoint {checkpoint['path']}{default}: step {checkpoint['step']}; {metrics}")
         if args.options:
             for key, field in entry["options_schema"]["properties"].items():
-                print(f"    -o {key}={field.get('default')!s:<26} {field.get('description', '')}"[:110])
+                described = f"{_range_text(field)}{field.get('description', '')}"
+                line = f"    -o {key}={field.get('default')!s:<26} {described}"
+                print(line[:130])
     return 0
+
+
+def _range_text(field: dict[str, Any]) -> str:
+    """``[low..high] `` of a numeric option's JSON schema (also inside ``anyOf``), or "" when unbounded."""
+    for variant in [field, *field.get("anyOf", [])]:
+        lower = variant.get("minimum", variant.get("exclusiveMinimum"))
+        upper = variant.get("maximum", variant.get("exclusiveMaximum"))
+        if lower is not None and upper is not None:
+            return f"[{lower:g}..{upper:g}] "
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,9 +51,13 @@ STAGES = ("mask", "shape", "texture", "export")
 
 
 class MethodOptions(pydantic.BaseModel):
-    """Base of every method's options: unknown keys are an error, values are validated on assignment."""
+    """Base of every method's options: unknown keys are an error, values are validated on assignment,
+    floats must be finite (no NaN or infinity), and every numeric field states a finite range (ge/gt and
+    le/lt) in its schema (``tests/backend/server/test_options_limits.py`` checks each method)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = pydantic.ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False
+    )
 
     if TYPE_CHECKING:  # every method's options declare it as a field, each in its own place and bounds
         crop_size: int

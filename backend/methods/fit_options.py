@@ -40,6 +40,11 @@ from backend.fitting.shape import RefineSettings
 from backend.fitting.texture import TextureSettings
 from backend.methods.base import MethodOptions
 
+MAX_WEIGHT = 1e4
+"""Upper bound of every loss weight: the defaults are 1e-4 .. 100; far larger weights only overflow."""
+MAX_SEED = 2**31 - 1
+"""Upper bound of ``seed`` (0 .. 2^31 - 1, the range every random generator here accepts)."""
+
 Iterations = Annotated[int, Field(ge=0, le=20000, description="optimisation steps for shape and camera")]
 Resolution = Annotated[
     int, Field(ge=16, le=1024, description="side in pixels of the silhouettes compared with the mask")
@@ -58,15 +63,22 @@ SelectionFraction = Annotated[
 ]
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="Adam step size")]
 Sigma = Annotated[float, Field(gt=0.0, le=1.0, description="SoftRas silhouette sharpness")]
-SilhouetteWeight = Annotated[float, Field(ge=0.0, description="weight of 1 - soft IoU")]
-ChamferWeight = Annotated[float, Field(ge=0.0, description="weight of the 2-D Chamfer mask loss")]
-LaplacianWeight = Annotated[float, Field(ge=0.0, description="weight of the mean squared uniform Laplacian")]
-FlattenWeight = Annotated[float, Field(ge=0.0, description="weight of SoftRas's flatten loss")]
-DeformationWeight = Annotated[float, Field(ge=0.0, description="weight of the mean offset norm")]
+SilhouetteWeight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, description="weight of 1 - soft IoU")]
+ChamferWeight = Annotated[
+    float, Field(ge=0.0, le=MAX_WEIGHT, description="weight of the 2-D Chamfer mask loss")
+]
+LaplacianWeight = Annotated[
+    float, Field(ge=0.0, le=MAX_WEIGHT, description="weight of the mean squared uniform Laplacian")
+]
+FlattenWeight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, description="weight of SoftRas's flatten loss")]
+DeformationWeight = Annotated[
+    float, Field(ge=0.0, le=MAX_WEIGHT, description="weight of the mean offset norm")
+]
 KeepShapeWeight = Annotated[
     float,
     Field(
         ge=0.0,
+        le=MAX_WEIGHT,
         description="refinement only: weight of the mean squared offset from the given mesh of the vertices "
         "the photo's outline does not constrain",
     ),
@@ -75,6 +87,7 @@ OutlineKeepWeight = Annotated[
     float,
     Field(
         ge=0.0,
+        le=MAX_WEIGHT,
         description="refinement only: that weight for vertices on the photo's outline (or outside the mask)",
     ),
 ]
@@ -82,6 +95,7 @@ DepthWeight = Annotated[
     float,
     Field(
         ge=0.0,
+        le=MAX_WEIGHT,
         description="refinement only: weight of the mean squared offset along the view direction "
         "(a silhouette does not see depth)",
     ),
@@ -97,6 +111,7 @@ TextureKeepDistance = Annotated[
     float,
     Field(
         ge=0.0,
+        le=1.0,
         description="refinement only: texels whose surface moved less than this share of the mesh's size "
         "keep the given texture",
     ),
@@ -105,7 +120,9 @@ TextureSize = Annotated[int, Field(ge=16, le=4096, description="texture height; 
 CropSize = Annotated[
     int, Field(ge=32, le=2048, description="side of the photo crop the texture is taken from")
 ]
-Seed = Annotated[int, Field(description="seed of the random choices (mask points for the Chamfer loss)")]
+Seed = Annotated[
+    int, Field(ge=0, le=MAX_SEED, description="seed of the random choices (mask points for the Chamfer loss)")
+]
 CpuThreads = Annotated[
     int,
     Field(ge=1, le=256, description="torch CPU threads while fitting on a CPU (small tensors: 1 is fastest)"),

@@ -17,14 +17,20 @@ Routes (FastAPI's ``/docs`` page is the reference):
 - ``GET /v1/jobs/{id}/result.glb``, ``/preview.png``, ``/report.json``, ``/texture.png``, ``/mask.png``.
 - ``POST /v1/jobs/{id}/cancel`` -> the job.
 
-Status codes: 202 submitted; 400 Host header not this server, unknown method, options that are not a
-JSON object or are invalid for the method, method unavailable (missing checkpoint); 401 no or wrong
-token; 404 unknown job id; 409 a result of a job that has not succeeded, or cancel of a finished job;
-413 body or image too large; 415 unsupported image format; 422 corrupt image, unusable mask, unreadable
-mesh, missing form field. 5xx only for faults of the server itself.
+Status codes: 202 submitted; 400 Host header not this server, unknown method, options that are not
+valid JSON or not a JSON object, method unavailable (missing checkpoint); 401 no or wrong token; 404
+unknown job id; 409 a result of a job that has not succeeded, or cancel of a finished job; 410 a result
+file that no longer matches the checksum recorded when it was written (the job is then failed with
+"result damaged: ..."); 413 body or image too large, or a job whose estimated memory exceeds the
+server's budget; 415 unsupported image format; 422 options invalid for the method (the message names
+the field: out of its range, not finite, unknown), options nested too deep, too long or holding a too
+long number, corrupt image, unusable mask, unreadable mesh, missing form field. 5xx only for faults of
+the server itself (503 beyond ``MAX_CONNECTIONS`` connections).
 
-Modules: ``config`` (settings), ``jobs`` (job records and their folders), ``worker`` (queue and
-threads), ``catalog`` (where methods come from), ``intake`` (validating a submission), ``auth``
-(token, Host header and body-size guard), ``schemas`` (response models), ``app`` (the FastAPI app),
-``command`` (``mono2mesh serve``).
+Modules: ``config`` (settings), ``jobs`` (job records, their folders, result checksums), ``worker``
+(queue and threads), ``isolation`` (jobs in a child process that a cancel can kill), ``budget`` (memory
+estimates and the budget), ``catalog`` (where methods come from), ``intake`` (validating a
+submission), ``auth`` (token, Host header and body-size guard), ``connections`` (idle and half-open
+connection timeouts), ``schemas`` (response models), ``app`` (the FastAPI app), ``command``
+(``mono2mesh serve``).
 """

@@ -7,6 +7,11 @@ codes are listed in ``backend.server``'s docstring; every route runs behind ``Gu
 (Host header, token, body size). Validation errors of the form itself (e.g. no ``image`` field) are
 answered 422 with a one-line ``detail`` string like every other error, not FastAPI's list.
 
+With ``config.isolate_jobs`` jobs run in a child process (``backend.server.isolation``); with
+``config.memory_budget_bytes`` submissions and jobs share a ``backend.server.budget.MemoryBudget``.
+Result downloads are checked against the checksums recorded when the job finished: a damaged or
+missing file is answered 410 (and the job is failed with "result damaged: ..."), never served.
+
 ``method_factory`` decides where methods come from (default: ``backend.methods.registry``) and
 ``job_runner`` how a job runs (default: ``PipelineRunner``, reconstruct + export); tests pass fakes.
 Use ``TestClient(app)`` as a context manager, so that the lifespan runs.
@@ -17,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, Security, UploadFile
@@ -28,10 +34,20 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
 from backend.server.auth import GuardMiddleware
+from backend.server.budget import MemoryBudget, image_pixels, job_bytes
 from backend.server.catalog import MethodFactory, RegistryMethodFactory
 from backend.server.config import ServerConfig
 from backend.server.intake import Limits, Upload, accept_job
-from backend.server.jobs import RESULT_FILES, Job, JobConflict, JobNotFound, JobStatus, JobStore
+from backend.server.jobs import (
+    IMAGE_FILE,
+    RESULT_FILES,
+    Job,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ResultDamaged,
+)
 from backend.server.schemas import ErrorOut, Health, JobList, JobOut, Methods
 from backend.server.worker import JobRunner, PipelineRunner, WorkerPool
 
@@ -40,13 +56,15 @@ logger = logging.getLogger(__name__)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in {
-        400: "bad request: wrong Host header, unknown or unavailable method, invalid options",
+        400: "bad request: wrong Host header, unknown or unavailable method, options not a JSON object",
         401: "missing or wrong bearer token",
         404: "no job with this id",
         409: "the job is not in a state that allows this",
-        413: "request body or image too large",
+        410: "the result file is damaged or missing (checksum mismatch); the job is failed",
+        413: "request body or image too large, or the job needs more memory than the server's budget",
         415: "unsupported image format",
-        422: "corrupt image, unusable mask, unreadable mesh, or a missing form field",
+        422: "invalid options (the field named), corrupt image, unusable mask, unreadable mesh, or a "
+        "missing form field",
     }.items()
 }
 
@@ -77,7 +95,23 @@ def create_app(
         job_runner if job_runner is not None else PipelineRunner(config.max_upload_bytes, config.max_pixels)
     )
     store = JobStore(config.jobs_dir, config.progress_write_interval)
-    pool = WorkerPool(store, factory, [config.device], runner)
+    budget = MemoryBudget(config.memory_budget_bytes) if config.memory_budget_bytes else None
+
+    def admit(job: Job) -> AbstractContextManager[object]:
+        if budget is None:
+            return nullcontext()
+        pixels = image_pixels_of(store.job_dir(job.id) / IMAGE_FILE, config.max_pixels)
+        return budget.reserve(min(job_bytes(pixels, job.options), budget.total), f"job {job.id}")
+
+    pool = WorkerPool(
+        store,
+        factory,
+        [config.device],
+        runner,
+        isolate=config.isolate_jobs,
+        cancel_grace=config.cancel_grace,
+        admit=admit,
+    )
     limits = Limits(config.max_upload_bytes, config.max_pixels)
 
     @asynccontextmanager
@@ -99,6 +133,7 @@ def create_app(
     )
     app.state.store = store
     app.state.pool = pool
+    app.state.budget = budget
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=config.allowed_hosts,
@@ -152,6 +187,7 @@ def create_app(
                 mesh=_optional_upload(mesh),
                 method=method or factory.default_method,
                 options_text=options,
+                budget=budget,
             )
         )
         pool.submit(job.id)
@@ -212,13 +248,20 @@ def _add_result_route(
         except JobNotFound:
             raise HTTPException(404, f"no job with id {job_id!r}") from None
         if job.status is not JobStatus.SUCCEEDED:
-            raise HTTPException(409, f"job {job_id} has no results: it is {job.status.value}")
-        path = store.result_path(job_id, kind)
-        if not path.is_file():
-            raise HTTPException(404, f"the {route} of job {job_id} is missing from its folder")
+            detail = f"job {job_id} has no results: it is {job.status.value}"
+            raise HTTPException(409, f"{detail} ({job.error})" if job.error else detail)
+        try:
+            path = await run_in_threadpool(store.verified_result, job_id, kind)
+        except ResultDamaged as error:
+            raise HTTPException(410, f"job {job_id}: {error}; run the job again") from None
+        except OSError:
+            raise HTTPException(404, f"the {route} of job {job_id} is missing from its folder") from None
         return FileResponse(path, media_type=media_type)
 
-    download.__doc__ = f"The {kind} result ({media_type}) of a succeeded job; 409 before it has succeeded."
+    download.__doc__ = (
+        f"The {kind} result ({media_type}) of a succeeded job, checked against the checksum recorded "
+        "when it was written; 409 before it has succeeded, 410 when it is damaged."
+    )
     app.add_api_route(
         f"/v1/jobs/{{job_id}}/{route}",
         download,
@@ -229,6 +272,15 @@ def _add_result_route(
         response_class=FileResponse,
         tags=["results"],
     )
+
+
+def image_pixels_of(path: Path, fallback: int) -> int:
+    """Pixel count of the image file at ``path`` from its header; ``fallback`` when unreadable."""
+    try:
+        pixels = image_pixels(path.read_bytes())
+    except OSError:
+        return fallback
+    return fallback if pixels is None else pixels
 
 
 def _optional_upload(upload: UploadFile | None) -> Upload | None:

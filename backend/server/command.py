@@ -1,14 +1,24 @@
 """``mono2mesh serve``: run the backend server until SIGINT or SIGTERM.
 
 Start-up: check the options (a non-loopback ``--host`` needs ``--allow-remote`` and gets a warning on
-stderr), resolve the device, take the jobs folder's lock (one server per jobs folder), bind the socket
-(``--port 0`` picks a free port), build the app and serve it with uvicorn. Once the socket is listening
-the state file is written, created with mode 0600 and renamed into place (atomic), holding
-``{"url", "token", "pid", "version", "jobs_dir"}``; ``GET /v1/health`` answers from then on, with
-``ready`` false until the worker has loaded its models. On SIGINT/SIGTERM the server stops (a running
-job fails with "interrupted by backend shutdown", queued jobs stay queued for the next start) and
-removes the state file if it is still its own. Exit status 0 after a clean shutdown, 2 for bad options
-or a busy jobs folder, 1 when the server could not start.
+stderr; a wildcard ``--host`` (0.0.0.0, ::) without ``--allowed-host`` cannot check the Host header and
+says so loudly: the token is then the only protection), resolve the device, create the jobs folder or
+tighten it to mode 0700 (a warning on stderr when that fails), take the jobs folder's lock (one server
+per jobs folder), bind the socket (``--port 0`` picks a free port), build the app and serve it with
+uvicorn. Once the socket is listening the state file is written, created with mode 0600 and renamed into
+place (atomic), holding ``{"url", "token", "pid", "version", "jobs_dir"}``; ``GET /v1/health`` answers
+from then on, with ``ready`` false until the worker has loaded its models. On SIGINT/SIGTERM the server
+stops (a running job fails with "interrupted by backend shutdown", queued jobs stay queued for the next
+start) and removes the state file if it is still its own.
+
+Jobs run in a child process (``ServerConfig.isolate_jobs``): a cancel acts within about a second in any
+stage. Submissions and jobs share a memory budget (``--memory-budget-gb``, default half the machine's
+memory). Connections silent for ``--idle-timeout`` seconds (default 10) are closed, whether idle
+between requests (keep-alive), in an unfinished request head or in a stalled body; at most
+``MAX_CONNECTIONS`` are served at once (uvicorn answers 503 beyond).
+
+Exit status 0 after a clean shutdown, 2 for bad options or a busy jobs folder, 1 when the server could
+not start.
 
 The token comes from ``--token``, else ``$MONO2MESH_TOKEN``, else ``secrets.token_urlsafe(32)``; prefer the
 environment variable to the option, which other users can read in the process list.
@@ -36,11 +46,15 @@ from backend import __version__
 from backend.paths import data_dir
 from backend.server.config import (
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_MEMORY_SHARE,
     TOKEN_ENV,
     ServerConfig,
     is_loopback,
+    is_wildcard,
+    physical_memory,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +66,10 @@ if TYPE_CHECKING:
 STATE_FILE_NAME = "server.json"
 JOBS_DIR_NAME = "jobs"
 LOCK_FILE_NAME = ".lock"
+MAX_CONNECTIONS = 100
+"""Connections (and tasks) served at once; uvicorn answers 503 to more."""
+KEEP_ALIVE_SECONDS = 5
+"""uvicorn's keep-alive timeout (the idle timeout closes silent connections in every other state)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +114,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the bearer token (default ${TOKEN_ENV}, else a random one); it is written to the state file",
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --allow-remote and a wildcard --host (0.0.0.0, ::): a host name or address clients "
+        "use to reach this server; the Host header must then name one of them (repeatable). Without "
+        "it such a server accepts any Host header and the token is its only protection",
+    )
+    parser.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=None,
+        help="memory the running job and the checks of new uploads may need together, by the "
+        "server's estimates; a job that can never fit is refused with 413 (default: half of this "
+        "machine's memory)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="seconds a connection may stay silent (idle, or in an unfinished request) before it is "
+        f"closed (default {DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -131,12 +173,34 @@ def main(
             "token can run jobs and read results. Traffic is not encrypted.",
             file=sys.stderr,
         )
+    if is_wildcard(host) and not args.allowed_host:
+        print(
+            f"mono2mesh serve: WARNING: binding the wildcard address {host} without --allowed-host: the "
+            "Host header cannot be checked, so DNS-rebinding protection is OFF and the bearer token is "
+            "the ONLY protection. Name the host names clients use with --allowed-host NAME.",
+            file=sys.stderr,
+        )
+    try:
+        budget = _memory_budget(args.memory_budget_gb)
+        if not 0 < args.idle_timeout <= 3600:
+            raise ValueError(f"--idle-timeout must be in (0, 3600] seconds, got {args.idle_timeout:g}")
+    except ValueError as error:
+        print(f"mono2mesh serve: {error}", file=sys.stderr)
+        return 2
     try:
         device = str(resolve_device(args.device))
     except MethodError as error:
         print(f"mono2mesh serve: {error}", file=sys.stderr)
         return 2
-    jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from backend.server.jobs import secure_folder
+
+    try:
+        warning = secure_folder(jobs_dir)
+    except OSError as error:
+        print(f"mono2mesh serve: cannot create the jobs folder {jobs_dir}: {error}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"mono2mesh serve: WARNING: {warning}", file=sys.stderr)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(_locked(jobs_dir / LOCK_FILE_NAME))
@@ -152,6 +216,10 @@ def main(
             device=device,
             max_upload_bytes=max_upload,
             max_pixels=max_pixels,
+            isolate_jobs=True,
+            memory_budget_bytes=budget,
+            idle_timeout=args.idle_timeout,
+            remote_hosts=tuple(args.allowed_host),
         )
         state = {
             "url": config.url,
@@ -162,7 +230,7 @@ def main(
         }
         stack.callback(_remove_state_file, state_file, os.getpid())
         app = create_app(config, method_factory=method_factory, job_runner=job_runner)
-        started = _serve(app, config.url, sock, args.log_level, lambda: write_state_file(state_file, state))
+        started = _serve(app, config, sock, args.log_level, lambda: write_state_file(state_file, state))
     return 0 if started else 1
 
 
@@ -248,12 +316,25 @@ def _remove_state_file(path: Path, pid: int) -> None:
             path.unlink()
 
 
+def _memory_budget(gigabytes: float | None) -> int | None:
+    """The budget in bytes: ``gigabytes``, or half the machine's memory (None where unknown)."""
+    if gigabytes is not None:
+        if not gigabytes > 0:
+            raise ValueError(f"--memory-budget-gb must be positive, got {gigabytes:g}")
+        return int(gigabytes * 2**30)
+    total = physical_memory()
+    return None if total is None else int(total * DEFAULT_MEMORY_SHARE)
+
+
 def _serve(
-    app: FastAPI, url: str, sock: socket.socket, log_level: str, on_listening: Callable[[], None]
+    app: FastAPI, config: ServerConfig, sock: socket.socket, log_level: str, on_listening: Callable[[], None]
 ) -> bool:
     """Serve until a signal; calls ``on_listening`` once the socket accepts. False if it never started."""
     import uvicorn
 
+    from backend.server.connections import idle_timeout_protocol
+
+    url = config.url
     failed = False
 
     class Server(uvicorn.Server):
@@ -281,6 +362,9 @@ def _serve(
             timeout_graceful_shutdown=3,
             lifespan="on",
             proxy_headers=False,  # no proxy in front: X-Forwarded-* headers are not trusted
+            http=idle_timeout_protocol(config.idle_timeout),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            limit_concurrency=MAX_CONNECTIONS,
         )
     )
     # uvicorn handles SIGINT/SIGTERM while it serves, then re-raises the signal with the handler it

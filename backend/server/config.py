@@ -14,6 +14,9 @@ from pathlib import Path
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_UPLOAD_MB = 32.0
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_IDLE_TIMEOUT = 10.0
+DEFAULT_MEMORY_SHARE = 0.5
+"""Share of the machine's memory that ``mono2mesh serve`` budgets for jobs by default."""
 TOKEN_ENV = "MONO2MESH_TOKEN"
 
 
@@ -50,6 +53,15 @@ class ServerConfig:
         progress_write_interval: least seconds between two status.json writes for progress alone.
         long_poll_max: most seconds ``GET /v1/jobs/{id}?wait=S`` blocks.
         cancel_wait: most seconds ``POST /v1/jobs/{id}/cancel`` waits for a running job to stop.
+        isolate_jobs: run jobs in a child process the worker kills when a canceled job does not stop
+            within ``cancel_grace`` seconds (``backend.server.isolation``); ``mono2mesh serve`` sets it.
+        cancel_grace: see ``isolate_jobs``.
+        memory_budget_bytes: the most memory the running job and the image checks of submissions may
+            need together, by ``backend.server.budget``'s estimates; None: no budget.
+        idle_timeout: seconds a connection may stay silent while the server waits for it (an idle
+            keep-alive connection, an unfinished request head or body) before it is closed.
+        remote_hosts: with a wildcard ``host`` (--allow-remote), the host names (without port) clients
+            use; the Host header is then checked against them. Empty: any Host is accepted.
     """
 
     jobs_dir: Path
@@ -62,6 +74,11 @@ class ServerConfig:
     progress_write_interval: float = 0.25
     long_poll_max: float = 30.0
     cancel_wait: float = 2.0
+    isolate_jobs: bool = False
+    cancel_grace: float = 1.0
+    memory_budget_bytes: int | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    remote_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -72,16 +89,25 @@ class ServerConfig:
             raise ValueError(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
         if self.max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
+            raise ValueError(f"memory_budget_bytes must be positive, got {self.memory_budget_bytes}")
+        if not 0 < self.idle_timeout <= 3600:
+            raise ValueError(f"idle_timeout must be in (0, 3600] seconds, got {self.idle_timeout}")
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """Host header values (lower case, with the port) this server answers; None accepts any.
 
         A loopback bind accepts ``127.0.0.1:<port>``, ``localhost:<port>`` and ``[::1]:<port>`` besides
         the bound host itself; a wildcard bind (0.0.0.0, ::, only with --allow-remote) cannot know the
-        names clients use and accepts any Host, relying on the token alone.
+        names clients use: it accepts the ``remote_hosts`` given (and the loopback names), or, with
+        none given, any Host, relying on the token alone (``mono2mesh serve`` warns about that).
         """
         if is_wildcard(self.host):
-            return None
+            if not self.remote_hosts:
+                return None
+            names = {"127.0.0.1", "localhost", "[::1]"}
+            names |= {_bracketed(name.lower()) for name in self.remote_hosts}
+            return frozenset(f"{name}:{self.port}" for name in names)
         host = self.host.lower()
         names = {f"[{host}]" if ":" in host and not host.startswith("[") else host}
         if is_loopback(host):
@@ -101,3 +127,18 @@ class ServerConfig:
     def url(self) -> str:
         """``http://<host>:<port>``."""
         return f"http://{self.url_host()}:{self.port}"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as a Host header writes it; other names unchanged."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes, or None where it cannot be read."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -3,7 +3,9 @@
 ``accept_job`` checks, in order, and answers the first problem with an ``HTTPException`` whose detail
 names it (and which upload it was in):
 
-- the method exists and can run (400), its options are a JSON object valid for it (400);
+- the method exists and can run (400), its options are a JSON object (400) within the size, depth and
+  number limits (``parse_options_text``) and valid for it, every number finite and in its field's range
+  (422 naming the field);
 - the image decodes within the byte and pixel limits (``backend.imaging.load_image``): 415 unsupported
   format, 413 too many bytes or pixels, 422 corrupt;
 - the mask, if any, decodes within the same limits and is usable for this photo
@@ -11,7 +13,10 @@ names it (and which upload it was in):
   without a mask, an alpha channel that is empty or covers everything is a 422 as well (it would be
   the mask); a photo without either is segmented by GrabCut when the job runs, and a failure there
   fails the job with GrabCut's message;
-- the mesh, if any, is a readable GLB with triangles (``backend.geometry.io.load_glb``): 422.
+- the mesh, if any, is a readable GLB with triangles (``backend.geometry.io.load_glb``): 422;
+- with a memory budget (``backend.server.budget``), the job's estimated peak memory fits in it (413
+  naming the estimate and the budget); the image checks hold their own estimate of the budget while
+  they decode, so concurrent submissions of large photos wait for each other instead of piling up.
 
 Only then is the job folder made (inputs under fixed names, see ``backend.server.jobs``) and the job
 added, queued. Blocking work (decoding, file IO): call it from a worker thread, not the event loop.
@@ -20,10 +25,12 @@ added, queued. Blocking work (decoding, file IO): call it from a worker thread, 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import unicodedata
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +46,7 @@ from backend.imaging import (
     load_mask,
 )
 from backend.methods.base import MethodError
+from backend.server.budget import MemoryBudget, OverBudget, decode_bytes, image_pixels, job_bytes
 from backend.server.catalog import MethodFactory
 from backend.server.jobs import IMAGE_FILE, MASK_FILE, MESH_FILE, Job, JobStore, new_job_id
 
@@ -46,6 +54,13 @@ _T = TypeVar("_T")
 
 _DECODE_SLOTS = threading.BoundedSemaphore(2)
 """At most two submissions decode at once: a 40-megapixel photo is ~0.5 GB of float32 while checked."""
+
+MAX_OPTIONS_CHARS = 65_536
+"""Longest options text accepted (every method's full options fit in a few hundred characters)."""
+MAX_OPTIONS_DEPTH = 8
+"""Deepest nesting of arrays and objects in the options (every method's options are flat)."""
+MAX_INTEGER_DIGITS = 30
+"""Longest integer in the options, in digits (the largest bound of any option has 10)."""
 
 MAX_NAME_LENGTH = 200
 """Characters of a client's file name kept in ``image_name``."""
@@ -83,9 +98,14 @@ def sanitize_name(name: str | None) -> str:
 def parse_options_text(factory: MethodFactory, method: str, text: str) -> dict[str, Any]:
     """The resolved (defaults filled in), JSON-ready options of ``method`` from the form's text.
 
+    The text is checked before it is parsed: at most ``MAX_OPTIONS_CHARS`` characters, arrays and objects
+    nested at most ``MAX_OPTIONS_DEPTH`` deep; numbers must be finite (no ``NaN``/``Infinity``, nor
+    ``1e309``, which parses to infinity) and integers at most ``MAX_INTEGER_DIGITS`` digits long.
+
     Raises:
-        HTTPException: 400 for an unknown or unavailable method, or options that are not a JSON object
-            or not valid for the method.
+        HTTPException: 400 for an unknown or unavailable method, or options that are not valid JSON or
+            not a JSON object; 422 for options that are too long, too deep, hold a non-finite or too long
+            number, or are not valid for the method (the message names the field).
     """
     try:
         available, reason = factory.availability(method)
@@ -93,16 +113,94 @@ def parse_options_text(factory: MethodFactory, method: str, text: str) -> dict[s
         raise HTTPException(400, str(error)) from None
     if not available:
         raise HTTPException(400, f"method {method!r} cannot run: {reason}")
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as error:
-        raise HTTPException(400, f"options must be a JSON object; it is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, f"options must be a JSON object, got {type(data).__name__}")
+    data = _options_json(text)
     try:
         return factory.parse_options(method, data).model_dump(mode="json")
     except MethodError as error:
-        raise HTTPException(400, str(error)) from None
+        raise HTTPException(422, str(error)) from None
+    except (ValueError, TypeError, RecursionError) as error:  # a validator's own fault: still the input's
+        raise HTTPException(422, f"invalid options for {method}: {error}") from None
+
+
+def _options_json(text: str) -> dict[str, Any]:
+    """The options text as a JSON object, within the limits of ``parse_options_text``."""
+    if len(text) > MAX_OPTIONS_CHARS:
+        raise HTTPException(
+            422, f"options: {len(text)} characters, more than the limit of {MAX_OPTIONS_CHARS}"
+        )
+    depth = json_depth(text)
+    if depth > MAX_OPTIONS_DEPTH:
+        raise HTTPException(
+            422, f"options: nested {depth} levels deep, more than the limit of {MAX_OPTIONS_DEPTH}"
+        )
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant) if text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise HTTPException(400, f"options must be a JSON object; it is not valid JSON: {error}") from None
+    except _NonFinite as error:
+        raise HTTPException(422, f"options: {error}") from None
+    except (ValueError, RecursionError) as error:  # e.g. Python's limit on the digits of an integer
+        raise HTTPException(422, f"options: a number is out of range: {error}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, f"options must be a JSON object, got {type(data).__name__}")
+    problem = _non_finite_or_long(data)
+    if problem is not None:
+        raise HTTPException(422, f"options: {problem}")
+    return data
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not allowed: every number must be finite")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON ``text`` (brackets inside strings ignored);
+    meaningful for valid JSON, and never more than the number of opening brackets for any text.
+
+    >>> json_depth('{"a": [1, {"b": "]]"}]}'), json_depth("3"), json_depth("[[[")
+    (3, 0, 3)
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _non_finite_or_long(value: Any, path: str = "") -> str | None:
+    """What is wrong with a number anywhere in parsed options (``1e309`` is infinity), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path or 'value'}: {value} is not a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_INTEGER_DIGITS:
+        return f"{path or 'value'}: an integer of more than {MAX_INTEGER_DIGITS} digits"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        problem = _non_finite_or_long(item, f"{path}.{key}" if path else str(key))
+        if problem is not None:
+            return problem
+    return None
 
 
 def accept_job(
@@ -115,10 +213,24 @@ def accept_job(
     mesh: Upload | None,
     method: str,
     options_text: str,
+    budget: MemoryBudget | None = None,
 ) -> Job:
     """Validate a submission (module docstring) and add it to ``store`` as a queued job; returns it."""
     options = parse_options_text(factory, method, options_text)
-    with _DECODE_SLOTS:
+    pixels = image_pixels(image.data)
+    mask_pixels = image_pixels(mask.data) if mask is not None else 0
+    decoding = decode_bytes(min(pixels or limits.max_pixels, limits.max_pixels))
+    decoding += decode_bytes(min(mask_pixels or 0, limits.max_pixels))
+    if budget is not None:
+        try:
+            if pixels is not None:
+                budget.check(job_bytes(pixels, options), "this job")
+            budget.check(decoding, "checking these images")
+        except OverBudget as error:
+            raise HTTPException(
+                413, f"{error}; use a smaller texture_size or crop_size, or a smaller photo"
+            ) from None
+    with _DECODE_SLOTS, budget.reserve(decoding, "image check") if budget is not None else nullcontext():
         _check_images(image, mask, limits)
     staging = store.staging_dir()
     try:

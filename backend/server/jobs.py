@@ -10,7 +10,22 @@ folder (``.staging-*``) and ``JobStore.add`` renames it.
 
 Lifecycle: queued -> running -> succeeded | failed | canceled; queued -> canceled. The last three are
 terminal. ``JobStore.recover`` (start-up) reads every folder back: running jobs become failed with
-"interrupted by backend restart" and queued ones are returned, oldest first, to be queued again.
+"interrupted by backend restart" and queued ones are returned, oldest first, to be queued again; a job
+folder whose ``status.json`` cannot be read becomes a failed job (in memory only, the folder is left as
+it is) whose error says why.
+
+A job whose folder vanished (or whose ``status.json`` cannot be written) still reaches a terminal state:
+the in-memory record is authoritative, so ``start`` fails the job with the reason, ``cancel`` cancels it
+and ``finish`` records the outcome (a success becomes a failure, its results being gone).
+
+Integrity: ``finish`` of a succeeded job records the SHA-256 of every result file (``checksums``,
+computed by ``result_checksums`` right after the files are written); ``verified_result`` hashes a file
+again before it is served and, when it differs or is missing, fails the job with
+"result damaged: ..." and raises ``ResultDamaged``. Jobs written before checksums existed are served
+unchecked.
+
+The jobs folder is created with mode 0700, and an existing one readable or writable by others is
+tightened to 0700 (``secure_folder``; a warning is logged when that is not possible).
 
 Every method is thread-safe (one lock); ``wait_for_change`` lets an asyncio handler sleep until a job
 changes without holding a thread.
@@ -21,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +73,8 @@ RESULT_FILES: dict[str, tuple[str, str, str]] = {
 
 INTERRUPTED = "interrupted by backend restart"
 SHUTDOWN = "interrupted by backend shutdown"
+DAMAGED = "result damaged"
+FOLDER_GONE = "the job's folder is gone or cannot be written"
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _NOTIFY_INTERVAL = 0.2  # least seconds between two progress-only wake-ups of long-polling clients
@@ -80,6 +98,42 @@ class JobNotFound(KeyError):
 
 class JobConflict(ValueError):
     """The job is in a state that does not allow the operation (e.g. cancel of a finished job)."""
+
+
+class ResultDamaged(OSError):
+    """A result file no longer matches the checksum recorded when it was written (or is missing)."""
+
+
+def secure_folder(path: Path) -> str | None:
+    """Create ``path`` (mode 0700) or tighten an existing one to 0700 when others may read or write it.
+
+    Returns None when the folder is private, else a warning saying why it could not be made so (POSIX
+    only: on Windows the mode bits mean nothing and None is returned).
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "nt":
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 == 0:
+        return None
+    try:
+        os.chmod(path, 0o700)
+    except OSError as error:
+        return (
+            f"the jobs folder {path} has mode {mode:04o} (other users may read or change jobs) and "
+            f"could not be made private: {error.strerror or error}"
+        )
+    logger.warning("the jobs folder %s had mode %04o; it is now 0700", path, mode)
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def new_job_id() -> str:
@@ -107,6 +161,7 @@ class Job:
         image_name: the client's file name, sanitised, only ever shown as text.
         created, updated: unix times.
         has_mask, has_mesh: whether ``input_mask`` / ``input_mesh.glb`` are in the folder.
+        checksums: result kind -> SHA-256 hex of its file, recorded when a job succeeds ({} before).
     """
 
     id: str
@@ -121,6 +176,7 @@ class Job:
     updated: float = 0.0
     has_mask: bool = False
     has_mesh: bool = False
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not is_job_id(self.id):
@@ -178,13 +234,15 @@ class JobStore:
     """The jobs of one jobs folder (see the module docstring).
 
     Args:
-        root: the jobs folder (created, mode 0700, if missing).
+        root: the jobs folder (created, or tightened, to mode 0700: ``secure_folder``).
         progress_write_interval: least seconds between two writes of ``status.json`` for progress alone.
     """
 
     def __init__(self, root: Path, progress_write_interval: float = 0.25) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.permission_warning = secure_folder(self.root)
+        if self.permission_warning:
+            logger.warning("%s", self.permission_warning)
         self._interval = progress_write_interval
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -215,7 +273,7 @@ class JobStore:
         """Load every job folder; fail interrupted jobs; return the queued ids, oldest first.
 
         Left-over staging folders are removed; a folder whose ``status.json`` is missing or unreadable
-        is skipped with a warning (it is left on disk for a human to look at).
+        becomes a failed job saying so (in memory only: the folder is left for a human to look at).
         """
         loaded: dict[str, Job] = {}
         for path in sorted(self.root.iterdir()):
@@ -229,11 +287,15 @@ class JobStore:
                 if job.id != path.name:
                     raise ValueError(f"the status names job {job.id}")
             except (OSError, ValueError, TypeError) as error:
-                logger.warning("skipping job folder %s: unreadable %s (%s)", path, STATUS_FILE, error)
+                logger.warning("job folder %s: unreadable %s (%s)", path, STATUS_FILE, error)
+                loaded[path.name] = _unreadable(path, error)
                 continue
             if job.status is JobStatus.RUNNING:
                 job.status, job.error, job.updated = JobStatus.FAILED, INTERRUPTED, time.time()
-                write_json_atomic(path / STATUS_FILE, job.to_record())
+                try:
+                    write_json_atomic(path / STATUS_FILE, job.to_record())
+                except OSError as error:
+                    logger.warning("cannot record the interrupted job %s: %s", job.id, error)
             loaded[job.id] = job
         with self._lock:
             self._jobs.update(loaded)
@@ -266,14 +328,20 @@ class JobStore:
             return replace(job)
 
     def start(self, job_id: str) -> tuple[Job, threading.Event] | None:
-        """queued -> running; returns a copy and the job's cancel flag, or None if it is not queued."""
+        """queued -> running; returns a copy and the job's cancel flag, or None if it is not queued (or
+        its status cannot be written: it is then failed with the reason)."""
         with self._lock:
             job = self._get(job_id)
             if job.status is not JobStatus.QUEUED:
                 return None
             job.status, job.progress, job.stage, job.error = JobStatus.RUNNING, 0.0, None, None
+            try:
+                self._save(job)
+            except OSError as error:  # its folder vanished while it was queued
+                job.status, job.error = JobStatus.FAILED, f"{FOLDER_GONE}: {_reason(error)}"
+                self._notify(job_id)
+                return None
             flag = self._cancel.setdefault(job_id, threading.Event())
-            self._save(job)
             return replace(job), flag
 
     def set_progress(self, job_id: str, fraction: float, stage: str) -> None:
@@ -288,12 +356,24 @@ class JobStore:
             job.updated = time.time()
             now = time.monotonic()
             if stage_changed or now - self._written.get(job_id, 0.0) >= self._interval:
-                self._save(job, notify=False)
+                try:
+                    self._save(job, notify=False)
+                except OSError as error:  # the outcome will be recorded (or failed) by finish
+                    logger.warning("cannot record the progress of job %s: %s", job_id, error)
+                    self._written[job_id] = now
             if stage_changed or now - self._notified.get(job_id, 0.0) >= _NOTIFY_INTERVAL:
                 self._notify(job_id)
 
-    def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> Job:
-        """running -> ``status`` (terminal), with ``error`` for a failure; returns a copy."""
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        checksums: dict[str, str] | None = None,
+    ) -> Job:
+        """running -> ``status`` (terminal), with ``error`` for a failure and the result files'
+        ``checksums`` for a success; returns a copy. When ``status.json`` cannot be written the job
+        still ends (in memory): a success then fails, its folder being unusable."""
         if not status.terminal:
             raise ValueError(f"finish needs a terminal status, got {status}")
         with self._lock:
@@ -301,9 +381,62 @@ class JobStore:
             job.status, job.error = status, error
             if status is JobStatus.SUCCEEDED:
                 job.progress = 1.0
+                job.checksums = dict(checksums or {})
             self._cancel.pop(job_id, None)
-            self._save(job)
+            try:
+                self._save(job)
+            except OSError as failure:
+                if job.status is JobStatus.SUCCEEDED:
+                    job.status, job.checksums = JobStatus.FAILED, {}
+                    job.error = f"{FOLDER_GONE}: {_reason(failure)}"
+                logger.warning("cannot record the end of job %s: %s", job_id, failure)
+                self._notify(job_id)
             return replace(job)
+
+    def result_checksums(self, job_id: str) -> dict[str, str]:
+        """kind -> SHA-256 of every result file of job ``job_id`` that exists (``RESULT_FILES``)."""
+        checksums = {}
+        for kind in RESULT_FILES:
+            path = self.result_path(job_id, kind)
+            if path.is_file():
+                checksums[kind] = file_sha256(path)
+        return checksums
+
+    def verified_result(self, job_id: str, kind: str) -> Path:
+        """The file of result ``kind`` after checking it against its recorded checksum.
+
+        Raises:
+            ResultDamaged: the file is missing or its bytes changed since it was written; the job is
+                failed with "result damaged: ..." first.
+            FileNotFoundError: the file is missing and no checksum was recorded (a job from before
+                checksums, or a result this method does not write).
+        """
+        job = self.get(job_id)
+        path = self.result_path(job_id, kind)
+        expected = job.checksums.get(kind)
+        if expected is None:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            return path
+        try:
+            actual = file_sha256(path)
+        except OSError as error:
+            problem = f"{RESULT_FILES[kind][0]} cannot be read ({_reason(error)})"
+        else:
+            if actual == expected:
+                return path
+            problem = f"{RESULT_FILES[kind][0]} changed on disk since it was written (checksum mismatch)"
+        message = f"{DAMAGED}: {problem}"
+        with self._lock:
+            stored = self._get(job_id)
+            if stored.status is JobStatus.SUCCEEDED:
+                stored.status, stored.error = JobStatus.FAILED, message
+                try:
+                    self._save(stored)
+                except OSError as error:
+                    logger.warning("cannot record the damage of job %s: %s", job_id, error)
+                    self._notify(job_id)
+        raise ResultDamaged(message)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel: a queued job at once; a running one has its cancel flag set (the worker stops it).
@@ -318,7 +451,11 @@ class JobStore:
                 raise JobConflict(f"job {job_id} has already finished ({job.status.value})")
             if job.status is JobStatus.QUEUED:
                 job.status = JobStatus.CANCELED
-                self._save(job)
+                try:
+                    self._save(job)
+                except OSError as error:  # canceled all the same (in memory)
+                    logger.warning("cannot record the cancel of job %s: %s", job_id, error)
+                    self._notify(job_id)
             else:
                 self._cancel.setdefault(job_id, threading.Event()).set()
             return replace(job)
@@ -374,3 +511,26 @@ class JobStore:
         self._notified[job_id] = time.monotonic()
         for wake in self._waiters.get(job_id, ()):
             wake()
+
+
+def _reason(error: OSError) -> str:
+    """An OS error as text without the jobs folder's path."""
+    return error.strerror or type(error).__name__
+
+
+def _unreadable(path: Path, error: Exception) -> Job:
+    """The failed job standing for a job folder whose status cannot be read."""
+    try:
+        created = path.stat().st_mtime
+    except OSError:
+        created = time.time()
+    reason = _reason(error) if isinstance(error, OSError) else str(error)
+    return Job(
+        id=path.name,
+        method="unknown",
+        options={},
+        image_name="",
+        status=JobStatus.FAILED,
+        error=f"its {STATUS_FILE} cannot be read: {reason}",
+        created=created,
+    )

@@ -8,6 +8,14 @@ and ``export`` into ``<job>/result/``. The progress callback records progress in
 raises ``Cancelled`` once the job's cancel flag (or the pool's stop flag) is set, so a running job
 stops at the method's next progress call.
 
+With ``isolate`` (what ``mono2mesh serve`` uses) each worker runs its jobs in a child process instead
+(``backend.server.isolation.JobProcess``): the child holds the methods, and a job that does not stop
+within ``cancel_grace`` seconds of its cancel is killed with its process, so a cancel acts within
+seconds even inside a long library call; a child that dies (out of memory) fails only its job.
+
+A succeeded job gets the SHA-256 of its result files recorded (``JobStore.result_checksums``); the
+``result/`` folder of a job that did not succeed is removed (a killed export leaves partial files).
+
 Outcomes: success -> succeeded; ``Cancelled`` -> canceled (or failed with "interrupted by backend
 shutdown" when the pool is stopping); an ``ImageError`` or ``MethodError`` (bad input found late, e.g. a
 GrabCut mask that is empty) -> failed with its message; anything else -> failed with
@@ -16,25 +24,27 @@ GrabCut mask that is empty) -> failed with its message; anything else -> failed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
 from backend.geometry.io import load_glb
-from backend.imaging import ImageError
-from backend.methods.base import Cancelled, Method, MethodError, MethodOptions, ProgressCallback
+from backend.methods.base import Cancelled, Method, MethodOptions, ProgressCallback
 from backend.methods.pipeline import export, reconstruct_photo
 from backend.server.catalog import MethodFactory
+from backend.server.isolation import JobProcess, classify
 from backend.server.jobs import (
     IMAGE_FILE,
     MASK_FILE,
     MESH_FILE,
     RESULT_DIR,
     RESULT_STEM,
-    SHUTDOWN,
     Job,
     JobStatus,
     JobStore,
@@ -51,6 +61,10 @@ class WorkerPool:
         factory: where method instances come from.
         devices: one worker thread per entry (torch device names, e.g. ["cpu"]).
         runner: runs one job (``PipelineRunner`` in the server, a fake in some tests).
+        isolate: run each worker's jobs in a child process it can kill (module docstring).
+        cancel_grace: with ``isolate``, seconds a canceled job may take before its process is killed.
+        admit: called with a job before it runs and returns a context that is held while it runs (the
+            server's memory budget); None runs every job at once.
     """
 
     def __init__(
@@ -59,6 +73,10 @@ class WorkerPool:
         factory: MethodFactory,
         devices: Sequence[str],
         runner: JobRunner,
+        *,
+        isolate: bool = False,
+        cancel_grace: float = 1.0,
+        admit: Callable[[Job], AbstractContextManager[object]] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("a worker pool needs at least one device")
@@ -66,6 +84,9 @@ class WorkerPool:
         self._factory = factory
         self._devices = list(devices)
         self._runner = runner
+        self._isolate = isolate
+        self._cancel_grace = cancel_grace
+        self._admit = admit
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -111,27 +132,62 @@ class WorkerPool:
 
     def _work(self, device: str) -> None:
         methods: dict[str, Method] = {}
+        child: JobProcess | None = None
         default = self._factory.default_method
         try:
-            methods[default] = self._factory.create_method(default, device)
+            if self._isolate:
+                child = JobProcess(self._factory, self._runner, device, self._cancel_grace)
+                child.start(self._stop)
+            else:
+                methods[default] = self._factory.create_method(default, device)
         except Exception:
             logger.exception("could not load method %s on %s; its jobs will fail", default, device)
         finally:
             with self._loaded_lock:
                 self._loaded += 1
-        while not self._stop.is_set():
-            job_id = self._queue.get()
-            if job_id is None or self._stop.is_set():
-                break
-            try:
-                started = self._store.start(job_id)
-                if started is None:  # canceled while queued
-                    continue
-                job, cancel = started
-                status, error = self._run(job, cancel, device, methods)
-                self._store.finish(job.id, status, error)
-            except Exception:  # e.g. status.json cannot be written: log it, keep serving the queue
-                logger.exception("the worker could not record the state of job %s", job_id)
+        try:
+            while not self._stop.is_set():
+                job_id = self._queue.get()
+                if job_id is None or self._stop.is_set():
+                    break
+                self._serve(job_id, device, methods, child)
+        finally:
+            if child is not None:
+                child.close()
+
+    def _serve(self, job_id: str, device: str, methods: dict[str, Method], child: JobProcess | None) -> None:
+        """Run one queued job to its end and record the outcome (never raises)."""
+        try:
+            started = self._store.start(job_id)
+            if started is None:  # canceled while queued, or its folder is gone (failed by start)
+                return
+            job, cancel = started
+            with self._admit(job) if self._admit is not None else nullcontext():
+                if cancel.is_set() or self._stop.is_set():
+                    status, error = classify(Cancelled(job.id), cancel.is_set())
+                elif child is not None:
+                    folder = self._store.job_dir(job.id)
+                    status, error = child.run(job, folder, cancel, self._stop, self._progress(job.id))
+                else:
+                    status, error = self._run(job, cancel, device, methods)
+            checksums = None
+            if status is JobStatus.SUCCEEDED:
+                checksums = self._store.result_checksums(job.id)
+            else:
+                shutil.rmtree(self._store.job_dir(job.id) / RESULT_DIR, ignore_errors=True)
+            self._store.finish(job.id, status, error, checksums)
+        except Exception as error:  # the job must still end: record it as failed, keep serving the queue
+            logger.exception("the worker could not record the state of job %s", job_id)
+            with contextlib.suppress(Exception):
+                self._store.finish(
+                    job_id, JobStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
+                )
+
+    def _progress(self, job_id: str) -> ProgressCallback:
+        def progress(fraction: float, stage: str) -> None:
+            self._store.set_progress(job_id, fraction, stage)
+
+        return progress
 
     def _run(
         self, job: Job, cancel: threading.Event, device: str, methods: dict[str, Method]
@@ -147,15 +203,11 @@ class WorkerPool:
                 method = methods[job.method] = self._factory.create_method(job.method, device)
             options = self._factory.parse_options(job.method, job.options)
             self._runner(method, job, self._store.job_dir(job.id), options, progress)
-        except Cancelled:
-            if cancel.is_set():
-                return JobStatus.CANCELED, None
-            return JobStatus.FAILED, SHUTDOWN
-        except (ImageError, MethodError) as error:
-            return JobStatus.FAILED, str(error)
         except Exception as error:
-            logger.exception("job %s failed", job.id)
-            return JobStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
+            status, message = classify(error, cancel.is_set())
+            if message is not None and message.startswith("internal error"):
+                logger.exception("job %s failed", job.id)
+            return status, message
         return JobStatus.SUCCEEDED, None
 
 

@@ -110,3 +110,13 @@ def test_methods_lists_fit(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["methods", "--options"]) == 0
     text = capsys.readouterr().out
     assert "fit" in text and "-o iterations=200" in text
+
+
+def test_methods_options_show_each_numeric_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """``methods --options`` prints the finite range the schema states beside every numeric option."""
+    assert main(["methods", "--options"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    iterations = next(line for line in lines if "-o iterations=200" in line)
+    assert "[0..20000]" in iterations
+    seed = next(line for line in lines if "-o seed=" in line)
+    assert "[0..2.14748e+09]" in seed

@@ -1,8 +1,11 @@
 """Test doubles for the server: a fake method, its factory, and a backend serving them.
 
 - ``FakeMethod`` keeps the ``Method`` protocol: it calls ``progress`` ``steps`` times, sleeping ``delay``
-  seconds between calls (so a test can hold a job in "running"), and returns the level-0 icosphere (or
-  the ``init_mesh`` it was given) with a fixed camera.
+  seconds between calls (so a test can hold a job in "running"), then sleeps ``block`` seconds without a
+  progress call (a long library call), or with ``crash`` kills its own process (as the out-of-memory
+  killer would), and returns the level-0 icosphere (or the ``init_mesh`` it was given) with a fixed
+  camera, textured with a ``texture_size`` x 2 ``texture_size`` texture when that is not 0 (so that
+  exporting it takes as long as a real result of that size).
 - ``FakeFactory`` offers "fake" (the default) and "needs-weights" (never available), counting the
   instances it creates.
 
@@ -14,6 +17,8 @@ that need many or long jobs: ``python -m tests.backend.server.fakes --port 0 --s
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from typing import Any, ClassVar
@@ -36,6 +41,9 @@ from backend.methods.base import (
 class FakeOptions(MethodOptions):
     steps: int = pydantic.Field(2, ge=0, le=1_000_000, description="progress calls")
     delay: float = pydantic.Field(0.0, ge=0.0, le=10.0, description="seconds between progress calls")
+    block: float = pydantic.Field(0.0, ge=0.0, le=600.0, description="seconds without a progress call")
+    crash: bool = pydantic.Field(False, description="kill the process running the job")
+    texture_size: int = pydantic.Field(0, ge=0, le=4096, description="texture height of the result; 0: 1x1")
 
 
 class FakeMethod:
@@ -65,8 +73,17 @@ class FakeMethod:
             progress(step / options.steps, "shape")
             time.sleep(options.delay)
         progress(1.0, "shape")
+        if options.crash:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if options.block:
+            time.sleep(options.block)
         progress(1.0, "texture")
         mesh = init_mesh if init_mesh is not None else icosphere_template(0).mesh
+        if options.texture_size:
+            side = options.texture_size
+            ramp = torch.linspace(0, 1, 2 * side, device="cpu")  # (2T,) a gradient PNG cannot shrink away
+            noise = torch.rand(side, 2 * side, 3, generator=torch.Generator().manual_seed(0), device="cpu")
+            mesh = mesh.with_texture(0.5 * noise + 0.5 * ramp[None, :, None])  # (T, 2T, 3)
         camera = Camera.weak_perspective(
             torch.tensor([0.8]), torch.zeros(1, 2), torch.tensor([[1.0, 0, 0, 0]])
         )
@@ -122,7 +139,11 @@ class FakeFactory:
         try:
             return self._class(name).Options.model_validate(data)
         except pydantic.ValidationError as error:
-            raise MethodError(f"invalid options for {name}: {error.errors()[0]['msg']}") from None
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
+                for item in error.errors()
+            )  # as backend.methods.registry.parse_options words them
+            raise MethodError(f"invalid options for {name}: {problems}") from None
 
     def create_method(self, name: str, device: str) -> FakeMethod:
         self.created.append((name, device))

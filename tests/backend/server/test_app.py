@@ -186,7 +186,7 @@ def test_submit_poll_download(client: TestClient, disc_png: bytes, tmp_path: Pat
     assert response.status_code == 202
     job = response.json()
     assert job["status"] == "queued" and job["method"] == "fake" and job["results"] == {}
-    assert job["options"] == {"steps": 3, "delay": 0.0}  # resolved: defaults filled in
+    assert job["options"] == {"steps": 3, "delay": 0.0, "block": 0.0, "crash": False, "texture_size": 0}
     assert job["image_name"] == "my bird.png"
     assert job["created"] <= job["updated"]
 
@@ -439,20 +439,48 @@ def test_an_unreadable_mesh_is_422(client: TestClient, disc_png: bytes, mesh: by
     [
         ("nope", "{}", "unknown method 'nope'"),
         ("needs-weights", "{}", "needs a checkpoint"),
-        ("fake", '{"stpes": 3}', "invalid options"),
-        ("fake", '{"steps": -1}', "invalid options"),
         ("fake", "{not json", "not valid JSON"),
         ("fake", "[1, 2]", "must be a JSON object"),
         ("fake", '"text"', "must be a JSON object"),
     ],
-    ids=["unknown-method", "unavailable", "unknown-option", "bad-value", "not-json", "array", "string"],
+    ids=["unknown-method", "unavailable", "not-json", "array", "string"],
 )
-def test_bad_method_or_options_are_400(
+def test_bad_method_or_options_that_are_no_object_are_400(
     client: TestClient, disc_png: bytes, method: str, options: str, words: str
 ) -> None:
     response = submit(client, disc_png, method=method, options=options)
     assert response.status_code == 400, response.text
     assert words in detail(response)
+
+
+HOSTILE_OPTIONS = {
+    "unknown-option": ('{"stpes": 3}', "stpes"),
+    "below-range": ('{"steps": -1}', "steps"),
+    "above-range": ('{"delay": 11}', "delay"),
+    "nested-5000": ("[" * 5000 + "]" * 5000, "nested 5000 levels deep"),
+    "nested-100000": ('{"a":' * 100_000 + "1" + "}" * 100_000, "characters"),
+    "nested-20-in-value": ('{"steps": ' + "[" * 20 + "]" * 20 + "}", "nested 21 levels deep"),
+    "4301-digits": ('{"steps": ' + "9" * 4301 + "}", "out of range"),
+    "40-digits": ('{"steps": ' + "9" * 40 + "}", "steps: an integer of more than 30 digits"),
+    "Infinity": ('{"delay": Infinity}', "Infinity is not allowed"),
+    "-Infinity": ('{"delay": -Infinity}', "Infinity is not allowed"),
+    "NaN": ('{"delay": NaN}', "NaN is not allowed"),
+    "1e309": ('{"delay": 1e309}', "delay: inf is not a finite number"),
+    "2^64": ('{"steps": 18446744073709551616}', "steps"),
+    "string-for-int": ('{"steps": "many"}', "steps"),
+    "bool-for-float": ('{"delay": [true]}', "delay"),
+    "too-long": ('{"steps": 1' + " " * 70_000 + "}", "characters, more than the limit"),
+}
+
+
+@pytest.mark.parametrize(("options", "words"), HOSTILE_OPTIONS.values(), ids=HOSTILE_OPTIONS.keys())
+def test_hostile_options_are_422_naming_the_problem_and_make_no_job(
+    client: TestClient, disc_png: bytes, options: str, words: str
+) -> None:
+    response = submit(client, disc_png, options=options)
+    assert response.status_code == 422, response.text[:300]
+    assert words in detail(response)
+    assert client.get("/v1/jobs").json()["jobs"] == []
 
 
 def test_a_missing_image_field_is_422_with_a_message(client: TestClient) -> None:
@@ -465,4 +493,5 @@ def test_the_server_keeps_serving_after_bad_input(client: TestClient, disc_png: 
     for bad in (b"junk", truncated_png(), b""):
         assert submit(client, bad).status_code in {415, 422}
     assert submit(client, disc_png, options="{oops").status_code == 400
+    assert submit(client, disc_png, options="[" * 100_000).status_code == 422
     assert wait_for(client, submit(client, disc_png).json()["id"])["status"] == "succeeded"

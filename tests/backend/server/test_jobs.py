@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -11,13 +14,19 @@ import pytest
 
 from backend.server import jobs as jobs_module
 from backend.server.jobs import (
+    DAMAGED,
+    FOLDER_GONE,
     INTERRUPTED,
+    RESULT_DIR,
+    RESULT_FILES,
     STATUS_FILE,
     Job,
     JobConflict,
     JobNotFound,
     JobStatus,
     JobStore,
+    ResultDamaged,
+    file_sha256,
     is_job_id,
     new_job_id,
     write_json_atomic,
@@ -141,10 +150,13 @@ def test_recover_fails_running_jobs_and_requeues_queued_ones_oldest_first(tmp_pa
     store.start(done.id)
     store.finish(done.id, JobStatus.SUCCEEDED)
     (tmp_path / ".staging-left-over").mkdir()
-    (tmp_path / new_job_id()).mkdir()  # a folder without a status: skipped
+    missing = tmp_path / new_job_id()
+    missing.mkdir()  # a folder without a status: a failed job saying so
+    os.utime(missing, (now - 50, now - 50))
     broken = tmp_path / new_job_id()
     broken.mkdir()
     (broken / STATUS_FILE).write_text("{not json")
+    os.utime(broken, (now - 60, now - 60))
 
     restarted = JobStore(tmp_path)
     assert restarted.recover() == [older.id, newer.id]
@@ -152,8 +164,15 @@ def test_recover_fails_running_jobs_and_requeues_queued_ones_oldest_first(tmp_pa
     assert (interrupted.status, interrupted.error) == (JobStatus.FAILED, INTERRUPTED)
     assert on_disk(restarted, running.id)["error"] == INTERRUPTED
     assert restarted.get(done.id).status is JobStatus.SUCCEEDED
-    assert [job.id for job in restarted.list_jobs()] == [newer.id, older.id, running.id, done.id]
+    listed = [job.id for job in restarted.list_jobs()]
+    assert listed == [newer.id, older.id, running.id, done.id, missing.name, broken.name]
     assert not (tmp_path / ".staging-left-over").exists()
+    for folder in (missing, broken):
+        unreadable = restarted.get(folder.name)
+        assert unreadable.status is JobStatus.FAILED and STATUS_FILE in str(unreadable.error)
+        with pytest.raises(JobConflict):  # terminal: cancel answers 409, never hangs
+            restarted.cancel(folder.name)
+    assert (broken / STATUS_FILE).read_text() == "{not json"  # left for a human to look at
 
 
 def test_write_json_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -186,3 +205,125 @@ def test_wait_for_change_wakes_on_a_change_from_another_thread(tmp_path: Path) -
     woke, finished = asyncio.run(scenario())
     assert 0.05 < woke < 2.0
     assert finished < 0.5
+
+
+# -- jobs whose folder vanished, result integrity, the jobs folder's mode ---------------------------
+
+
+def test_a_queued_job_whose_folder_vanished_fails_with_the_reason(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = add_job(store)
+    shutil.rmtree(tmp_path / job.id)
+    assert store.start(job.id) is None
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and str(failed.error).startswith(FOLDER_GONE)
+    with pytest.raises(JobConflict):
+        store.cancel(job.id)
+
+
+def test_a_running_job_whose_folder_vanished_still_ends(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = add_job(store)
+    started = store.start(job.id)
+    assert started is not None
+    shutil.rmtree(tmp_path / job.id)
+    store.set_progress(job.id, 0.5, "shape")  # logged, not raised
+    store.cancel(job.id)
+    assert started[1].is_set()
+    ended = store.finish(job.id, JobStatus.SUCCEEDED, checksums={"glb": "0" * 64})
+    assert ended.status is JobStatus.FAILED and str(ended.error).startswith(FOLDER_GONE)
+    assert store.get(job.id).status is JobStatus.FAILED and store.get(job.id).checksums == {}
+
+
+def test_canceling_a_queued_job_whose_folder_vanished_cancels_it(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = add_job(store)
+    shutil.rmtree(tmp_path / job.id)
+    assert store.cancel(job.id).status is JobStatus.CANCELED
+    assert store.start(job.id) is None
+
+
+def succeeded_with_results(store: JobStore) -> Job:
+    job = add_job(store)
+    store.start(job.id)
+    results = store.root / job.id / RESULT_DIR
+    results.mkdir()
+    for kind, (_, name, _) in RESULT_FILES.items():
+        (results / name).write_bytes(f"{kind} bytes".encode())
+    return store.finish(job.id, JobStatus.SUCCEEDED, checksums=store.result_checksums(job.id))
+
+
+def test_checksums_are_recorded_and_checked(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = succeeded_with_results(store)
+    assert set(job.checksums) == set(RESULT_FILES)
+    assert on_disk(store, job.id)["checksums"] == job.checksums
+    path = store.result_path(job.id, "glb")
+    assert job.checksums["glb"] == file_sha256(path)
+    assert store.verified_result(job.id, "glb") == path
+    restarted = JobStore(tmp_path)
+    assert restarted.recover() == []
+    assert restarted.get(job.id).checksums == job.checksums  # the record loads back
+
+    path.write_bytes(os.urandom(64))
+    with pytest.raises(ResultDamaged, match=r"result\.glb changed on disk"):
+        store.verified_result(job.id, "glb")
+    damaged = store.get(job.id)
+    assert damaged.status is JobStatus.FAILED and str(damaged.error).startswith(DAMAGED)
+    assert on_disk(store, job.id)["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted"])
+def test_an_emptied_or_deleted_result_is_damaged(tmp_path: Path, damage: str) -> None:
+    store = JobStore(tmp_path)
+    job = succeeded_with_results(store)
+    path = store.result_path(job.id, "report")
+    if damage == "emptied":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    with pytest.raises(ResultDamaged):
+        store.verified_result(job.id, "report")
+    assert store.get(job.id).status is JobStatus.FAILED
+
+
+def test_a_job_from_before_checksums_is_served_unchecked(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = succeeded_with_results(store)
+    record = on_disk(store, job.id)
+    del record["checksums"]
+    write_json_atomic(store.root / job.id / STATUS_FILE, record)
+    restarted = JobStore(tmp_path)
+    restarted.recover()
+    assert restarted.get(job.id).checksums == {}
+    assert restarted.verified_result(job.id, "glb") == restarted.result_path(job.id, "glb")
+    restarted.result_path(job.id, "mask").unlink()
+    with pytest.raises(FileNotFoundError):
+        restarted.verified_result(job.id, "mask")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+def test_an_open_jobs_folder_is_tightened_to_0700(tmp_path: Path) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    folder.chmod(0o777)
+    store = JobStore(folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and store.permission_warning is None
+    fresh = JobStore(tmp_path / "new" / "jobs")
+    assert stat.S_IMODE(fresh.root.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+def test_a_folder_that_cannot_be_tightened_gives_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    folder.chmod(0o777)
+
+    def refuse(path: object, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(jobs_module.os, "chmod", refuse)
+    warning = jobs_module.secure_folder(folder)
+    assert warning is not None and "0777" in warning and "not permitted" in warning

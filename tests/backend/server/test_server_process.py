@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
+import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +27,9 @@ from PIL import Image
 
 from backend.geometry.io import load_glb
 from backend.server.jobs import INTERRUPTED
+from tests.backend.server.probe import run_probe
 from tests.backend.server.support import (
+    ROOT,
     SMALL_FIT,
     TERMINAL,
     ServerProcess,
@@ -65,6 +71,8 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         "1",
         "--max-pixels",
         "1e6",
+        "--memory-budget-gb",
+        "16",  # texture_size 4096 (~14 GiB by the estimate) is allowed: the cancel test uses it
     ]
     env = {key: value for key, value in os.environ.items() if key != "MONO2MESH_TOKEN"}
     env["PYTHONPATH"] = str(ROOT)
@@ -199,15 +207,79 @@ def test_bad_images_are_refused_up_front(
 
 
 @pytest.mark.parametrize(
-    ("method", "options", "words"),
-    [("nope", {}, "unknown method"), ("fit", {"iterationz": 5}, "invalid options for fit")],
+    ("method", "options", "status", "words"),
+    [
+        ("nope", {}, 400, "unknown method"),
+        ("fit", {"iterationz": 5}, 422, "invalid options for fit: iterationz"),
+        ("fit", '{"laplacian_weight": Infinity}', 422, "Infinity is not allowed"),
+        ("fit", '{"chamfer_weight": 1e309}', 422, "chamfer_weight: inf is not a finite number"),
+        ("fit", {"laplacian_weight": 1e300}, 422, "laplacian_weight: Input should be less than"),
+        ("fit", {"seed": 2**64}, 422, "seed: Input should be less than"),
+        ("fit", "[" * 20_000 + "]" * 20_000, 422, "nested 20000 levels deep"),
+        ("fit", '{"seed": ' + "1" * 4301 + "}", 422, "out of range"),
+    ],
+    ids=["method", "unknown", "Infinity", "1e309", "1e300", "2^64", "depth", "digits"],
 )
-def test_unknown_method_or_option_is_400(
-    api: httpx.Client, method: str, options: dict[str, Any], words: str
+def test_unknown_method_is_400_and_bad_options_422(
+    api: httpx.Client, method: str, options: dict[str, Any] | str, status: int, words: str
 ) -> None:
     response = submit(api, png_bytes(disc_image()), method=method, options=options)
-    assert response.status_code == 400
+    assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+
+
+def test_the_probe_gets_no_500(real_server: ServerProcess) -> None:
+    """The hostile client's probe (``tests.backend.server.probe``) over ``fit``, its per-option cases for
+    three options (an integer, a loss weight, the seed; the in-process tests cover the rest): every
+    malformed input answered 4xx, the accepted jobs (the range bounds) canceled at once."""
+    fields = ["iterations", "laplacian_weight", "seed"]
+    result = run_probe(real_server.url, real_server.token, job_timeout=0.0, fields=fields)
+    assert result.requests > 80 and result.statuses[422] > 50, result.summary()
+    assert result.server_errors == [], result.summary()
+    assert result.internal_error_jobs == [], result.summary()
+    assert api_is_healthy(real_server)
+
+
+def api_is_healthy(server: ServerProcess) -> bool:
+    return httpx.get(f"{server.url}/v1/health").json()["status"] == "ok"
+
+
+def test_a_fit_with_every_weight_at_its_maximum_does_not_fail_with_an_internal_error(
+    api: httpx.Client,
+) -> None:
+    from backend.methods.fit import FitOptions
+
+    schema = FitOptions.model_json_schema()["properties"]
+    heaviest = {name: spec["maximum"] for name, spec in schema.items() if name.endswith("_weight")}
+    assert len(heaviest) >= 5
+    response = submit(api, png_bytes(disc_image()), options={**SMALL_FIT, **heaviest, "seed": 2**31 - 1})
+    assert response.status_code == 202, response.text
+    job = wait_for(api, response.json()["id"], timeout=120)
+    assert job["status"] == "succeeded" or "internal error" not in str(job["error"]), job
+
+
+def test_cancel_at_the_heaviest_options_acts_within_2_s_in_the_texture_stage(api: httpx.Client) -> None:
+    """texture_size 4096 (a 4096 x 8192 texture, ~13 GiB to make) and crop_size 2048: the texture stage
+    spends minutes in single OpenCV/torch calls; the job's process is killed after the grace second."""
+    options = {**SMALL_FIT, "texture_size": 4096, "crop_size": 2048}
+    response = submit(api, png_bytes(disc_image(256)), options=options)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    job = wait_for(api, job_id, {"running"})
+    deadline = time.monotonic() + 120
+    while job["stage"] != "texture":
+        assert job["status"] == "running" and time.monotonic() < deadline, job
+        job = api.get(f"/v1/jobs/{job_id}", params={"wait": 0.2}).json()
+    time.sleep(0.5)  # inside the texture's projection
+    started = time.monotonic()
+    job = api.post(f"/v1/jobs/{job_id}/cancel").json()
+    while job["status"] == "running":
+        job = api.get(f"/v1/jobs/{job_id}", params={"wait": 0.2}).json()
+    elapsed = time.monotonic() - started
+    assert job["status"] == "canceled", job
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
+    after = submit(api, png_bytes(disc_image()), options=SMALL_FIT).json()["id"]
+    assert wait_for(api, after, timeout=120)["status"] == "succeeded"  # a fresh job process
 
 
 # -- over the fake method -----------------------------------------------------------------------
@@ -267,3 +339,72 @@ def test_kill_9_then_restart(spawn_server: Callable[..., ServerProcess], tmp_pat
     assert not second.state_file.exists()
     stopped = json.loads((jobs / last / "status.json").read_text())
     assert (stopped["status"], stopped["error"]) == ("failed", "interrupted by backend shutdown")
+
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout`` seconds (EOF or reset)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_silent_and_half_open_connections_are_closed(
+    spawn_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """With --idle-timeout 1: connections that send nothing, half a request head, or stop in the
+    middle of a body are closed within about a second; a long-poll is not cut; the jobs folder, made
+    with mode 0777 by someone else, is tightened to 0700; a queued job whose folder vanished fails."""
+    jobs = tmp_path / "open-jobs"
+    jobs.mkdir()
+    jobs.chmod(0o777)
+    server = spawn_server("--idle-timeout", "1", fake=True, jobs_dir=jobs)
+    assert stat.S_IMODE(jobs.stat().st_mode) == 0o700
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    sockets = []
+    for index in range(30):
+        sock = socket.create_connection((host, int(port)))
+        if index % 3 == 1:
+            sock.sendall(f"GET /v1/jobs HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bea".encode())
+        elif index % 3 == 2:
+            head = (
+                f"POST /v1/jobs HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {server.token}\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+            )
+            sock.sendall(head.encode())
+        sockets.append(sock)
+    started = time.monotonic()
+    with server.client() as client, ThreadPoolExecutor(max_workers=1) as pool:
+        image = png_bytes(disc_image())
+        slow = submit(client, image, options={"steps": 100_000, "delay": 0.01}).json()["id"]
+        poll = pool.submit(client.get, f"/v1/jobs/{slow}", params={"wait": 2.5})
+        closed = [_closed_by_server(sock, max(0.1, started + 4.0 - time.monotonic())) for sock in sockets]
+        assert closed == [True] * len(sockets)
+        assert time.monotonic() - started < 5.0
+        assert poll.result().status_code == 200  # waiting on the server, not silent: kept
+
+        # A queued job whose folder vanished: failed with the reason, and cancel reaches an end.
+        queued = submit(client, image).json()["id"]
+        shutil.rmtree(jobs / queued)
+        client.post(f"/v1/jobs/{slow}/cancel")
+        gone = wait_for(client, queued, timeout=30)
+        assert gone["status"] == "failed" and "folder" in gone["error"]
+        assert client.post(f"/v1/jobs/{queued}/cancel").status_code == 409
+    for sock in sockets:
+        sock.close()
+
+
+def test_a_wildcard_bind_without_names_warns_that_the_token_is_the_only_protection(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "backend.server", "--host", "0.0.0.0", "--allow-remote"]
+    command += ["--jobs-dir", str(tmp_path / "jobs"), "--memory-budget-gb", "-1"]  # stops after the checks
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "ONLY protection" in done.stderr and "--allowed-host" in done.stderr
+    assert "--memory-budget-gb must be positive" in done.stderr
