@@ -77,6 +77,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mesh-inversion vs adaptive-flow, softras and fit on held-out synthetic birds: IoU, SSIM, Chamfer, "
         "FID, ablation (JSON)",
     ),
+    "bench-throughput": (
+        "training.bench_throughput",
+        "training throughput of every trainer: images/s, peak memory, host syncs, fp32 vs bf16 losses (JSON)",
+    ),
 }
 """Subcommand name -> (the module whose ``COMMAND`` adds it, its one-line help), in ``--help`` order."""
 

@@ -29,11 +29,17 @@ evaluation alike: ``evaluate`` gets a ``DeviceDataLoader`` (``device_loader``; b
 with ``move_to_device`` and ``base_dataset``), which a benchmark that evaluates a model outside the loop
 uses too.
 
+``prepare_run`` builds the run ``train`` would make without running it (its ``train_step`` is the loop's
+step), for ``training.bench_throughput``; with ``autocast_on_cpu`` bf16 runs under CPU autocast. The default
+Adam is the fused one when every parameter is on CUDA.
+
 Output folder ``config.out``::
 
     checkpoints/step_0001000.{safetensors,json,state.safetensors,state.json}   periodic, resumable
     <method>.safetensors + <method>.json                                       final weights (backend)
     history.jsonl, images/step_*.png, tensorboard/, report/report.md (+ PNG plots)
+
+Each epoch the training set (under any ``Subset``) is moved to it with its ``set_epoch`` when it has one.
 
 Resume (``config.resume``, resolved by ``training.checkpointing.resolve_resume``; old resume points are
 pruned to ``keep_checkpoints``): the run continues from a ``.state.json`` with the model, optimiser,
@@ -63,7 +69,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from backend.checkpoints import CheckpointMeta, save_checkpoint
-from training.batches import Batch, DeviceDataLoader, device_loader, move_to_device
+from training.batches import Batch, DeviceDataLoader, base_dataset, device_loader, move_to_device
 from training.checkpointing import (
     capture_rng_state,
     load_training_state,
@@ -80,6 +86,7 @@ from training.distributed import (
     cleanup,
     gather_objects,
     init_distributed,
+    launched_by_torchrun,
     wrap_model,
 )
 from training.report import History, write_report
@@ -140,9 +147,14 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over ``model``'s trainable parameters with ``config.lr``, ``betas`` and ``weight_decay``."""
+    """Adam over ``model``'s trainable parameters with ``config.lr``, ``betas`` and ``weight_decay``; the
+    fused implementation (one kernel for every parameter, no per-parameter host work) when they are all
+    floating-point CUDA tensors."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    fused = bool(parameters) and all(p.is_cuda and p.is_floating_point() for p in parameters)
+    return torch.optim.Adam(
+        parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, fused=fused or None
+    )
 
 
 def build_scheduler(
@@ -177,8 +189,13 @@ def _save_png(grid: torch.Tensor, path: Path) -> Path:
     return path
 
 
-class _Run:
-    """One call of ``train``: the objects it builds and the steps it takes."""
+class TrainingRun:
+    """One call of ``train``: the objects it builds and the steps it takes.
+
+    ``prepare_run`` gives one built but not run (what ``training.bench_throughput`` times): ``train_step``
+    is the loop's step (autocast, backward, clipping, optimiser, scheduler, ``after_step``), and
+    ``epoch_batches`` the loop's shuffled loader.
+    """
 
     def __init__(
         self,
@@ -189,6 +206,8 @@ class _Run:
         eval_set: Dataset[Any] | None,
         collate_fn: Callable[[list[Any]], Any] | None,
         dataset_info: Mapping[str, Any] | None,
+        *,
+        autocast_on_cpu: bool = False,
     ) -> None:
         self.method, self.config, self.context = method, config, context
         self.train_set, self.eval_set, self.collate_fn = train_set, eval_set, collate_fn
@@ -207,12 +226,15 @@ class _Run:
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch if config.epochs else config.iterations
         amp = config.precision != "fp32"
-        if amp and self.device.type != "cuda":
+        cpu_bf16 = autocast_on_cpu and config.precision == "bf16" and self.device.type == "cpu"
+        if amp and self.device.type != "cuda" and not cpu_bf16:
             log.warning("precision=%s uses autocast on CUDA only; training in fp32 on %s",
                         config.precision, self.device.type)  # fmt: skip
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
-        self.use_amp = amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and config.precision == "fp16")
+        self.use_amp = amp and (self.device.type == "cuda" or cpu_bf16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and config.precision == "fp16" and self.device.type == "cuda"
+        )
         self.metrics: dict[str, float] = {}
         self.last_image: Path | None = None
         self.writer: Any = None
@@ -249,7 +271,12 @@ class _Run:
                 self.writer = _open_tensorboard(self.out / "tensorboard")
 
     def epoch_batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
-        """The batches of ``epoch`` from ``start_batch`` on (worker seeds derived from seed and epoch)."""
+        """The batches of ``epoch`` from ``start_batch`` on (worker seeds derived from seed and epoch). A
+        training set with ``set_epoch`` (under any ``Subset``) is moved to ``epoch`` first: its augmentation,
+        drawn from ``(seed, epoch, index)``, changes every epoch (``training.datasets``)."""
+        set_epoch = getattr(base_dataset(self.train_set), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
         self.sampler.set_epoch(epoch, start_batch)
         loader = DataLoader(
             self.train_set,
@@ -473,7 +500,44 @@ def train(
     joined_here = not dist.is_initialized()
     context = init_distributed(config.device)
     try:
-        return _Run(method, config, context, train_set, eval_set, collate_fn, dataset_info).run()
+        return TrainingRun(method, config, context, train_set, eval_set, collate_fn, dataset_info).run()
     finally:
         if joined_here:
             cleanup(context)
+
+
+def prepare_run(
+    method: TrainingMethod,
+    config: TrainConfig,
+    train_set: Dataset[Any],
+    eval_set: Dataset[Any] | None = None,
+    *,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    dataset_info: Mapping[str, Any] | None = None,
+    autocast_on_cpu: bool = False,
+) -> TrainingRun:
+    """The run ``train`` would make, built (model, optimiser, scheduler, ``config.out`` created) but not run:
+    call its ``train_step(batch, step)`` on batches of its ``epoch_batches(epoch, 0)`` moved with
+    ``move_to_device(batch, run.device)`` (what ``training.bench_throughput`` times). Single process only.
+
+    ``autocast_on_cpu``: ``precision="bf16"`` on the CPU runs under CPU autocast (bfloat16) instead of the
+    loop's fp32 fallback (fp16 stays CUDA-only).
+
+    Raises:
+        RuntimeError: under torchrun (a distributed process group would have to be joined).
+    """
+    if dist.is_initialized() or launched_by_torchrun():
+        raise RuntimeError("prepare_run is single-process; under torchrun use train")
+    context = init_distributed(config.device)
+    run = TrainingRun(
+        method,
+        config,
+        context,
+        train_set,
+        eval_set,
+        collate_fn,
+        dataset_info,
+        autocast_on_cpu=autocast_on_cpu,
+    )
+    run.build()
+    return run

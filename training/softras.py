@@ -166,9 +166,11 @@ class SoftRasTraining:
             RasterSettings(image_size=batch["image"].shape[-1], sigma=sigma),
         )  # fmt: skip
         flat = vertices.flatten(0, 1)  # (B V', V, 3)
+        with torch.autocast(flat.device.type, enabled=False):  # the sparse product has no bf16 backward
+            laplacian = softras_laplacian(flat.float(), network.faces, self._laplacian(network)).mean()
         return {
             "silhouette": silhouette,
-            "laplacian": softras_laplacian(flat, network.faces, self._laplacian(network)).mean(),
+            "laplacian": laplacian,
             "flatten": softras_flatten(flat, network.faces, self._adjacency(network)).mean(),
         }
 

@@ -103,16 +103,27 @@ class PointCloudTraining:
         )
 
     def _effective(self, points_ndc: Tensor, masks: Tensor, field: Tensor | None) -> EffectiveLoss:
-        """Eq. 6 over projections (M, G, N, 2) and masks (M, G, H, W) (field: their processed copies)."""
+        """Eq. 6 over projections (M, G, N, 2) and masks (M, G, H, W) (field: their processed copies); in
+        fp32 under autocast (the neighbour-grid kernel sums take one dtype)."""
         c = self.config
-        return effective_loss(
-            points_ndc, masks, alpha=c.alpha, beta=c.beta, theta=c.theta,
-            distance_transform=c.distance_transform, scales=c.scales, chunk_size=c.chunk_size, field=field,
-            cutoff=c.cutoff,
-        )  # fmt: skip
+        with torch.autocast(points_ndc.device.type, enabled=False):
+            return effective_loss(
+                points_ndc.float(), masks.float(), alpha=c.alpha, beta=c.beta, theta=c.theta,
+                distance_transform=c.distance_transform, scales=c.scales, chunk_size=c.chunk_size,
+                field=None if field is None else field.float(), cutoff=c.cutoff,
+            )  # fmt: skip
 
     def _effective_per_set(self, points_ndc: Tensor, masks: Tensor, field: Tensor | None) -> EffectiveLoss:
-        """Eq. 6 of each of M sets of projections (M, G, N, 2) against masks (M, G, H, W): (M,) values."""
+        """Eq. 6 of each of M sets of projections (M, G, N, 2) against masks (M, G, H, W): (M,) values (in
+        fp32 under autocast, as ``_effective``)."""
+        with torch.autocast(points_ndc.device.type, enabled=False):
+            return self._effective_per_set_fp32(
+                points_ndc.float(), masks.float(), None if field is None else field.float()
+            )
+
+    def _effective_per_set_fp32(
+        self, points_ndc: Tensor, masks: Tensor, field: Tensor | None
+    ) -> EffectiveLoss:
         c = self.config
         first = first_term(points_ndc, masks, distance_transform=c.distance_transform, field=field)
         second = (
