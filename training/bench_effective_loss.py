@@ -9,7 +9,14 @@ evenly spaced azimuths) and image size:
   of N points per object, projected into the G views; the distance fields (eq. 2) are computed from the
   masks inside the step, as a trainer that does not cache them would.
 - ``effective_local`` (with ``--cutoff C``): the same with the neighbour-limited second term
-  (``cutoff=C``, pairs farther apart than C theta dropped, each below ``exp(-C)`` of the kernel's peak).
+  (``cutoff=C``, pairs farther apart than C theta dropped, each below ``exp(-C)`` of the kernel's peak),
+  summed by the blocked neighbour-grid path (``training.ops.neighbour_grid``: Triton kernels on CUDA
+  where Triton runs, blocked PyTorch elsewhere; ``local_implementation`` in the JSON says which).
+- ``effective_local_reference`` (with ``--cutoff C``): the same loss with the reference formulation, every
+  pair truncated at the cutoff (``pairs="reference"``, O(N^2)); ``local_check`` gives the largest
+  differences of the loss and of the points' gradient between the two (one untimed step).
+- ``effective_local_torch`` (with ``--cutoff C``, when ``effective_local`` runs Triton): the PyTorch
+  grid path on the same device.
 - ``effective_first_term``: the same with ``beta = 0`` (M1 only, eq. 3; the O(N^2) pairs are skipped).
 - ``distance_field``: eq. 2's processed silhouettes of the B x G masks alone (a cacheable part of the
   above).
@@ -21,7 +28,9 @@ evenly spaced azimuths) and image size:
 The target masks are hard renders of an ellipsoid; the points fill it and the meshes approximate it, so
 both losses work on realistic, mostly-covered silhouettes. Variants run interleaved (one step of each per
 round, after one warm-up round); medians in milliseconds and the ratios ``softras / effective`` are
-reported. Machine and date come with the figures (``backend.bench.machine.machine_info``).
+reported, and ``over_softras_642``: each effective variant's time over the softras template's (below 1:
+the effective loss is cheaper). Machine and date come with the figures
+(``backend.bench.machine.machine_info``).
 """
 
 from __future__ import annotations
@@ -49,10 +58,12 @@ from training.losses.effective import (
     DEFAULT_BETA,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_THETA,
+    PairsImplementation,
     distance_field,
     effective_loss,
 )
 from training.losses.silhouette import iou_loss
+from training.ops.triton_kernel_sum import triton_available
 
 ELLIPSOID = (0.42, 0.3, 0.36)
 """Semi-axes of the target shape (the unit box of the meshes is [-0.5, 0.5]^3)."""
@@ -100,13 +111,24 @@ def run(args: BenchEffectiveLossOptions) -> int:
     levels = sorted({SOFTRAS_TEMPLATE_LEVEL, _closest_level(args.points)})
     meshes = {level: _ellipsoid_mesh(level, batch, device) for level in levels}
 
-    def effective_step(beta: float, cutoff: float | None = None) -> Callable[[], None]:
+    def effective_value(
+        beta: float, cutoff: float | None = None, pairs: PairsImplementation = "auto"
+    ) -> tuple[Tensor, Tensor]:
+        leaf = points.detach().requires_grad_(True)
+        per_view = leaf.repeat_interleave(views, dim=0)  # (B * G, N, 3)
+        points_ndc = cameras.project(per_view)[..., :2].view(batch, views, -1, 2)  # (B, G, N, 2)
+        loss = effective_loss(
+            points_ndc, masks, beta=beta, chunk_size=args.chunk_size, cutoff=cutoff, pairs=pairs
+        )
+        loss.total.backward()
+        assert leaf.grad is not None
+        return loss.total.detach(), leaf.grad  # (), (B, N, 3)
+
+    def effective_step(
+        beta: float, cutoff: float | None = None, pairs: PairsImplementation = "auto"
+    ) -> Callable[[], None]:
         def step() -> None:
-            leaf = points.detach().requires_grad_(True)
-            per_view = leaf.repeat_interleave(views, dim=0)  # (B * G, N, 3)
-            points_ndc = cameras.project(per_view)[..., :2].view(batch, views, -1, 2)  # (B, G, N, 2)
-            loss = effective_loss(points_ndc, masks, beta=beta, chunk_size=args.chunk_size, cutoff=cutoff)
-            loss.total.backward()
+            effective_value(beta, cutoff, pairs)
 
         return step
 
@@ -124,9 +146,25 @@ def run(args: BenchEffectiveLossOptions) -> int:
     def field_step() -> None:
         distance_field(masks.flatten(0, 1))
 
+    local: dict[str, Callable[[], None]] = {}
+    local_check: dict[str, float] = {}
+    implementation = "triton" if triton_available(points) else "torch"
+    if args.cutoff is not None:
+        local["effective_local"] = effective_step(DEFAULT_BETA, args.cutoff)
+        if implementation == "triton":
+            local["effective_local_torch"] = effective_step(DEFAULT_BETA, args.cutoff, "torch")
+        local["effective_local_reference"] = effective_step(DEFAULT_BETA, args.cutoff, "reference")
+        new_total, new_grad = effective_value(DEFAULT_BETA, args.cutoff)
+        old_total, old_grad = effective_value(DEFAULT_BETA, args.cutoff, "reference")
+        local_check = {
+            "total": float(new_total),
+            "total_abs_difference": float((new_total - old_total).abs()),
+            "grad_max_abs": float(old_grad.abs().max()),
+            "grad_max_abs_difference": float((new_grad - old_grad).abs().max()),
+        }
     steps: dict[str, Callable[[], None]] = {
         "effective": effective_step(DEFAULT_BETA),
-        **({} if args.cutoff is None else {"effective_local": effective_step(DEFAULT_BETA, args.cutoff)}),
+        **local,
         "effective_first_term": effective_step(0.0),
         "distance_field": field_step,
         **{f"softras_{meshes[level][0].shape[1]}": softras_step(level) for level in levels},
@@ -142,8 +180,14 @@ def run(args: BenchEffectiveLossOptions) -> int:
         f"{name}_over_{reference}": round(median_ms[name] / median_ms[reference], 3)
         for name in steps
         if name.startswith("softras_")
-        for reference in ("effective", "effective_local", "effective_first_term")
+        for reference in ("effective", "effective_local", "effective_local_reference", "effective_first_term")
         if reference in steps
+    }
+    template = f"softras_{meshes[SOFTRAS_TEMPLATE_LEVEL][0].shape[1]}"
+    over_softras = {
+        name: round(median_ms[name] / median_ms[template], 3)
+        for name in steps
+        if name.startswith("effective")
     }
     results: dict[str, Any] = {
         "benchmark": "effective-loss",
@@ -160,12 +204,15 @@ def run(args: BenchEffectiveLossOptions) -> int:
         "beta": DEFAULT_BETA,
         "sigma": args.sigma,
         "cutoff": args.cutoff,
+        "local_implementation": None if args.cutoff is None else implementation,
+        "local_check": local_check or None,
         "meshes": {
             f"softras_{v.shape[1]}": {"vertices": int(v.shape[1]), "faces": int(f.shape[0])}
             for v, f in meshes.values()
         },
         "median_ms": median_ms,
         "ratios": ratios,
+        f"over_{template}": over_softras,
     }
     print(json.dumps(results, indent=2))
     return 0

@@ -37,3 +37,22 @@ def test_bench_effective_loss_prints_timings(capsys: pytest.CaptureFixture[str])
 def test_bench_effective_loss_rejects_a_zero_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-effective-loss", "--points", "0"]) == 2
     assert "points: Input should be greater than 0" in capsys.readouterr().out
+
+
+def test_bench_effective_loss_reports_the_new_and_the_reference_neighbour_paths(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = ["--points", "300", "--views", "2", "--batch-size", "1", "--image-size", "32", "--cutoff", "10"]
+    assert main(["bench-effective-loss", *options, "--repeats", "1", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    times = report["median_ms"]
+    assert {"effective", "effective_local", "effective_local_reference"} <= set(times)
+    assert report["local_implementation"] == "torch"  # CPU: the PyTorch grid path
+    check = report["local_check"]
+    assert check["grad_max_abs"] > 0
+    assert check["total_abs_difference"] <= 1e-6 * check["total"]
+    assert check["grad_max_abs_difference"] <= 1e-3 * check["grad_max_abs"]  # float32, summed differently
+    over = report["over_softras_642"]
+    assert set(over) == {"effective", "effective_local", "effective_local_reference", "effective_first_term"}
+    assert over["effective_local"] == pytest.approx(times["effective_local"] / times["softras_642"], rel=1e-2)
+    assert report["ratios"]["softras_642_over_effective_local_reference"] > 0

@@ -11,9 +11,10 @@ Terms (each a function of its own, per point and view):
   whose four nearest pixels are background gets no gradient.
 - ``second_term``, L2 (eq. 4-5): ``w_j * mean over j' != j of w_j' * exp(-d(p_j, p_j') / theta + mu_j)``
   with d in image sides; the kernel sums are ``training.ops.pairwise.pairwise_kernel_sum`` (all pairs,
-  memory O(chunk_size * N), so N = 16000 fits on a CPU) or, with ``cutoff``,
-  ``training.ops.neighbour_grid.local_kernel_sum`` (pairs closer than ``cutoff * theta``). w and mu are
-  detached weights: the gradient flows through d only.
+  memory O(chunk_size * N), so N = 16000 fits on a CPU) or, with ``cutoff``, the sum over pairs closer
+  than ``cutoff * theta`` of ``training.ops.neighbour_grid`` (a grid of cells: Triton kernels on CUDA,
+  blocked PyTorch elsewhere, O(near pairs); ``pairs="reference"`` sums every pair truncated at the
+  cutoff instead). w and mu are detached weights: the gradient flows through d only.
 - ``boundary_bias``, mu (eq. 5): mean of bilinear reads of the binary silhouette at the corners of squares
   around the projection.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,12 @@ from torch import Tensor
 
 from backend.imaging.distance_transform import squared_distance_to_foreground
 from training.ops.neighbour_grid import near_pairs_kernel_sum
-from training.ops.pairwise import DEFAULT_CHUNK_SIZE, check_cutoff, pairwise_kernel_sum
+from training.ops.pairwise import DEFAULT_CHUNK_SIZE, all_pairs_kernel_sum, check_cutoff, pairwise_kernel_sum
+
+PairsImplementation = Literal["auto", "triton", "torch", "reference"]
+"""How ``second_term`` sums the pairs closer than the cutoff: ``auto`` (Triton kernels on CUDA where Triton
+runs, else the PyTorch neighbour grid), ``triton``, ``torch`` (``training.ops.neighbour_grid``), or
+``reference``: every pair, truncated at the cutoff (``pairwise_kernel_sum``; the oracle, O(N^2))."""
 
 DEFAULT_ALPHA = 1.0
 """Weight of the first term M1 (eq. 6)."""
@@ -82,7 +89,7 @@ def distance_field(mask: Tensor) -> Tensor:
     foreground = mask > 0.5  # (B, H, W)
     background = ~foreground
     distance = squared_distance_to_foreground(foreground).sqrt().to(dtype)  # (B, H, W) pixels
-    inf = torch.tensor(math.inf, dtype=dtype, device=mask.device)
+    inf = torch.full((), math.inf, dtype=dtype, device=mask.device)
     nearest = torch.where(background, distance, inf).amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
     farthest = torch.where(background, distance, -inf).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
     ramp = 1 - (distance - nearest + 1) / (farthest - nearest + 2)  # (B, H, W), in (0, 1) on background
@@ -174,8 +181,12 @@ def boundary_bias(points_ndc: Tensor, masks: Tensor, *, scales: Sequence[float] 
     points, images = _flatten(points_ndc, masks)
     points = points.detach()
     height, width = images.shape[-2:]
-    corners = [(sx * s * 2 / width, sy * s * 2 / height) for s in scales for sx in (-1, 1) for sy in (-1, 1)]
-    offsets = torch.tensor(corners, dtype=points.dtype, device=points.device)  # (K, 2) NDC
+    # (K, 2) NDC offsets (+-s, +-s) px, K = 4 per scale, built on the device (no host-to-device copy)
+    sizes = torch.cat([torch.full((4,), float(s), dtype=points.dtype, device=points.device) for s in scales])
+    corner = torch.arange(sizes.numel(), device=points.device)
+    sign_x = torch.div(corner, 2, rounding_mode="floor").remainder(2) * 2 - 1  # -1, -1, 1, 1, ...
+    sign_y = corner.remainder(2) * 2 - 1  # -1, 1, -1, 1, ...
+    offsets = torch.stack([sign_x * sizes * (2 / width), sign_y * sizes * (2 / height)], dim=-1)
     shifted = points[:, :, None, :] + offsets  # (M, N, K, 2)
     binary = (images > 0.5).to(points.dtype)
     reads = sample_bilinear(binary, shifted.flatten(1, 2))  # (M, N * K)
@@ -190,6 +201,7 @@ def second_term(
     scales: Sequence[float] = DEFAULT_SCALES,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     cutoff: float | None = None,
+    pairs: PairsImplementation = "auto",
 ) -> Tensor:
     """L2 (eq. 5) per point and view, normalised by N (reading 6).
 
@@ -204,6 +216,8 @@ def second_term(
         chunk_size: rows of the pairwise matrix per block (memory O(chunk_size * N)).
         cutoff: None: all pairs. A number: pairs farther apart than ``cutoff * theta`` are dropped
             (``local_kernel_sum``; each dropped pair's kernel is below ``exp(-cutoff)``).
+        pairs: with ``cutoff``, how the near pairs are summed (``PairsImplementation``); all give the same
+            values and gradients up to rounding.
 
     Returns:
         (B, G, N), 0 for projections on the background.
@@ -211,6 +225,8 @@ def second_term(
     if not (theta > 0 and math.isfinite(theta)):
         raise ValueError(f"theta must be a positive finite number, got {theta}")
     check_cutoff(cutoff)
+    if pairs not in ("auto", "triton", "torch", "reference"):
+        raise ValueError(f"pairs must be 'auto', 'triton', 'torch' or 'reference', got {pairs!r}")
     points, images = _flatten(points_ndc, masks)  # (M, N, 2), (M, H, W)
     count = points.shape[1]
     binary = (images > 0.5).to(points.dtype)
@@ -218,8 +234,14 @@ def second_term(
     bias = boundary_bias(points_ndc, masks, scales=scales).reshape(weights.shape)  # (M, N) mu
     if cutoff is None:
         sums = pairwise_kernel_sum(points / 2, weights, theta, chunk_size=chunk_size)  # (M, N)
+    elif pairs == "reference":
+        sums = all_pairs_kernel_sum(points / 2, weights, theta, chunk_size, cutoff)
     else:  # rows on the background are skipped: their L2 is 0 and gets no gradient either way
-        sums = near_pairs_kernel_sum(points / 2, weights, theta, cutoff, chunk_size, weighted_rows_only=True)
+        # weighted points lie in the image ([-0.5, 0.5]^2 image sides, up to half a pixel beyond)
+        sums = near_pairs_kernel_sum(
+            points / 2, weights, theta, cutoff, chunk_size, weighted_rows_only=True,
+            implementation=pairs, extent=0.5, centre=0.0,
+        )  # fmt: skip
     values = weights * torch.exp(bias) / count * sums  # (M, N)
     return values.reshape(points_ndc.shape[:-1])
 
@@ -236,6 +258,7 @@ def effective_loss(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     field: Tensor | None = None,
     cutoff: float | None = None,
+    pairs: PairsImplementation = "auto",
 ) -> EffectiveLoss:
     """Eq. 6: ``mean over views and points of alpha * M1 + beta * L2``.
 
@@ -250,6 +273,7 @@ def effective_loss(
         field: optional (B, G, H, W) precomputed ``distance_field`` of the masks.
         cutoff: None: the second term sums all pairs; a number: only pairs closer than ``cutoff * theta``
             (``second_term``).
+        pairs: with ``cutoff``, how the near pairs are summed (``PairsImplementation``).
     """
     if alpha < 0 or beta < 0:
         raise ValueError(f"alpha and beta must be >= 0, got {alpha} and {beta}")
@@ -257,7 +281,7 @@ def effective_loss(
     first = first_term(points_ndc, masks, distance_transform=distance_transform, field=field).mean()
     if beta > 0:
         second = second_term(
-            points_ndc, masks, theta=theta, scales=scales, chunk_size=chunk_size, cutoff=cutoff
+            points_ndc, masks, theta=theta, scales=scales, chunk_size=chunk_size, cutoff=cutoff, pairs=pairs
         ).mean()
     else:
         second = torch.zeros((), dtype=points_ndc.dtype, device=points_ndc.device)

@@ -279,6 +279,14 @@ def test_second_term_with_a_cutoff_matches_the_truncated_sum() -> None:
     assert float((full - local).detach().abs().max()) > 0
     loss = effective_loss(points, masks, theta=theta, cutoff=cutoff)
     assert loss.second.item() == pytest.approx(local.mean().item(), rel=1e-12)
+    # the reference formulation (every pair, truncated at the cutoff) and the explicit PyTorch grid agree
+    local_grad = _grad(second_term(points, masks, theta=theta, cutoff=cutoff).sum(), points)
+    for pairs in ("reference", "torch"):
+        other = second_term(points, masks, theta=theta, cutoff=cutoff, pairs=pairs)
+        torch.testing.assert_close(other, local, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(_grad(other.sum(), points), local_grad, rtol=1e-10, atol=1e-9)
+    with pytest.raises(ValueError, match="pairs"):
+        second_term(points, masks, cutoff=cutoff, pairs="fast")  # type: ignore[arg-type]
 
 
 # -- total (eq. 6) --------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import torch
 
 from tests.training.ops.kernel_oracles import grad, scattered_points, truncated_kernel_sum
 from training.losses.effective import DEFAULT_THETA
-from training.ops.neighbour_grid import local_kernel_sum, neighbour_grid
+from training.ops import neighbour_grid
+from training.ops.cell_grid import build_cell_grid
+from training.ops.neighbour_grid import BlockPlan, local_kernel_sum, near_pairs_kernel_sum, plan_blocks
 from training.ops.pairwise import pairwise_kernel_sum
 
 
@@ -44,7 +46,7 @@ def test_local_kernel_sum_at_cutoff_40_equals_the_all_pairs_sum() -> None:
     local = local_kernel_sum(points, weights, DEFAULT_THETA, cutoff=40.0)
     all_pairs = pairwise_kernel_sum(points, weights, DEFAULT_THETA, chunk_size=100)
     assert int((local > 1e-3).sum()) > 10
-    assert neighbour_grid(points.detach(), weights.flatten(), torch.arange(1000), 40 * DEFAULT_THETA, 1000)
+    assert _plan(points, 40 * DEFAULT_THETA) is not None  # the grid, not the all-pairs fallback
     torch.testing.assert_close(local, all_pairs, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(
         grad((local * upstream).sum(), points),
@@ -54,7 +56,10 @@ def test_local_kernel_sum_at_cutoff_40_equals_the_all_pairs_sum() -> None:
     )
 
 
-def test_local_kernel_sum_gradcheck() -> None:
+@pytest.mark.parametrize("kept", [True, False])
+def test_local_kernel_sum_gradcheck(kept: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not kept:  # the backward recomputes the kernel
+        monkeypatch.setattr(neighbour_grid, "LOCAL_SAVED_ELEMENTS", 0)
     generator = torch.Generator().manual_seed(8)
     points = (torch.rand(2, 12, 2, dtype=torch.float64, generator=generator) * 0.6).requires_grad_(True)
     weights = torch.rand(2, 12, dtype=torch.float64, generator=generator)
@@ -69,14 +74,14 @@ def test_local_kernel_sum_gradcheck() -> None:
     )
 
 
-def test_local_kernel_sum_falls_back_to_all_pairs_when_crowded() -> None:
+def test_local_kernel_sum_falls_back_to_all_pairs_when_crowded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(neighbour_grid, "LOCAL_BLOCK_ELEMENTS", 2000)  # several blocks below
     generator = torch.Generator().manual_seed(9)
     points = (torch.rand(2, 300, 2, dtype=torch.float64, generator=generator) * 0.01).requires_grad_(True)
     weights = torch.rand(2, 300, dtype=torch.float64, generator=generator)
     upstream = torch.randn(2, 300, dtype=torch.float64, generator=generator)
-    rows = torch.arange(600)
-    assert neighbour_grid(points.detach(), weights.flatten(), rows, 0.05, 16 * 300) is None  # all pairs
-    sparse = neighbour_grid(points.detach() * 100, weights.flatten(), rows, 0.05, 16 * 300)
+    assert _plan(points, 0.05) is None  # all pairs
+    sparse = _plan(points * 100, 0.05)
     assert sparse is not None and len(sparse.blocks) > 1  # spread out: the grid, in several blocks
     local = local_kernel_sum(points, weights, 0.005, cutoff=10.0, chunk_size=16)  # all in one cell
     dense = truncated_kernel_sum(points, weights, 0.005, 10.0)
@@ -99,3 +104,60 @@ def test_local_kernel_sum_edge_cases() -> None:
     for cutoff in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="cutoff"):
             local_kernel_sum(points, torch.ones(2, 5), 0.1, cutoff=cutoff)
+
+
+def _plan(points: torch.Tensor, reach: float) -> BlockPlan | None:
+    """The PyTorch path's plan for all points of (M, N, 2) ``points`` in the grid."""
+    in_grid = torch.ones(points.shape[:2], dtype=torch.bool)
+    grid = build_cell_grid(points.detach(), in_grid, reach, spread=2, extent=1.0)
+    return plan_blocks(grid, points.shape[0], points.shape[1])
+
+
+@pytest.mark.parametrize(("cutoff", "kept"), [(4.0, True), (10.0, True), (10.0, False), (30.0, True)])
+def test_float32_and_weighted_rows_only_against_the_float64_oracle(
+    cutoff: float, kept: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(neighbour_grid, "LOCAL_BLOCK_ELEMENTS", 3000)  # several blocks, mixed row counts
+    if not kept:  # the backward recomputes the kernel
+        monkeypatch.setattr(neighbour_grid, "LOCAL_SAVED_ELEMENTS", 0)
+    points, weights = scattered_points(3, 400, seed=11)
+    upstream = torch.randn(3, 400, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    theta = 0.004
+    dense_points = points.clone().requires_grad_(True)
+    dense = truncated_kernel_sum(dense_points, weights, theta, cutoff) * (weights > 0)
+    dense_grad = grad((dense * upstream).sum(), dense_points)
+    single = points.float().requires_grad_(True)
+    local = near_pairs_kernel_sum(single, weights.float(), theta, cutoff, 64, weighted_rows_only=True)
+    assert local.dtype == torch.float32
+    assert bool((local[weights == 0] == 0).all())
+    torch.testing.assert_close(local.double(), dense, rtol=1e-5, atol=1e-6)
+    local_grad = grad((local * upstream.float()).sum(), single)
+    assert float(dense_grad.abs().max()) > 1.0
+    scale = float(dense_grad.abs().max())
+    torch.testing.assert_close(local_grad.double(), dense_grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_plan_blocks_cover_every_close_pair_once() -> None:
+    points, weights = scattered_points(2, 300, seed=5)
+    grid = build_cell_grid(points, weights > 0, 0.05, spread=2, extent=0.5)
+    plan = plan_blocks(grid, 2, 300)
+    assert plan is not None
+    position = torch.empty(600, dtype=torch.long)
+    position[grid.order] = torch.arange(600)  # sorted position of each flat point
+    seen: set[tuple[int, int]] = set()
+    for rows, row_valid, columns, column_valid in plan.blocks:
+        for q in range(rows.shape[0]):
+            for r in rows[q][row_valid[q]].tolist():
+                for c in columns[q][column_valid[q]].tolist():
+                    if c > r:
+                        assert (r, c) not in seen  # every candidate pair once
+                        seen.add((r, c))
+    flat = points.reshape(-1, 2)
+    inside = (weights.reshape(-1) > 0).nonzero()[:, 0]
+    for view in range(2):
+        members = inside[(inside >= view * 300) & (inside < (view + 1) * 300)]
+        close = ((flat[members][:, None] - flat[members][None]).norm(dim=-1) < 0.05).nonzero().tolist()
+        for a, b in close:
+            if a != b:
+                pa, pb = int(position[members[a]]), int(position[members[b]])
+                assert (min(pa, pb), max(pa, pb)) in seen
