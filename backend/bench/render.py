@@ -11,6 +11,13 @@ DEODR (C++, optional dependency ``deodr``) renders the same mesh, UVs and textur
 camera with its anti-aliased edges and back-propagates an all-ones image gradient; it has no batch,
 so a batch of B is B calls. Figures are per image: the minimum over ``repeats`` timed runs after one
 warm-up, which is the least noisy estimate on a shared machine.
+
+Raster backends (``RasterSettings.backend``): each timed row says which one ran (``raster_backend``)
+and why (``backend_reason``); ``backends`` ("auto", "torch", "triton") asks for rows of each, so a CUDA
+machine can compare the packed PyTorch path with the Triton one. ``count_render_ops`` (``--ops``)
+reports, per backend, the aten operations and host synchronisations of one step as the CPU profiler
+sees them (the launch-bound cost on a GPU); it runs the triton backend on CUDA, or on the CPU under
+``TRITON_INTERPRET=1`` (Triton's interpreter: slow, but the counts are those of the CUDA path).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from __future__ import annotations
 import resource
 import time
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +37,7 @@ from backend.geometry import Camera
 from backend.geometry.camera import SOFTRAS_VIEWING_ANGLE
 from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
+from backend.render.backends import interpreter_enabled, select_backend
 
 CAMERA = {"distance": 2.732, "elevation": 30.0, "azimuth": 45.0, "viewing_angle": SOFTRAS_VIEWING_ANGLE}
 RADIUS = 0.5
@@ -55,22 +64,31 @@ def default_sigma(size: int) -> float:
     return 1e-4 * (64.0 / size) ** 2
 
 
+SYNC_OPS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::_unique2", "aten::unique")
+"""Aten operations that wait for the device (their result decides a shape or a Python value)."""
+
+TRITON_SCOPES = ("triton_search_kernel", "triton_geometry_forward", "triton_geometry_backward")
+"""The profiler scopes of the triton backend's kernel launches (``triton_search``, ``dense``)."""
+
+OPAQUE_SCOPES = (*TRITON_SCOPES, "aten::_assert_async")
+"""Profiler scopes counted as one operation, without their children: the Triton launches (whose
+interpreter issues aten operations of its own on the CPU) and ``_assert_async`` (which reads its
+flag on the CPU, but not on CUDA, where it is a device-side assertion)."""
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_ours(
+def _step(
     work: Workload,
-    size: int,
+    settings: RasterSettings,
     batch: int,
     device: torch.device,
-    repeats: int,
-    sigma: float | None = None,
     silhouette_only: bool = False,
-) -> dict[str, Any]:
-    """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
-    settings = RasterSettings(image_size=size, sigma=sigma or default_sigma(size))
+) -> Any:
+    """One benchmark step (render, sum, backward) as a closure, on ``device``."""
     camera = Camera.look_at(
         torch.full((batch,), CAMERA["distance"], device=device),
         torch.full((batch,), CAMERA["elevation"], device=device),
@@ -89,6 +107,23 @@ def time_ours(
             out = render(vertices, faces, camera, settings, uvs=uvs, face_uvs=face_uvs, texture=texture)
             (out.rgb.sum() + out.alpha.sum()).backward()
 
+    return step
+
+
+def time_ours(
+    work: Workload,
+    size: int,
+    batch: int,
+    device: torch.device,
+    repeats: int,
+    sigma: float | None = None,
+    silhouette_only: bool = False,
+    backend: str = "auto",
+) -> dict[str, Any]:
+    """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
+    settings = RasterSettings(image_size=size, sigma=sigma or default_sigma(size), backend=backend)
+    choice = select_backend(device, backend)
+    step = _step(work, settings, batch, device, silhouette_only)
     step()
     _sync(device)
     if device.type == "cuda":
@@ -105,12 +140,75 @@ def time_ours(
         "size": size,
         "batch": batch,
         "sigma": settings.sigma,
+        "raster_backend": choice.name,
+        "backend_reason": choice.reason,
         "ms_per_image": 1000.0 * min(times) / batch,
         "images_per_s": batch / min(times),
     }
     if device.type == "cuda":
         result["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
+
+
+def _inside(event: Any, names: tuple[str, ...]) -> bool:
+    while event is not None:
+        if event.name in names:
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def count_render_ops(
+    backend: str, size: int = 128, batch: int = 16, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Aten operations and host synchronisations of one benchmark step on the CPU profiler.
+
+    The step is the timed one (render rgb + soft silhouette, sum, backward), run once to warm up and
+    once under ``torch.profiler``. ``aten_ops`` counts every aten event (nested ones too, as the
+    dispatcher runs each), ``top_level_aten_ops`` only those not called by another aten operation;
+    the ``OPAQUE_SCOPES`` count as one operation each. ``host_syncs`` counts ``SYNC_OPS`` events.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    work = make_workload()
+    settings = RasterSettings(image_size=size, sigma=default_sigma(size), backend=backend)
+    choice = select_backend(device, backend)
+    settings = replace(settings, backend=choice.name)
+    step = _step(work, settings, batch, device)
+    step()
+    _sync(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        step()
+        _sync(device)
+    events = [
+        event
+        for event in profiler.events()
+        if (event.name.startswith("aten::") or event.name in TRITON_SCOPES)
+        and not _inside(event.cpu_parent, OPAQUE_SCOPES)
+    ]
+    top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    syncs = Counter(e.name for e in events if e.name in SYNC_OPS)
+    return {
+        "raster_backend": choice.name,
+        "backend_reason": choice.reason,
+        "device": str(device),
+        "size": size,
+        "batch": batch,
+        "aten_ops": len(events),
+        "top_level_aten_ops": len(top),
+        "host_syncs": sum(syncs.values()),
+        "sync_ops": dict(syncs),
+    }
+
+
+def ops_backends(device: torch.device) -> list[str]:
+    """The backends ``--ops`` reports on ``device``: torch, and triton where it can run."""
+    if device.type == "cuda" or (device.type == "cpu" and interpreter_enabled()):
+        try:
+            select_backend(device, "triton")
+        except RuntimeError:
+            return ["torch"]
+        return ["torch", "triton"]
+    return ["torch"]
 
 
 def time_deodr(work: Workload, size: int, batch: int, repeats: int) -> dict[str, Any]:
@@ -175,27 +273,43 @@ def run(
     repeats: int,
     with_deodr: bool,
     sigma: float | None = None,
+    backends: list[str] | None = None,
+    ops: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Run every (device, size, batch) case, DEODR beside ours, and return the JSON-ready report."""
+    """Run every (device, backend, size, batch) case, DEODR beside ours, and return the JSON-ready report.
+
+    ``backends`` defaults to ``["auto"]``; a backend that cannot run on a device is listed under
+    ``skipped`` with the reason. ``ops`` = (size, batch) adds the ``ops`` section: ``count_render_ops``
+    for each of ``ops_backends`` on each device.
+    """
     work = make_workload()
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for name in devices:
         device = torch.device(name)
-        for size in sizes:
-            for batch in batches:
-                rows.append(time_ours(work, size, batch, device, repeats, sigma))
-    if torch.cuda.is_available() and "cuda" in devices:
-        rows.append(time_ours(work, 64, 64, torch.device("cuda"), repeats, sigma, silhouette_only=True))
+        for backend in backends or ["auto"]:
+            try:
+                select_backend(device, backend)
+            except RuntimeError as error:
+                skipped.append({"device": name, "backend": backend, "reason": str(error)})
+                continue
+            for size in sizes:
+                for batch in batches:
+                    rows.append(time_ours(work, size, batch, device, repeats, sigma, backend=backend))
+            if device.type == "cuda":
+                rows.append(
+                    time_ours(work, 64, 64, device, repeats, sigma, silhouette_only=True, backend=backend)
+                )
     deodr_rows: list[dict[str, Any]] = []
     if with_deodr:
         for size in sizes:
             for batch in batches:
                 deodr_rows.append(time_deodr(work, size, batch, repeats))
         for row in rows:
-            if row["device"] == "cpu":
+            if row["device"] == "cpu" and row["size"] in sizes and row["batch"] in batches:
                 peer = next(d for d in deodr_rows if d["size"] == row["size"] and d["batch"] == row["batch"])
                 row["ratio_to_deodr"] = row["ms_per_image"] / peer["ms_per_image"]
-    return {
+    report: dict[str, Any] = {
         "benchmark": "render",
         "workload": {
             "vertices": int(work.vertices.shape[0]),
@@ -208,6 +322,15 @@ def run(
         "results": rows + deodr_rows,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if skipped:
+        report["skipped"] = skipped
+    if ops is not None:
+        report["ops"] = [
+            count_render_ops(backend, ops[0], ops[1], torch.device(name))
+            for name in devices
+            for backend in ops_backends(torch.device(name))
+        ]
+    return report
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -215,8 +338,18 @@ def format_table(report: dict[str, Any]) -> str:
     lines = []
     for row in report["results"]:
         ratio = f"  ({row['ratio_to_deodr']:.1f}x DEODR)" if "ratio_to_deodr" in row else ""
+        backend = f" [{row['raster_backend']}]" if "raster_backend" in row else ""
         lines.append(
             f"{row['renderer']:>9} {row['device']:>5} {row['size']:>4}^2 batch {row['batch']:>2}: "
-            f"{row['ms_per_image']:8.2f} ms/image{ratio}"
+            f"{row['ms_per_image']:8.2f} ms/image{ratio}{backend}"
+        )
+    for skip in report.get("skipped", []):
+        lines.append(f"  skipped backend {skip['backend']} on {skip['device']}: {skip['reason']}")
+    for row in report.get("ops", []):
+        lines.append(
+            f"   ops {row['raster_backend']:>6} {row['device']:>5} {row['size']:>4}^2 "
+            f"batch {row['batch']:>2}: "
+            f"{row['aten_ops']} aten ops ({row['top_level_aten_ops']} top-level), "
+            f"{row['host_syncs']} host syncs {row['sync_ops']}"
         )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -33,6 +33,14 @@ class RenderBenchOptions(Config):
     """Fixed SoftRas sigma (default 1e-4*(64/S)^2)."""
     no_deodr: Annotated[bool, Flag(switch=True)] = False
     """Skip the DEODR comparison."""
+    backends: Annotated[tuple[Literal["auto", "torch", "triton"], ...], Field(min_length=1)] = ("auto",)
+    """Raster backends to time (comma-separated: auto, torch, triton); one that cannot run is skipped."""
+    ops: Annotated[bool, Flag(switch=True)] = False
+    """Also report aten ops and host syncs per render call (CPU profiler) for each raster backend."""
+    ops_size: PositiveInt = 128
+    """Image size of the --ops count."""
+    ops_batch: PositiveInt = 16
+    """Batch of the --ops count."""
     as_json: Annotated[bool, Flag("--json", switch=True)] = False
     """Print the JSON report instead of a table."""
 
@@ -62,8 +70,9 @@ def _main(options: RenderBenchOptions) -> int:
             with_deodr = False
     devices = list(options.devices) if options.devices else available_devices()
     report = bench_render.run(
-        list(options.sizes), list(options.batches), devices, options.repeats, with_deodr, options.sigma
-    )
+        list(options.sizes), list(options.batches), devices, options.repeats, with_deodr, options.sigma,
+        backends=list(options.backends), ops=(options.ops_size, options.ops_batch) if options.ops else None,
+    )  # fmt: skip
     print(json.dumps(report, indent=2) if options.as_json else bench_render.format_table(report))
     return 0
 

@@ -3,7 +3,13 @@
 - ``CameraVariables``: B cameras as the free parameters Adam moves (CMR/UMR's camera): log scale (B,),
   NDC translation (B, 2) and a free quaternion (B, 4), normalised in use. ``camera()`` is the
   differentiable ``Camera``, ``result()`` the detached one with unit quaternions, ``select(i)`` keeps one
-  hypothesis, ``from_camera`` starts from a given weak-perspective camera.
+  hypothesis (an int or a device tensor), ``from_camera`` starts from a given weak-perspective camera,
+  ``project(points)`` is ``camera().project(points)`` without a ``Camera`` (whose parameter checks sync
+  with the host).
+- ``ndc_camera(count, device)`` and ``as_view_points(projected)``: a fit projects its vertices once
+  (``CameraVariables.project``) and renders the projected points through ``count`` constant cameras
+  that show them as they are (x and y exactly, depth within rounding), built once per fit: the render
+  then neither projects again nor builds a ``Camera`` every step.
 - ``initial_cameras(target, count, radius)``: ``count`` hypotheses looking at the mask's centroid with
   evenly spaced azimuths (``initial_rotations``), scaled so a mesh of largest vertex norm ``radius``
   projects to 0.6 of the crop's half-width.
@@ -21,7 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backend.geometry.camera import Camera, axis_angle_to_quaternion, quaternion_multiply
+from backend.geometry.camera import (
+    WEAK_PERSPECTIVE_DEPTH,
+    Camera,
+    axis_angle_to_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 
 
 def initial_rotations(
@@ -64,6 +76,19 @@ class CameraVariables:
         """The B cameras, differentiable in the variables."""
         return Camera.weak_perspective(self.log_scale.exp(), self.translation, self.rotation)
 
+    def project(self, points: Tensor) -> Tensor:
+        """World points (B, N, 3) -> (B, N, 3) x_ndc, y_ndc, depth: ``camera().project(points)``, the
+        same arithmetic (so the same bits), without building a ``Camera``, whose checks of its
+        parameters read them on the host (a synchronisation per step on a GPU)."""
+        scale = self.log_scale.exp()  # (B,)
+        rotation = quaternion_to_matrix(self.rotation)  # (B, 3, 3)
+        offset = torch.full_like(scale, -WEAK_PERSPECTIVE_DEPTH)
+        shift = torch.stack(
+            [self.translation[:, 0] / scale, self.translation[:, 1] / scale, offset], dim=1
+        )  # (B, 3)
+        view = torch.einsum("bij,bnj->bni", rotation, points) + shift[:, None, :]  # (B, N, 3)
+        return torch.cat([view[..., :2] * scale[:, None, None], -view[..., 2:]], dim=-1)
+
     def result(self) -> Camera:
         """The B cameras detached, with unit quaternions: what a fit returns."""
         fitted = self.camera()
@@ -73,9 +98,13 @@ class CameraVariables:
             F.normalize(fitted.weak.rotation.detach(), dim=-1),
         )
 
-    def select(self, index: int) -> CameraVariables:
-        """Hypothesis ``index`` alone (batch of one), detached copies."""
-        return CameraVariables(*(value.detach()[index : index + 1].clone() for value in self.tensors()))
+    def select(self, index: int | Tensor) -> CameraVariables:
+        """Hypothesis ``index`` (an int, or a one-element int64 tensor on the variables' device, read
+        without a host synchronisation) alone (batch of one), detached copies."""
+        if isinstance(index, int):
+            index = torch.tensor([index], device=self.log_scale.device)
+        rows = index.reshape(1)
+        return CameraVariables(*(value.detach().index_select(0, rows) for value in self.tensors()))
 
     @staticmethod
     def from_camera(camera: Camera, device: torch.device) -> CameraVariables:
@@ -86,6 +115,22 @@ class CameraVariables:
             translation=start.translation.float().clone(),
             rotation=start.rotation.float().clone(),
         )
+
+
+def ndc_camera(count: int, device: torch.device | str) -> Camera:
+    """``count`` weak-perspective cameras (scale 1, no translation, identity rotation) under which
+    ``as_view_points(p)`` projects to ``p``: x and y exactly (the identity's products are exact), depth
+    within rounding (only the z-buffer and the near plane read it; no silhouette does)."""
+    rotation = torch.zeros(count, 4, device=device)
+    rotation[:, 0] = 1.0
+    return Camera.weak_perspective(
+        torch.ones(count, device=device), torch.zeros(count, 2, device=device), rotation
+    )
+
+
+def as_view_points(projected: Tensor) -> Tensor:
+    """Points (B, N, 3) that ``ndc_camera`` projects to ``projected`` (B, N, 3) (x_ndc, y_ndc, depth)."""
+    return torch.cat([projected[..., :2], WEAK_PERSPECTIVE_DEPTH - projected[..., 2:]], dim=-1)
 
 
 def initial_cameras(target: Tensor, count: int, radius: float) -> CameraVariables:

@@ -14,6 +14,12 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
   resolution, with a fresh Adam. Without a selection phase (one hypothesis, or a fraction of 0) the
   hypothesis with the lowest full-resolution loss after the last step is kept.
 - ``progress(fraction, "shape")`` once before the first step and after every step.
+- Per step (issue 19): the vertices are projected once (``CameraVariables.project``), the silhouette is
+  rendered from the projected points through constant cameras built once per fit (``FitTerms``,
+  ``camera.ndc_camera``), and nothing is read back to the host: the losses stay on the device, the
+  hypothesis is chosen there, and the chosen index and losses are read once after the last step. Adam is
+  the fused kernel on CUDA. What still synchronises per step is inside the renderer (its input checks,
+  and the torch backend's candidate search).
 - ``ShapeFit``: the chosen hypothesis' vertices (V, 3) and detached camera (batch of one, unit
   quaternion), its index, every hypothesis' loss at selection, and the final full-resolution loss.
 
@@ -27,14 +33,14 @@ different results (issue 16 notes).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from backend.fitting.camera import CameraVariables, initial_cameras
+from backend.fitting.camera import CameraVariables, as_view_points, initial_cameras, ndc_camera
 from backend.fitting.targets import MaskTarget, chamfer_mask_loss
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import mask_iou
@@ -127,9 +133,13 @@ class FitState:
     offsets: Tensor
     cameras: CameraVariables
 
-    def select(self, index: int) -> FitState:
-        """Hypothesis ``index`` alone (batch of one), detached copies."""
-        return FitState(self.offsets.detach()[index : index + 1].clone(), self.cameras.select(index))
+    def select(self, index: int | Tensor) -> FitState:
+        """Hypothesis ``index`` (an int, or a one-element int64 tensor on the state's device, read without
+        a host synchronisation) alone (batch of one), detached copies."""
+        if isinstance(index, int):
+            index = torch.tensor([index], device=self.offsets.device)
+        index = index.reshape(1)
+        return FitState(self.offsets.detach().index_select(0, index), self.cameras.select(index))
 
     def trained(self, problem: FitProblem) -> list[Tensor]:
         """The variables Adam moves under ``problem``, marked as requiring gradients."""
@@ -169,65 +179,107 @@ def start_state(problem: FitProblem, target: MaskTarget) -> FitState:
     return FitState(offsets, initial_cameras(target.mask, problem.hypotheses, radius))
 
 
+@dataclass
+class FitTerms:
+    """What every step of one ``optimise`` call shares: the faces (F, 3), their edge adjacency (SoftRas's
+    flatten loss) and the constant ``ndc_camera`` of each batch size, built once (a ``Camera`` checks
+    its parameters on the host)."""
+
+    faces: Tensor
+    adjacency: EdgeAdjacency
+    host_faces: Tensor
+    """(F, 3) a CPU copy of ``faces``, for the loss functions that only check them (``flatten_loss`` with
+    the adjacency given): their check then reads host memory, not the device."""
+    cameras: dict[int, Camera] = field(default_factory=dict)
+
+    @staticmethod
+    def of(faces: Tensor) -> FitTerms:
+        return FitTerms(faces, edge_adjacent_faces(faces), faces.cpu())
+
+    def camera(self, count: int, device: torch.device) -> Camera:
+        """``ndc_camera(count)``, built on first use."""
+        if count not in self.cameras:
+            self.cameras[count] = ndc_camera(count, device)
+        return self.cameras[count]
+
+
 def fit_losses(
-    problem: FitProblem, state: FitState, target: MaskTarget, settings: FitSettings, adjacency: EdgeAdjacency
+    problem: FitProblem, state: FitState, target: MaskTarget, settings: FitSettings, terms: FitTerms
 ) -> Tensor:
-    """(B,) loss of each hypothesis of ``state`` against ``target`` (module docstring)."""
+    """(B,) loss of each hypothesis of ``state`` against ``target`` (module docstring).
+
+    The vertices are projected once (``CameraVariables.project``); the silhouette is rendered from the
+    projected points through ``terms``' constant camera (``ndc_camera``), which gives the renderer the
+    same x and y as ``render(vertices, faces, state.cameras.camera(), ...)`` would.
+    """
     vertices = problem.vertices_of(state.offsets)  # (B, V, 3)
-    cameras = state.cameras.camera()
+    projected = state.cameras.project(vertices)  # (B, V, 3) x_ndc, y_ndc, depth
+    count = projected.shape[0]
     raster = RasterSettings(image_size=target.size, sigma=settings.sigma)
-    alpha = render(vertices, problem.faces, cameras, raster).alpha[..., 0]  # (B, R, R)
+    points = as_view_points(projected)
+    alpha = render(points, terms.faces, terms.camera(count, points.device), raster).alpha[..., 0]  # (B, R, R)
     silhouette = 1 - mask_iou(alpha, target.mask.expand_as(alpha), soft=True)  # (B,)
-    projected = cameras.project(vertices)[..., :2]  # (B, V, 2)
-    chamfer = chamfer_mask_loss(projected, target.distance, target.points)
+    chamfer = chamfer_mask_loss(projected[..., :2], target.distance, target.points)
     data = settings.silhouette_weight * silhouette + settings.chamfer_weight * chamfer
     flat = (
-        settings.flatten_weight * flatten_loss(vertices, problem.faces, adjacency) if problem.flatten else 0.0
+        settings.flatten_weight * flatten_loss(vertices, terms.host_faces, terms.adjacency)
+        if problem.flatten
+        else 0.0
     )
     return data + flat + problem.regulariser(vertices, state.offsets)
 
 
-def _chosen(losses: Tensor) -> int:
-    return int(torch.argmin(losses))
+def adam(variables: list[Tensor], settings: FitSettings) -> torch.optim.Adam:
+    """A fresh Adam over ``variables``: on CUDA the fused kernel (one launch per step instead of about
+    ten per variable); elsewhere the default single-tensor code, whose bits do not depend on the CPU
+    thread count."""
+    fused = all(variable.device.type == "cuda" for variable in variables) or None
+    return torch.optim.Adam(variables, lr=settings.learning_rate, betas=ADAM_BETAS, fused=fused)
 
 
 def optimise(
     problem: FitProblem, mask: np.ndarray, settings: FitSettings, progress: ProgressCallback
 ) -> ShapeFit:
-    """Fit ``problem`` to the (S, S) bool crop ``mask`` (module docstring)."""
+    """Fit ``problem`` to the (S, S) bool crop ``mask`` (module docstring).
+
+    The steps read nothing back from the device: the losses stay there, the hypothesis is chosen there
+    (``argmin``, ``index_select``); the chosen index and the losses are read once, after the last step.
+    """
     device = problem.offsets.device
     generator = torch.Generator().manual_seed(settings.seed)
     count = problem.hypotheses
     select_at = round(settings.selection_fraction * settings.iterations) if count > 1 else 0
     full = MaskTarget.build(mask, settings.resolution, generator, device)
     coarse = MaskTarget.build(mask, max(settings.resolution // 2, 16), generator, device)
-    adjacency = edge_adjacent_faces(problem.faces)
+    terms = FitTerms.of(problem.faces)
     state = start_state(problem, full)
-    hypothesis_losses: list[float] = []
-    hypothesis = 0
+    selection_losses: Tensor | None = None  # (count,) every hypothesis' loss when one was chosen
+    chosen = torch.zeros(1, dtype=torch.long, device=device)  # (1,) the chosen hypothesis
 
     progress(0.0, "shape")
-    losses = torch.zeros(count, device="cpu")  # per-hypothesis losses of the last step, on the CPU
+    last = torch.zeros(count, device=device)  # (B,) per-hypothesis losses of the last step
     optimiser: torch.optim.Adam | None = None
     for step in range(settings.iterations):
         if step == select_at and count > 1 and step > 0:
-            hypothesis_losses, hypothesis = losses.tolist(), _chosen(losses)
-            state, optimiser = state.select(hypothesis), None
+            selection_losses, chosen = last, torch.argmin(last).reshape(1)
+            state, optimiser = state.select(chosen), None
         if optimiser is None:
-            optimiser = torch.optim.Adam(state.trained(problem), lr=settings.learning_rate, betas=ADAM_BETAS)
+            optimiser = adam(state.trained(problem), settings)
         optimiser.zero_grad(set_to_none=True)
-        per_item = fit_losses(problem, state, coarse if step < select_at else full, settings, adjacency)
+        per_item = fit_losses(problem, state, coarse if step < select_at else full, settings, terms)
         per_item.sum().backward()
         optimiser.step()
-        losses = per_item.detach().cpu()
+        last = per_item.detach()
         progress((step + 1) / max(settings.iterations, 1), "shape")
     with torch.no_grad():
         if state.offsets.shape[0] > 1:  # no selection phase ran: choose by the full-resolution loss
-            losses = fit_losses(problem, state, full, settings, adjacency).cpu()
-            hypothesis_losses, hypothesis = losses.tolist(), _chosen(losses)
-            state = state.select(hypothesis)
-        final = float(fit_losses(problem, state, full, settings, adjacency)[0])
+            selection_losses = fit_losses(problem, state, full, settings, terms)
+            chosen = torch.argmin(selection_losses).reshape(1)
+            state = state.select(chosen)
+        final = float(fit_losses(problem, state, full, settings, terms)[0])
         vertices = problem.vertices_of(state.offsets)[0].detach()
+    hypothesis_losses = [] if selection_losses is None else selection_losses.cpu().tolist()
+    hypothesis = int(chosen[0])
     return ShapeFit(
         vertices=vertices,
         camera=state.cameras.result(),

@@ -5,7 +5,9 @@ itself (``fit_refinement``).
 template's free (plane and right) vertices, mirrored onto the left ones so the mesh stays bilaterally
 symmetric, and ``settings.hypotheses`` cameras, with ``optimise``'s losses; the regulariser is
 ``laplacian_weight *`` the uniform Laplacian (mean over vertices of ``|L v|^2``) ``+ deformation_weight
-*`` CMR's deformation loss (mean offset norm).
+*`` CMR's deformation loss (mean offset norm). The Laplacian is evaluated from padded rows
+(``RowLaplacian``: gathers, the same sums as the sparse product up to their order), not by a sparse
+product that checks the faces each step.
 
 **Refinement** (``fit_refinement(mesh, mask, settings, refine, progress, camera=None)``), e.g. of an
 artist's edit: topology kept; the photo moves the shape only where it contradicts it. A
@@ -39,7 +41,7 @@ frame and vertex order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -58,7 +60,7 @@ from backend.fitting.refine_terms import (
 from backend.fitting.targets import resized_mask
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-from backend.geometry.ops import deformation_loss, laplacian_loss, uniform_laplacian
+from backend.geometry.ops import deformation_loss, gather_vertices, uniform_laplacian
 from backend.geometry.templates import SymmetricTemplate, symmetrize_vertices
 from backend.progress import ProgressCallback, within
 
@@ -86,33 +88,95 @@ class RefineSettings:
 
 @dataclass(frozen=True)
 class SymmetricOffsets:
-    """Template vertices from offsets of its free vertices: (B, P + K, 3) -> (B, V, 3), mirrored."""
+    """Template vertices from offsets of its free vertices: (B, P + K, 3) -> (B, V, 3), mirrored.
+
+    ``symmetrize_vertices``'s values, with its index and signs read off it once (at construction)
+    instead of rebuilt every step: vertex i is ``sign[i] *`` free row ``source[i]``, gathered by
+    ``gather_vertices`` (a gradient independent of the thread count).
+    """
 
     template: SymmetricTemplate
     base_free: Tensor
     """(P + K, 3) the template's free vertices."""
+    source: Tensor = field(init=False, repr=False)
+    """(V,) int64 the free row each vertex copies."""
+    sign: Tensor = field(init=False, repr=False)
+    """(V, 3) 1, or -1 / 0 on x for left / plane vertices."""
+
+    def __post_init__(self) -> None:
+        count, device = self.template.num_free, self.base_free.device
+        rows = torch.arange(count, dtype=torch.float32, device=device)[:, None].expand(count, 3)
+        source = symmetrize_vertices(rows + 1, self.template)[:, 1] - 1  # y is copied unsigned: the row
+        object.__setattr__(self, "source", source.round().long())
+        ones = torch.ones(count, 3, dtype=self.base_free.dtype, device=device)
+        object.__setattr__(self, "sign", symmetrize_vertices(ones, self.template))
 
     @staticmethod
     def of(template: SymmetricTemplate) -> SymmetricOffsets:
         return SymmetricOffsets(template, template.mesh.vertices[template.free_index])
 
     def __call__(self, offsets: Tensor) -> Tensor:
-        return symmetrize_vertices(self.base_free + offsets, self.template)
+        return gather_vertices(self.base_free + offsets, self.source) * self.sign
+
+
+@dataclass(frozen=True)
+class RowLaplacian:
+    """A sparse (V, V) Laplacian as padded rows, for ``laplacian_loss``'s value without a sparse product
+    per step: ``(L v)_i = sum_k weights[i, k] v[columns[i, k]]`` (padding: weight 0, column i).
+
+    Gathered by ``gather_vertices``, so the gradient adds up in the same order for any thread count; the
+    same sums as ``torch.sparse.mm`` up to their order (float rounding).
+    """
+
+    columns: Tensor
+    """(V, K) int64 column of each stored entry, K the most entries of a row."""
+    weights: Tensor
+    """(V, K) its value, 0 for padding."""
+
+    @staticmethod
+    def of(laplacian: Tensor) -> RowLaplacian:
+        """The rows of a sparse COO (V, V) matrix (e.g. ``uniform_laplacian``), on its device."""
+        matrix = laplacian.coalesce()  # entries sorted by row, then column
+        rows, columns = matrix.indices()  # (N,) each
+        size, device = matrix.shape[0], matrix.device
+        counts = torch.bincount(rows, minlength=size)  # (V,)
+        width = max(int(counts.max()), 1) if rows.numel() else 1
+        slot = torch.arange(rows.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[rows]
+        table = torch.arange(size, device=device)[:, None].repeat(1, width)  # (V, K) padding: column i
+        weights = torch.zeros(size, width, dtype=matrix.values().dtype, device=device)
+        table[rows, slot] = columns
+        weights[rows, slot] = matrix.values()
+        return RowLaplacian(table, weights)
+
+    def loss(self, vertices: Tensor) -> Tensor:
+        """(B,) mean over vertices of ``|L v|^2`` for vertices (B, V, 3): ``laplacian_loss``."""
+        neighbours = gather_vertices(vertices, self.columns)  # (B, V, K, 3)
+        delta = (neighbours * self.weights[None, :, :, None].to(vertices.dtype)).sum(2)  # (B, V, 3)
+        return delta.pow(2).sum(-1).mean(-1)
 
 
 @dataclass(frozen=True)
 class TemplateRegulariser:
-    """``laplacian_weight * laplacian_loss(v) + deformation_weight * deformation_loss(o)``, (B,)."""
+    """``laplacian_weight * laplacian_loss(v) + deformation_weight * deformation_loss(o)``, (B,).
+
+    ``faces`` (F, 3) and the sparse ``laplacian`` (V, V) as ``uniform_laplacian`` gives them; each step
+    uses the Laplacian's ``RowLaplacian`` (built once here), which checks no faces: no host
+    synchronisation per step on a GPU.
+    """
 
     faces: Tensor
     laplacian: Tensor
     laplacian_weight: float
     deformation_weight: float
+    rows: RowLaplacian = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", RowLaplacian.of(self.laplacian))
 
     def __call__(self, vertices: Tensor, offsets: Tensor) -> Tensor:
-        return self.laplacian_weight * laplacian_loss(
-            vertices, self.faces, laplacian=self.laplacian
-        ) + self.deformation_weight * deformation_loss(offsets)
+        return self.laplacian_weight * self.rows.loss(vertices) + self.deformation_weight * (
+            deformation_loss(offsets)
+        )
 
 
 def fit_template(
@@ -156,8 +220,7 @@ class KeepRegulariser:
     component along ``view_axis`` (3,)."""
 
     base: Tensor
-    faces: Tensor
-    laplacian: Tensor
+    laplacian: RowLaplacian
     laplacian_weight: float
     keep: Tensor
     depth_weight: float
@@ -166,7 +229,7 @@ class KeepRegulariser:
     def __call__(self, vertices: Tensor, offsets: Tensor) -> Tensor:
         applied = vertices - self.base  # (B, V, 3) as applied (symmetrised)
         return (
-            self.laplacian_weight * laplacian_loss(applied, self.faces, laplacian=self.laplacian)
+            self.laplacian_weight * self.laplacian.loss(applied)
             + (self.keep * applied.pow(2).sum(-1)).mean(-1)
             + self.depth_weight * (applied @ self.view_axis).pow(2).mean(-1)
         )
@@ -218,8 +281,7 @@ def fit_refinement(
         freedom = torch.maximum(freedom, freedom[partner])
     regulariser = KeepRegulariser(
         base=base,
-        faces=faces,
-        laplacian=uniform_laplacian(faces, mesh.num_vertices, device=device),
+        laplacian=RowLaplacian.of(uniform_laplacian(faces, mesh.num_vertices, device=device)),
         laplacian_weight=settings.laplacian_weight,
         keep=refine.keep_shape_weight * (1 - freedom) + refine.outline_keep_weight * freedom,  # (V,)
         depth_weight=refine.depth_weight,

@@ -8,7 +8,8 @@
 - ``mask_points(mask, limit, generator)``: NDC centres (M, 2) of at most ``limit`` randomly chosen mask
   pixels (drawn with a CPU ``generator``, so a seed gives the same points on every device).
 - ``chamfer_mask_loss(projected, distance, points)``: (B,) symmetric 2-D Chamfer distance between
-  projected vertices and the mask.
+  projected vertices and the mask; ``nearest_vertex(projected, points)``: (B, M) its nearest vertex per
+  mask point, found without autograd (only the M chosen pairs are differentiated).
 
 NDC: x right, y up, -1..1 over the crop; pixel (0, 0) is the top-left one.
 """
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from backend.geometry.ops import gather_rows
 
 MASK_POINTS = 400
 """Mask pixels sampled for the mask-to-vertex direction of the Chamfer mask loss."""
@@ -73,8 +76,29 @@ def chamfer_mask_loss(projected: Tensor, distance: Tensor, points: Tensor) -> Te
     # Outside the image the border value underestimates the distance: add the overshoot past |1|.
     overshoot = (projected.abs() - 1).clamp_min(0).norm(dim=-1)  # (B, V)
     vertex_term = (to_mask[:, 0, 0] + overshoot).pow(2).mean(dim=1)
-    squared = (points[None, :, None, :] - projected[:, None, :, :]).pow(2).sum(-1)  # (B, M, V)
-    return vertex_term + squared.min(dim=2).values.mean(dim=1)
+    batch, count = projected.shape[:2]
+    nearest = nearest_vertex(projected.detach(), points)  # (B, M) no autograd
+    rows = nearest + torch.arange(batch, device=nearest.device)[:, None] * count  # rows of (B * V, 2)
+    chosen = gather_rows(projected.reshape(batch * count, 2), rows)  # (B, M, 2)
+    return vertex_term + (points[None] - chosen).pow(2).sum(-1).mean(dim=1)
+
+
+@torch.no_grad()
+def nearest_vertex(projected: Tensor, points: Tensor) -> Tensor:
+    """(B, M) int64 index of the projected vertex (B, V, 2) nearest to each point (M, 2).
+
+    The squared distances are the Chamfer loss's own ``dx^2 + dy^2``, so the minimum it picks is the
+    value that ``min`` over all pairs would give; only the chosen pairs are then recomputed with
+    autograd (``chamfer_mask_loss``), which is what ``min``'s gradient reaches anyway, without a
+    (B, M, V) tensor in the backward pass. Elementwise ops and a reduction along V: the same bits for
+    any thread count.
+    """
+    px, py = projected[..., 0].contiguous(), projected[..., 1].contiguous()  # (B, V) each
+    qx, qy = points[:, 0].contiguous(), points[:, 1].contiguous()  # (M,) each
+    dx = qx[None, :, None] - px[:, None, :]  # (B, M, V), V contiguous
+    dy = qy[None, :, None] - py[:, None, :]
+    dx.mul_(dx).add_(dy.mul_(dy))  # in place: the (B, M, V) tensors are the costly part
+    return dx.argmin(dim=2)
 
 
 @dataclass(frozen=True)

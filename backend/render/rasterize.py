@@ -25,14 +25,18 @@ import torch
 from torch import Tensor
 
 from backend.geometry.mesh import check_faces
-from backend.geometry.ops import gather_rows
-from backend.render.search import decode, search
+from backend.geometry.ops import barycentric_depth, gather_values, segment_sq_dist_rows
+from backend.render.search import search
 from backend.render.settings import RasterSettings
 
 
 @dataclass(frozen=True)
 class Fragments:
-    """Packed rasterization result for B images of S x S pixels (pixel ids are ``b * S * S + row * S + col``).
+    """Rasterization result for B images of S x S pixels (pixel ids are ``b * S * S + row * S + col``).
+
+    Packed form (``rasterize``): one row per covered pixel and per band pair. Dense form
+    (``backend.render.dense.rasterize_dense``): one row per pixel and K rows per pixel for the band,
+    with the masks ``covered`` and ``band_valid`` (below).
 
     Attributes:
         batch_size: B.
@@ -48,6 +52,17 @@ class Fragments:
             positive inside the face and negative outside (SoftRas's ``sign * d^2``); differentiable.
         saturated: (B * S * S,) bool, pixels lying deeper than the band inside some face; their soft
             coverage is 1 (within ``dist_eps``) and carries no gradient.
+        covered: None in packed form. In the dense form of ``backend.render.dense`` (fixed shapes, no
+            host synchronisation): (P,) bool with P = B * S * S and ``pixel`` = 0..P-1, True where a
+            face covers the pixel; rows where it is False hold finite placeholder values (face 0) that
+            images must not show (``shade`` handles this).
+        band_valid: None in packed form; dense: (E,) bool with E = P * K band slots (K per pixel, slot
+            rows ``pixel * K + slot``), False for empty slots, which contribute nothing.
+        band_dropped: None in packed form; dense: (P,) summed ``log(1 - coverage)`` of band faces
+            beyond K (no gradient; 0 where none were dropped), added to the soft silhouette.
+        band_count: None in packed form; dense: (P,) int32 band faces found per pixel (over K: overflow).
+        In dense form ``band_face`` is int32 (0 in empty slots) and ``band_signed_sq_dist`` is 0 in empty
+        slots.
     """
 
     batch_size: int
@@ -60,6 +75,10 @@ class Fragments:
     band_face: Tensor
     band_signed_sq_dist: Tensor
     saturated: Tensor
+    covered: Tensor | None = None
+    band_valid: Tensor | None = None
+    band_dropped: Tensor | None = None
+    band_count: Tensor | None = None
 
     @property
     def num_pixels(self) -> int:
@@ -137,40 +156,49 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
     faces = faces.to(vertices_ndc.device)
 
     with torch.no_grad():
-        visible_key, band_key, band_edge, band_inside, saturated = search(
-            vertices_ndc.detach()[:, faces], settings
-        )
+        found = search(vertices_ndc.detach()[:, faces], settings)
 
     # Differentiable geometry of the surviving pairs, gathered straight from the (B * V, 3) vertex rows
-    # by ``gather_rows``, whose gradient does not depend on the thread count or the run (that of
-    # ``vertices_ndc[:, faces]``, ``index_put_(accumulate=True)``, races on a CPU with 3+ threads).
+    # by ``gather_values`` and ``segment_sq_dist_rows``, whose gradients do not depend on the thread
+    # count or the run (that of ``vertices_ndc[:, faces]``, ``index_put_(accumulate=True)``, races on a
+    # CPU with 3+ threads; ``index_add_`` races on CUDA).
     num_vertices = vertices_ndc.shape[1]
     flat_vertices = vertices_ndc.reshape(batch * num_vertices, 3)
     image_offset = torch.arange(batch, device=faces.device)[:, None, None] * num_vertices
     corner_row = (faces + image_offset).reshape(batch * num_faces, 3)  # (B * F, 3) rows of flat_vertices
-    visible_face_id, visible_pixel, visible_row, visible_col = decode(visible_key, num_faces, size)
-    corners = gather_rows(flat_vertices, corner_row.index_select(0, visible_face_id))  # (P, 3, 3)
-    vx, vy = _pixel_centres_ndc(visible_col.to(corners.dtype), visible_row.to(corners.dtype), size)
-    screen_bary, _ = _barycentric(corners[..., :2], vx, vy)
-    bary, depth = _perspective(screen_bary, corners[..., 2], settings.perspective_correct)
+    # the visible face's corners as flat (P,) columns: arithmetic on them, and its backward, runs at
+    # full vector speed, where the columns of a (P, 3, 3) gather are strided
+    visible_rows = [corner_row[:, k].index_select(0, found.visible_face) for k in range(3)]  # 3 x (P,)
+    x, y, z = ([gather_values(flat_vertices[:, c], rows) for rows in visible_rows] for c in range(3))
+    vx, vy = _pixel_centres_ndc(found.visible_col, found.visible_row, size)
+    bary, depth = barycentric_depth(x, y, z, vx, vy, settings.perspective_correct)
 
     # distance to the nearest edge of each band pair (chosen by the search): edge k runs corner k -> k + 1
-    band_face_id, band_pixel, band_row, band_col = decode(band_key, num_faces, size)
-    flat_xy, corner_row = flat_vertices[:, :2], corner_row.flatten()  # (B * V, 2), (B * F * 3,)
-    start = gather_rows(flat_xy, corner_row.index_select(0, band_face_id * 3 + band_edge))  # (E, 2)
-    end = gather_rows(flat_xy, corner_row.index_select(0, band_face_id * 3 + (band_edge + 1) % 3))
-    bx, by = _pixel_centres_ndc(band_col.to(corners.dtype), band_row.to(corners.dtype), size)
-    band_sq_dist = _segment_sq_dist(start, end, bx, by)
+    face_in_mesh = torch.arange(num_faces, device=faces.device).repeat(batch)  # (B * F,) flat id -> f
+    band_face_id = found.band_face
+    corner_of = corner_row.flatten()  # (B * F * 3,) rows of flat_vertices
+    first = band_face_id * 3  # (E,)
+    next_corner = torch.tensor([1, 2, 0], device=first.device).index_select(0, found.band_edge)
+    bx, by = _pixel_centres_ndc(found.band_col, found.band_row, size)
+    band_signed_sq_dist = segment_sq_dist_rows(
+        flat_vertices[:, 0],
+        flat_vertices[:, 1],
+        corner_of.index_select(0, first + found.band_edge),
+        corner_of.index_select(0, first.add_(next_corner)),
+        bx,
+        by,
+        ~found.band_inside,
+    )
 
     return Fragments(
         batch_size=batch,
         image_size=size,
-        pixel=visible_pixel,
-        face=visible_face_id % num_faces,
+        pixel=found.visible_pixel,
+        face=face_in_mesh.index_select(0, found.visible_face),
         bary=bary,
         depth=depth,
-        band_pixel=band_pixel,
-        band_face=band_face_id % num_faces,
-        band_signed_sq_dist=torch.where(band_inside, band_sq_dist, -band_sq_dist),
-        saturated=saturated,
+        band_pixel=found.band_pixel,
+        band_face=face_in_mesh.index_select(0, band_face_id),
+        band_signed_sq_dist=band_signed_sq_dist,
+        saturated=found.saturated,
     )

@@ -1,6 +1,7 @@
 """The renderer: world-space meshes and cameras in, a ``RenderOutput`` of images out.
 
-``render`` = ``Camera.project`` -> ``rasterize`` -> shading (texture or vertex colours, optional
+``render`` = ``Camera.project`` -> ``rasterize`` (or ``dense.rasterize_dense``: ``settings.backend``,
+chosen by ``backends.select_backend``) -> shading (texture or vertex colours, optional
 Lambert light) -> dense images. Everything is differentiable in vertex positions, camera parameters,
 UV textures and vertex colours.
 
@@ -24,6 +25,8 @@ from torch import Tensor
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
 from backend.render import shade
+from backend.render.backends import select_backend
+from backend.render.dense import rasterize_dense
 from backend.render.rasterize import Fragments, rasterize
 from backend.render.settings import RasterSettings
 
@@ -52,7 +55,7 @@ class RenderOutput:
     Attributes:
         rgb: (B, S, S, 3) colour of the visible surface at each pixel centre, background elsewhere.
         alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
-        fragments: the packed rasterization the images are made from.
+        fragments: the rasterization the images are made from (packed, or dense on the triton backend).
     """
 
     rgb: Tensor
@@ -154,7 +157,10 @@ def _render(
         raise ValueError("a texture needs uvs and face_uvs")
     settings = replace(settings, perspective_correct=camera.kind == "look_at")
     vertices_ndc = camera.project(vertices)  # (B, V, 3)
-    fragments = rasterize(vertices_ndc, faces, settings)
+    if select_backend(vertices_ndc.device, settings.backend).name == "triton":
+        fragments = rasterize_dense(vertices_ndc, faces, settings)
+    else:
+        fragments = rasterize(vertices_ndc, faces, settings)
 
     dtype, device = vertices_ndc.dtype, vertices_ndc.device
     if texture is not None and uvs is not None and face_uvs is not None:
@@ -167,7 +173,7 @@ def _render(
     elif vertex_colors is not None:
         colors = shade.interpolate_vertex_attributes(fragments, vertex_colors, faces)
     else:
-        colors = torch.ones(fragments.pixel.shape[0], 3, dtype=dtype, device=device)
+        colors = torch.ones(fragments.pixel.shape[0], 3, dtype=dtype, device=device)  # (P, 3)
     if lighting.diffuse != 0.0 or lighting.ambient != 1.0:
         normals = shade.face_normals_at_pixels(fragments, camera.transform_points(vertices), faces)
         light = torch.tensor(lighting.light_direction, dtype=dtype, device=device)

@@ -1,6 +1,6 @@
 """The candidate search of the rasterizer: which (face, pixel) pairs matter, without autograd.
 
-``search(faces_ndc, settings)`` finds, for B images of S x S pixels:
+``search(faces_ndc, settings) -> SearchResult`` finds, for B images of S x S pixels:
 
 - the visible face at each covered pixel centre (a z-buffer by ``scatter_reduce``);
 - the pairs in the soft band of a face's boundary that carry gradient, with each pair's nearest edge;
@@ -8,18 +8,59 @@
 
 Each face is an affine "face table" row (signed line distances and depth as functions of the pixel
 position); faces are grouped by the side of their pixel box enlarged by the band, and each group is
-evaluated on dense windows by broadcasting, then compacted. Pairs are returned as int64 keys
-``pixel * F + f`` with pixel ids ``b * S * S + row * S + col``; ``decode`` unpacks them.
+evaluated on dense windows by broadcasting, then compacted into two lists: the pairs whose pixel centre
+lies inside the face and those within the band outside it. A pair is named by its flat face id
+``b * F + f`` and its pixel id ``b * S * S + row * S + col`` (with the row and column as floats).
+
+Speed (CPU): every per-pair quantity is a contiguous 1-D tensor (strided columns of (N, 3) tensors and
+reductions along a length-3 dimension run several times slower than flat arithmetic), the nearest line
+and edge are picked by comparisons instead of ``argmin``, no integer division touches a pair, and the
+saturation test sums ``log(1 + exp(.))`` (``log1p`` runs unvectorised, several times slower).
+
+The search issues host synchronisations (``nonzero``, ``unique``): it is the packed path.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from backend.geometry.ops import chunks
 from backend.render.settings import RasterSettings
+
+_WINDOW_CELLS = 1 << 22
+"""Window cells evaluated at once."""
+
+
+class SearchResult(NamedTuple):
+    """What the search found (flat face ids ``b * F + f``, pixel ids ``b * S * S + row * S + col``).
+
+    Attributes:
+        visible_face: (P,) int64 flat face id of the nearest face covering each covered pixel centre.
+        visible_pixel: (P,) int64 pixel ids, ascending.
+        visible_row, visible_col: (P,) the pixels' row and column as floats of the vertices' dtype.
+        band_face: (E,) int64 flat face id of each soft-band pair that carries signal.
+        band_pixel: (E,) int64 its pixel id.
+        band_row, band_col: (E,) its pixel's row and column (floats).
+        band_edge: (E,) int64 the nearest edge k (from corner k to corner k + 1) of the face.
+        band_inside: (E,) bool, whether the pixel centre lies inside the face.
+        saturated: (B * S * S,) bool pixels whose coverage is 1 within ``dist_eps``.
+    """
+
+    visible_face: Tensor
+    visible_pixel: Tensor
+    visible_row: Tensor
+    visible_col: Tensor
+    band_face: Tensor
+    band_pixel: Tensor
+    band_row: Tensor
+    band_col: Tensor
+    band_edge: Tensor
+    band_inside: Tensor
+    saturated: Tensor
 
 
 def sigmoid(logit: Tensor) -> Tensor:
@@ -67,25 +108,57 @@ def _face_table(tri: Tensor, size: int, perspective: bool) -> tuple[Tensor, Tens
     return table, col, row
 
 
+class _Pairs(NamedTuple):
+    """One class of candidate pairs, each field (N,): flat face id and pixel id (int64), the pixel's
+    row and column (floats), and (for the pairs inside their face, else an empty list) the three signed
+    line distances in pixels (positive inside; line k is the edge opposite corner k)."""
+
+    face: Tensor
+    pixel: Tensor
+    row: Tensor
+    col: Tensor
+    lines: list[Tensor]
+
+
+def _cat_pairs(parts: list[_Pairs], dtype: torch.dtype, device: torch.device) -> _Pairs:
+    """Concatenate pair lists field by field (an empty list gives empty fields)."""
+    empty_long = torch.zeros(0, dtype=torch.long, device=device)
+    empty = torch.zeros(0, dtype=dtype, device=device)
+    if not parts:
+        return _Pairs(empty_long, empty_long, empty, empty, [empty, empty, empty])
+    if len(parts) == 1:
+        return parts[0]
+    lines = [torch.cat([part.lines[e] for part in parts]) for e in range(3)] if parts[0].lines else []
+    return _Pairs(
+        face=torch.cat([part.face for part in parts]),
+        pixel=torch.cat([part.pixel for part in parts]),
+        row=torch.cat([part.row for part in parts]),
+        col=torch.cat([part.col for part in parts]),
+        lines=lines,
+    )
+
+
 def _candidate_pairs(
     table: Tensor, col: Tensor, row: Tensor, valid: Tensor, size: int, num_faces: int, band_px: float
-) -> tuple[Tensor, Tensor]:
+) -> tuple[_Pairs, _Pairs]:
     """The (face, pixel) pairs whose pixel centre lies inside a face or within ``band_px`` of its lines.
 
     Faces are grouped by the size k of their pixel bounding box enlarged by the band (rounded up to one
-    of a few window sides),
-    and each group evaluates the affine line distances on dense (faces, k, k) windows by broadcasting,
-    which needs no per-pair gathers; the surviving pairs are then compacted.
+    of a few window sides), and each group evaluates the affine line distances on dense (k, k, faces)
+    windows by broadcasting (faces innermost, so the sums are contiguous), which needs no per-pair
+    gathers; the surviving cells are then compacted by one 2-D ``nonzero`` per class.
 
     Args:
         table: (B * F, 12) the face table of ``_face_table``.
         col, row: (B * F, 3) corner positions in pixel-centre units.
         valid: (B * F,) faces to consider.
     Returns:
-        (N,) int64 keys ``pixel * F + f`` (pixel id ``b * S * S + row * S + col``) and (N,) ``inner``:
-        the smallest signed line distance in pixels (the distance to the boundary when >= 0, i.e. inside).
+        The pairs inside their face (smallest line distance >= 0) and those outside it but within
+        ``band_px`` of every line (smallest line distance in [-band_px, 0)), each in window order
+        (group by group, then window cell by cell in row-major order, then face by face): a fixed
+        order, so the sums over pairs downstream are the same bits on every run and thread count.
     """
-    device = table.device
+    device, dtype = table.device, table.dtype
     col_lo = torch.ceil(col.amin(-1) - band_px).clamp(0, size)
     col_hi = torch.floor(col.amax(-1) + band_px).clamp(-1, size - 1)
     row_lo = torch.ceil(row.amin(-1) - band_px).clamp(0, size)
@@ -93,50 +166,62 @@ def _candidate_pairs(
     extent = torch.maximum(col_hi - col_lo, row_hi - row_lo) + 1  # (B * F,) window side needed
     keep = valid & (col_hi >= col_lo) & (row_hi >= row_lo) & ~torch.isnan(table[:, 0])
     # window sides grow by about 1/8 per step, so a window wastes little more than a square's corners
-    sides = _window_sides(size, table.device, table.dtype)
+    sides = _window_sides(size, device, dtype)
     side_of = sides[torch.searchsorted(sides, extent.clamp(1, size))]
     window = torch.where(keep, side_of, torch.zeros_like(extent))
-    keys: list[Tensor] = []
-    inners: list[Tensor] = []
+    face_ids = torch.arange(table.shape[0], device=device)  # (B * F,)
+    image_start = torch.div(face_ids, num_faces, rounding_mode="floor") * (size * size)
+    start = image_start + row_lo.long() * size + col_lo.long()  # (B * F,) pixel id of window cell (0, 0)
+    inside: list[_Pairs] = []
+    outside: list[_Pairs] = []
     for side in torch.unique(window[keep]).tolist():
         k = int(side)
         members = (window == side).nonzero().squeeze(1)
-        chunk = max(1, (1 << 22) // (k * k))  # bound the dense window memory
-        offsets = torch.arange(k, device=device, dtype=table.dtype)
+        chunk = max(1, _WINDOW_CELLS // (k * k))  # bound the dense window memory
+        offsets = torch.arange(k, device=device, dtype=dtype)
+        cell = torch.arange(k * k, device=device)
+        cell_dy = torch.div(cell, k, rounding_mode="floor")  # (k * k,)
+        cell_dx = cell - cell_dy * k
+        cell_offset = cell_dy * size + cell_dx  # pixel id offset of each window cell
+        cell_row, cell_col = cell_dy.to(dtype), cell_dx.to(dtype)
         for part in members.split(chunk):
-            t = table.index_select(0, part)  # (n, 12)
-            cols = col_lo.index_select(0, part)[:, None] + offsets  # (n, k)
-            rows = row_lo.index_select(0, part)[:, None] + offsets
-            # a col + b row + c, summed from its separable parts (n, 3, k, 1) + (n, 3, 1, k); rows and
-            # columns outside the face's box get -inf, so one comparison keeps the cells that matter
-            outside = float("-inf")
-            in_rows = (rows <= row_hi.index_select(0, part)[:, None])[:, None, :]  # (n, 1, k)
-            in_cols = (cols <= col_hi.index_select(0, part)[:, None])[:, None, :]
-            row_part = (t[:, 3:6, None] * rows[:, None, :] + t[:, 6:9, None]).masked_fill(~in_rows, outside)
-            col_part = (t[:, 0:3, None] * cols[:, None, :]).masked_fill(~in_cols, outside)  # (n, 3, k)
-            inner = row_part[:, 0, :, None] + col_part[:, 0, None, :]  # (n, k, k): [face, row, col]
-            for edge in (1, 2):
-                inner = torch.minimum(inner, row_part[:, edge, :, None] + col_part[:, edge, None, :])
-            flat = (inner >= -band_px).flatten().nonzero().squeeze(1)
-            # key of window cell (face i, dy, dx): (part[i] * S + row_lo[i] + dy) * S + col_lo[i] + dx
-            # key of window cell (face i, dy, dx): pixel id * F + f, with pixel id b * S * S + row * S + col
-            image, face_in_mesh = torch.div(part, num_faces, rounding_mode="floor"), part % num_faces
-            start = (
-                image * (size * size)
-                + row_lo.index_select(0, part).long() * size
-                + col_lo.index_select(0, part).long()
-            )
-            cell = torch.arange(k * k, device=device)
-            cell_offset = torch.div(cell, k, rounding_mode="floor") * size + cell % k  # (k * k,)
-            face = torch.div(flat, k * k, rounding_mode="floor")
-            pixel = start.index_select(0, face) + cell_offset.index_select(0, flat - face * (k * k))
-            keys.append(pixel * num_faces + face_in_mesh.index_select(0, face))
-            inners.append(inner.flatten().index_select(0, flat))
-    if not keys:
-        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(
-            0, dtype=table.dtype, device=device
-        )
-    return torch.cat(keys), torch.cat(inners)
+            n = part.shape[0]
+            t = table.index_select(0, part).T.contiguous()  # (12, n)
+            part_row_lo, part_col_lo = row_lo.index_select(0, part), col_lo.index_select(0, part)  # (n,)
+            part_start = start.index_select(0, part)
+            rows = offsets[:, None] + part_row_lo  # (k, n): window row dy of face i
+            cols = offsets[:, None] + part_col_lo
+            past_rows = rows > row_hi.index_select(0, part)  # (k, n) rows outside the face's box
+            past_cols = cols > col_hi.index_select(0, part)
+            # a col + b row + c, summed from its separable parts (k, 1, n) + (1, k, n) with the faces
+            # innermost (contiguous, so the sums run at full vector speed); rows and columns outside the
+            # face's box get -inf, so one comparison keeps the cells that matter
+            lines = []  # 3 x (k, k, n): [dy, dx, face]
+            for e in range(3):
+                row_part = (t[3 + e] * rows + t[6 + e]).masked_fill_(past_rows, float("-inf"))
+                col_part = (t[e] * cols).masked_fill_(past_cols, float("-inf"))
+                lines.append((row_part[:, None, :] + col_part[None, :, :]).flatten())
+            inner = torch.minimum(torch.minimum(lines[0], lines[1]), lines[2])  # (k k n,)
+            is_inside = inner >= 0
+            is_near = (inner >= -band_px) & ~is_inside
+            for mask, into in ((is_inside, inside), (is_near, outside)):
+                found = mask.view(k * k, n).nonzero()  # (N, 2) window cells, cell-major
+                at, face = found[:, 0], found[:, 1]  # (N,) window cell dy * k + dx, (N,) index into part
+                into.append(
+                    _Pairs(
+                        face=part.index_select(0, face),
+                        pixel=part_start.index_select(0, face) + cell_offset.index_select(0, at),
+                        row=part_row_lo.index_select(0, face) + cell_row.index_select(0, at),
+                        col=part_col_lo.index_select(0, face) + cell_col.index_select(0, at),
+                        lines=_gather_lines(lines, at * n + face) if into is inside else [],
+                    )
+                )
+    return _cat_pairs(inside, dtype, device), _cat_pairs(outside, dtype, device)
+
+
+def _gather_lines(lines: list[Tensor], flat: Tensor) -> list[Tensor]:
+    """The three line distances (each (W,) over window cells) at the cells ``flat`` (N,)."""
+    return [line.index_select(0, flat) for line in lines]
 
 
 def _window_sides(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -147,108 +232,130 @@ def _window_sides(size: int, device: torch.device, dtype: torch.dtype) -> Tensor
     return torch.tensor(sides, device=device, dtype=dtype)
 
 
-def _boundary_sq_dist(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared distance (N,) from points (N,) to the boundary of triangles (N, 3, 2), and the nearest edge.
+def _boundary_sq_dist(corner_col: Tensor, corner_row: Tensor, pairs: _Pairs) -> tuple[Tensor, Tensor]:
+    """Squared distance (N,) in pixels from each pair's pixel centre to its face's boundary, and the
+    nearest edge (N,) int64 (edge k runs from corner k to corner k + 1; the first one on ties).
 
-    Edge k runs from corner k to corner k + 1; the second result (N,) int64 is the nearest edge's k.
-    The arithmetic of ``rasterize._segment_sq_dist`` on all three edges at once (this runs on every
-    candidate pair of the search, where a (3 N,) copy of the points costs more than the formula).
+    Args:
+        corner_col, corner_row: (B * F, 3) corner positions in pixel-centre units.
+        pairs: N pairs outside their face.
+    The arithmetic of ``rasterize._segment_sq_dist`` for each edge, on flat tensors, ``ops.CHUNK`` pairs
+    at a time (cache-sized steps).
     """
-    x, y = tri[..., 0], tri[..., 1]  # (N, 3)
-    edge_x, edge_y = x.roll(-1, dims=1) - x, y.roll(-1, dims=1) - y
-    to_x, to_y = px[:, None] - x, py[:, None] - y
-    length_sq = (edge_x * edge_x + edge_y * edge_y).clamp_min(1e-20)
-    t = ((to_x * edge_x + to_y * edge_y) / length_sq).clamp(0.0, 1.0)  # (N, 3) foot of the perpendicular
-    off_x, off_y = to_x - t * edge_x, to_y - t * edge_y
-    nearest = (off_x * off_x + off_y * off_y).min(dim=1)
-    return nearest.values, nearest.indices
+    corners = [corner[:, c].contiguous() for corner in (corner_col, corner_row) for c in range(3)]
+    count = pairs.face.shape[0]
+    best = torch.empty(count, dtype=corner_col.dtype, device=corner_col.device)
+    edge = torch.zeros_like(pairs.face)
+    for part in chunks(count):
+        face, col, row = pairs.face[part], pairs.col[part], pairs.row[part]
+        gathered = [corner.index_select(0, face) for corner in corners]  # 6 x (n,)
+        x, y = gathered[:3], gathered[3:]
+        nearest = best[part]
+        for k in range(3):  # in place where it can, to keep few (n,) buffers alive
+            edge_x, edge_y = x[(k + 1) % 3] - x[k], y[(k + 1) % 3] - y[k]
+            to_x, to_y = col - x[k], row - y[k]
+            length_sq = (edge_x * edge_x).add_(edge_y * edge_y).clamp_min_(1e-20)
+            t = (
+                (to_x * edge_x).add_(to_y * edge_y).div_(length_sq).clamp_(0.0, 1.0)
+            )  # foot of the perpendicular
+            off_x, off_y = to_x.sub_(edge_x.mul_(t)), to_y.sub_(edge_y.mul_(t))
+            squared = off_x.mul_(off_x).add_(off_y.mul_(off_y))  # (n,)
+            if k == 0:
+                nearest.copy_(squared)
+            else:
+                closer = squared < nearest
+                torch.where(closer, squared, nearest, out=nearest)
+                edge[part].masked_fill_(closer, k)
+    return best, edge
 
 
-def decode(key: Tensor, num_faces: int, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pair keys (N,) -> flat face id ``b * F + f``, pixel id ``b * S * S + row * S + col``, row, col."""
-    pixel = torch.div(key, num_faces, rounding_mode="floor")
-    image = torch.div(pixel, size * size, rounding_mode="floor")
-    in_image = pixel - image * (size * size)
-    row = torch.div(in_image, size, rounding_mode="floor")
-    return image * num_faces + (key - pixel * num_faces), pixel, row, in_image - row * size
+def _nearest_line_edge(pairs: _Pairs) -> tuple[Tensor, Tensor]:
+    """For pairs inside their face: the distance (N,) to the nearest line and that line's edge (N,)
+    int64 in the convention of ``_boundary_sq_dist`` (line k is edge k + 1; the first line on ties)."""
+    line0, line1, line2 = pairs.lines
+    best = torch.minimum(line0, line1)
+    edge = torch.ones_like(pairs.face).masked_fill_(line1 < line0, 2)
+    closer = line2 < best
+    return torch.where(closer, line2, best), edge.masked_fill_(closer, 0)
 
 
-def search(tri: Tensor, settings: RasterSettings) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def search(tri: Tensor, settings: RasterSettings) -> SearchResult:
     """The non-differentiable candidate search over faces (B, F, 3, 3) of NDC corners and depths.
 
-    Returns the keys (see ``_candidate_pairs``) of the visible pairs (sorted by pixel) and of the
-    soft-band pairs that carry gradient, each band pair's nearest edge (k: corner k -> k + 1) and
-    whether its pixel is inside the face, and the (B * S * S,) saturated-pixel mask.
+    The visible face of a pixel is the nearest covering face; of several at exactly the same depth, the
+    last in window order. Band pairs come inside pairs first, then outside pairs, each in window order.
     """
     batch, num_faces = tri.shape[:2]
     size = settings.image_size
     num_pixels = batch * size * size
+    device = tri.device
     valid = (tri[..., 2] > settings.near).all(-1).flatten()  # (B * F,)
     table, corner_col, corner_row = _face_table(tri, size, settings.perspective_correct)
     band_px = (settings.band_sq_ndc**0.5) * size / 2.0
-    key, inner = _candidate_pairs(table, corner_col, corner_row, valid, size, num_faces, band_px)
-    pixel = torch.div(key, num_faces, rounding_mode="floor")
+    inside, outside = _candidate_pairs(table, corner_col, corner_row, valid, size, num_faces, band_px)
 
     # z-buffer over the pairs whose face covers the pixel centre (NaN rows of degenerate faces never do)
-    covering = (inner >= 0).nonzero().squeeze(1)
-    cover_face_id, cover_pixel, cover_row, cover_col = decode(key.index_select(0, covering), num_faces, size)
-    plane = table[:, 9:12].index_select(0, cover_face_id)  # (C, 3) depth (or inverse depth) plane
-    depth_key = plane[:, 0] * cover_col + plane[:, 1] * cover_row + plane[:, 2]
+    plane = [table[:, 9 + c].contiguous().index_select(0, inside.face) for c in range(3)]  # (C,) each
+    depth_key = plane[0] * inside.col + plane[1] * inside.row + plane[2]
     if settings.perspective_correct:
         depth_key = -depth_key  # the table holds inverse depth: the nearest surface has the largest
-    nearest = torch.full((num_pixels,), float("inf"), dtype=depth_key.dtype, device=depth_key.device)
-    nearest.scatter_reduce_(0, cover_pixel, depth_key, reduce="amin")
-    at_front = (depth_key <= nearest.index_select(0, cover_pixel)).nonzero().squeeze(1)
-    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=depth_key.device)
-    winner.scatter_reduce_(
-        0, cover_pixel.index_select(0, at_front), covering.index_select(0, at_front), "amax"
+    nearest = torch.full((num_pixels,), float("inf"), dtype=depth_key.dtype, device=device)
+    nearest.scatter_reduce_(0, inside.pixel, depth_key, reduce="amin")
+    at_front = depth_key <= nearest.index_select(0, inside.pixel)
+    order = torch.arange(inside.face.shape[0], device=device)  # (C,) the last pair at the front wins
+    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=device)
+    winner.scatter_reduce_(0, inside.pixel, order.masked_fill(~at_front, -1), "amax")
+    won = winner[winner >= 0]  # (P,) ascending pixel id
+    visible_face, visible_pixel, visible_row, visible_col = (
+        field.index_select(0, won) for field in (inside.face, inside.pixel, inside.row, inside.col)
     )
-    visible_key = key.index_select(0, winner[winner >= 0])  # (P,) sorted by pixel id
 
-    saturated = torch.zeros(num_pixels, dtype=torch.bool, device=key.device)
+    saturated = torch.zeros(num_pixels, dtype=torch.bool, device=device)
     if not settings.soft:
-        empty = torch.zeros(0, dtype=torch.long, device=key.device)
-        return visible_key, empty, empty, empty.bool(), saturated
-    saturated.index_fill_(0, pixel[inner > band_px], True)
-    inside_band = ((inner >= 0) & (inner <= band_px)).nonzero().squeeze(1)
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        none = torch.zeros(0, dtype=table.dtype, device=device)
+        return SearchResult(
+            visible_face, visible_pixel, visible_row, visible_col, empty, empty, none, none, empty,
+            empty.bool(), saturated,
+        )  # fmt: skip
+    inner, inside_edge = _nearest_line_edge(inside)  # (C,)
+    saturated.index_fill_(0, inside.pixel[inner > band_px], True)
+    outside_sq, outside_edge = _boundary_sq_dist(corner_col, corner_row, outside)  # (M,)
     # Outside a face the distance to its boundary is at least the largest violated line distance, so
-    # only pairs within the band of every line need the exact distance to the segments.
-    maybe = ((inner < 0) & (inner >= -band_px)).nonzero().squeeze(1)
-    maybe_face_id, _, maybe_row, maybe_col = decode(key.index_select(0, maybe), num_faces, size)
-    corners = torch.stack([corner_col, corner_row], dim=2).index_select(0, maybe_face_id)  # (M, 3, 2)
-    outside_sq, outside_edge = _boundary_sq_dist(
-        corners, maybe_col.to(table.dtype), maybe_row.to(table.dtype)
-    )
+    # only pairs within the band of every line were kept; the exact distance decides the rest.
     near = outside_sq <= band_px * band_px
-    # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it.
+    # A pixel whose exact coverage is within dist_eps of 1 carries no signal: saturate it. Each band
+    # pair removes softplus(+-d^2 / sigma) = -log(1 - coverage) from the pixel's log-uncovered total
+    # (log and exp give the same bits for any thread count, unlike log1p's speed or sigmoid's bits).
     to_logit = (2.0 / size) ** 2 / settings.sigma  # squared pixel distance -> d^2 / sigma in NDC units
-    inside_logit = inner.index_select(0, inside_band) ** 2 * to_logit
-    log_uncovered = torch.cat(
-        [
-            torch.log1p(-sigmoid(inside_logit).clamp(max=1 - 1e-7)),
-            torch.log1p(-sigmoid(-outside_sq[near] * to_logit)),
-        ]
-    )
-    band_all = torch.cat([inside_band, maybe[near]])
-    # the nearest edge of an inside pair is the nearest line: line k is the edge opposite corner k
-    inside_face_id, _, inside_row, inside_col = decode(key.index_select(0, inside_band), num_faces, size)
-    inside_lines = table[:, :9].index_select(0, inside_face_id).reshape(-1, 3, 3)
-    line_dist = (
-        inside_lines[:, 0] * inside_col[:, None]
-        + inside_lines[:, 1] * inside_row[:, None]
-        + inside_lines[:, 2]
-    )
-    band_edge = torch.cat([(line_dist.argmin(1) + 1) % 3, outside_edge[near]])
-    band_pixel = pixel.index_select(0, band_all)
-    total = torch.zeros(num_pixels, dtype=table.dtype, device=key.device)
-    total.index_add_(0, band_pixel, log_uncovered)
-    saturated |= total < math.log(settings.dist_eps)
-    carries_signal = ~saturated.index_select(0, band_pixel)
-    band = band_all[carries_signal]
-    return (
-        visible_key,
-        key.index_select(0, band),
-        band_edge[carries_signal],
-        inner.index_select(0, band) >= 0,
-        saturated,
+    # exp(-80) leaves 1 + exp(-80) == 1 in float32 and float64: pairs outside the band add exactly 0
+    logit_in = (inner * inner).mul_(to_logit).masked_fill_(inner > band_px, -80.0)  # (C,)
+    logit_out = (outside_sq * -to_logit).masked_fill_(~near, -80.0)  # (M,)
+    total = torch.zeros(num_pixels, dtype=table.dtype, device=device)
+    for pixel, logit in ((inside.pixel, logit_in), (outside.pixel, logit_out)):
+        total.index_add_(0, pixel, logit.exp_().add_(1.0).log_())  # softplus(logit)
+    saturated |= total > -math.log(settings.dist_eps)
+    band_in = (~saturated.index_select(0, inside.pixel)).nonzero().squeeze(1)  # deep pairs saturate
+    band_out = (near & ~saturated.index_select(0, outside.pixel)).nonzero().squeeze(1)
+
+    count_in = band_in.shape[0]
+
+    def pick(field_in: Tensor, field_out: Tensor) -> Tensor:  # (E,) = field_in[band_in], field_out[band_out]
+        picked = torch.empty(count_in + band_out.shape[0], dtype=field_in.dtype, device=device)
+        torch.index_select(field_in, 0, band_in, out=picked[:count_in])
+        torch.index_select(field_out, 0, band_out, out=picked[count_in:])
+        return picked
+
+    return SearchResult(
+        visible_face=visible_face,
+        visible_pixel=visible_pixel,
+        visible_row=visible_row,
+        visible_col=visible_col,
+        band_face=pick(inside.face, outside.face),
+        band_pixel=pick(inside.pixel, outside.pixel),
+        band_row=pick(inside.row, outside.row),
+        band_col=pick(inside.col, outside.col),
+        band_edge=pick(inside_edge, outside_edge),
+        band_inside=torch.arange(count_in + band_out.shape[0], device=device) < count_in,
+        saturated=saturated,
     )

@@ -1,10 +1,13 @@
-"""Settings of the rasterizer: image size and the SoftRas soft-silhouette parameters."""
+"""Settings of the rasterizer: image size, the SoftRas soft-silhouette parameters and the backend."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
+
+BACKENDS = ("auto", "torch", "triton")
+"""The values of ``RasterSettings.backend``."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class RasterSettings:
         near: faces with a vertex closer than this depth are dropped (no clipping).
         perspective_correct: interpolate attributes with perspective-correct barycentrics (set by the
             renderer from the camera kind; off for weak-perspective cameras).
+        backend: which rasterizer runs. ``"torch"``: the packed PyTorch path (``rasterize``; CPU, CUDA,
+            MPS). ``"triton"``: the fixed-shape path (``dense.rasterize_dense``: a Triton search kernel,
+            no host synchronisation) on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (slow).
+            ``"auto"``: triton on CUDA when Triton imports and its kernel launches there, else torch
+            (``backends.select_backend`` says which and why).
+        max_band_faces: K, the soft-band faces kept per pixel by the triton path (the forward value
+            counts all of them; the gradient of those beyond K is dropped: see ``triton_search``).
     """
 
     image_size: int = 128
@@ -32,6 +42,8 @@ class RasterSettings:
     soft: bool = True
     near: float = 1e-3
     perspective_correct: bool = False
+    backend: str = "auto"
+    max_band_faces: int = 32
 
     def __post_init__(self) -> None:
         size: Any = self.image_size
@@ -49,6 +61,11 @@ class RasterSettings:
             raise ValueError(f"dist_eps must lie in (0, 0.5), got {self.dist_eps}")
         if not self.near > 0:
             raise ValueError(f"near must be positive, got {self.near}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        k: Any = self.max_band_faces
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 256:
+            raise ValueError(f"max_band_faces must be an int in 1..256, got {k!r}")
 
     @property
     def band_sq_ndc(self) -> float:

@@ -1,11 +1,17 @@
 """Shading: small differentiable functions that turn ``Fragments`` into values and images.
 
-Each function consumes the packed ``Fragments`` of ``backend.render.rasterize`` and returns packed
-(P, C) values or dense (B, S, S, C) images. They are plain PyTorch, so gradients flow to whatever the
-inputs depend on (vertex positions through barycentrics and distances, textures, vertex colours).
+Each function consumes the ``Fragments`` of ``backend.render.rasterize`` (packed: one row per covered
+pixel) or of ``backend.render.dense`` (dense: one row per pixel, masked by ``Fragments.covered``) and
+returns per-row (P, C) values or (B, S, S, C) images. On dense fragments, rows of uncovered pixels
+hold placeholder values, which the image functions replace by the background, and the band slots
+outside ``Fragments.band_valid`` contribute nothing; no function issues a host synchronisation there.
+They are plain PyTorch, so gradients flow to whatever the inputs depend on (vertex positions
+through barycentrics and distances, textures, vertex colours).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +21,9 @@ from backend.geometry.ops import gather_rows
 from backend.render.rasterize import Fragments
 from backend.render.search import sigmoid
 
+_LOG_1E7 = math.log(1e-7)
+"""``log(1 - coverage)`` at the largest coverage the soft silhouette uses, ``1 - 1e-7``."""
+
 
 def to_image(fragments: Fragments, values: Tensor, background: Tensor | float = 0.0) -> Tensor:
     """Scatter packed values (P, C) of the covered pixels into images (B, S, S, C) over ``background``.
@@ -22,18 +31,25 @@ def to_image(fragments: Fragments, values: Tensor, background: Tensor | float = 
     ``background`` is a float or a (C,) tensor; differentiable in ``values``.
     """
     channels = values.shape[1]
+    size = fragments.image_size
+    if fragments.covered is not None:  # dense: one row per pixel
+        fill = torch.as_tensor(background, dtype=values.dtype, device=values.device)
+        image = torch.where(fragments.covered[:, None], values, fill)
+        return image.reshape(fragments.batch_size, size, size, channels)
     fill = torch.as_tensor(background, dtype=values.dtype, device=values.device).expand(channels)
     image = fill.expand(fragments.num_pixels, channels).clone()
     image = image.index_copy(0, fragments.pixel, values)
-    size = fragments.image_size
     return image.reshape(fragments.batch_size, size, size, channels)
 
 
 def hard_silhouette(fragments: Fragments) -> Tensor:
     """Coverage (B, S, S, 1): 1 where a face covers the pixel centre, else 0 (no gradient)."""
+    size = fragments.image_size
+    if fragments.covered is not None:
+        mask = fragments.covered.to(fragments.bary.dtype)
+        return mask.reshape(fragments.batch_size, size, size, 1)
     mask = torch.zeros(fragments.num_pixels, dtype=fragments.bary.dtype, device=fragments.bary.device)
     mask.index_fill_(0, fragments.pixel, 1.0)
-    size = fragments.image_size
     return mask.reshape(fragments.batch_size, size, size, 1)
 
 
@@ -41,14 +57,25 @@ def soft_silhouette(fragments: Fragments, sigma: float) -> Tensor:
     """SoftRas silhouette (B, S, S, 1): ``1 - prod_j (1 - sigmoid(sign_j d_j^2 / sigma))`` over faces j.
 
     Pairs outside every face's band contribute nothing; pixels deep inside a face are 1. Both are
-    within ``dist_eps`` of the exact product over all faces.
+    within ``dist_eps`` of the exact product over all faces. On dense fragments the K slots of each
+    pixel are summed (empty slots add exact zeros) with the band faces dropped beyond K
+    (``Fragments.band_dropped``, no gradient).
     """
+    size = fragments.image_size
+    if fragments.band_valid is not None:  # dense: E = P * K slots, pixel-major
+        # log(1 - sigmoid(x)) = logsigmoid(-x) in one kernel (the GPU path); clamped as below
+        log_uncovered = F.logsigmoid(fragments.band_signed_sq_dist * (-1.0 / sigma)).clamp_min(_LOG_1E7)
+        log_uncovered = torch.where(fragments.band_valid, log_uncovered, 0.0)
+        total = log_uncovered.reshape(fragments.num_pixels, -1).sum(1)
+        if fragments.band_dropped is not None:
+            total = total + fragments.band_dropped
+        alpha = torch.where(fragments.saturated, 1.0, -torch.expm1(total))
+        return alpha.reshape(fragments.batch_size, size, size, 1)
     coverage = sigmoid(fragments.band_signed_sq_dist / sigma)  # (E,) torch.sigmoid, thread-count-proof
     log_uncovered = torch.log1p(-coverage.clamp(max=1.0 - 1e-7))
     total = torch.zeros(fragments.num_pixels, dtype=coverage.dtype, device=coverage.device)
     total = total.index_add(0, fragments.band_pixel, log_uncovered)
     alpha = torch.where(fragments.saturated, torch.ones_like(total), 1.0 - torch.exp(total))
-    size = fragments.image_size
     return alpha.reshape(fragments.batch_size, size, size, 1)
 
 
@@ -105,6 +132,8 @@ def sample_texture(fragments: Fragments, uv: Tensor, texture: Tensor) -> Tensor:
     count, height, width, channels = texture.shape
     if count not in (1, fragments.batch_size):
         raise ValueError(f"texture batch {count} does not match the render batch {fragments.batch_size}")
+    if fragments.covered is not None and not torch.are_deterministic_algorithms_enabled():
+        return _sample_texture_dense(fragments, uv, texture)  # CUDA's grid_sample backward uses atomics
     batch_index = torch.div(fragments.pixel, fragments.image_size**2, rounding_mode="floor")
     if count == 1:
         batch_index = torch.zeros_like(batch_index)
@@ -122,6 +151,21 @@ def sample_texture(fragments: Fragments, uv: Tensor, texture: Tensor) -> Tensor:
     top = texel(y0, x0) * (1 - fx) + texel(y0, x0 + 1) * fx
     bottom = texel(y0 + 1, x0) * (1 - fx) + texel(y0 + 1, x0 + 1) * fx
     return top * (1 - fy) + bottom * fy
+
+
+def _sample_texture_dense(fragments: Fragments, uv: Tensor, texture: Tensor) -> Tensor:
+    """``sample_texture`` for dense fragments (uv (P, 2) in pixel order, texture (1 or B, H, W, C)).
+
+    One ``grid_sample`` (bilinear, border padding, ``align_corners=False``): the same texel-centre
+    convention and edge clamping as the packed path's four gathers, in one kernel and one backward
+    (not used under ``torch.use_deterministic_algorithms``: its CUDA backward adds with atomics).
+    """
+    batch, channels = fragments.batch_size, texture.shape[3]
+    image = texture.permute(0, 3, 1, 2).expand(batch, -1, -1, -1)  # (B, C, H, W)
+    scale = torch.tensor([2.0, -2.0], dtype=uv.dtype, device=uv.device)
+    grid = torch.addcmul(-scale / 2, uv, scale).reshape(batch, -1, 1, 2)  # (B, S * S, 1, 2) in [-1, 1]
+    colours = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return colours.reshape(batch, channels, -1).transpose(1, 2).reshape(-1, channels)  # (P, C)
 
 
 def face_normals_at_pixels(fragments: Fragments, vertices_view: Tensor, faces: Tensor) -> Tensor:

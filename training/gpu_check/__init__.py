@@ -15,8 +15,10 @@ the others):
   command) with ``fit`` and with each trainer's fp32 checkpoint; it passes when the GLB is written and the
   report says it ran on D. ``pointcloud-poisson`` meshes with Open3D: where Open3D is not installed the
   command must fail with the MeshingError that names it, and the part is a skip.
-- ``bench/render``, ``bench/reconstruct``, ``bench/effective-loss``, ``bench/serve``: the benchmarks on
-  D (``bench serve`` runs a job through the real HTTP server on D).
+- ``bench/render``, ``bench/reconstruct``, ``bench/effective-loss``, ``bench/serve``, ``bench/throughput``:
+  the benchmarks on D (``bench serve`` runs a job through the real HTTP server on D; ``bench-throughput``
+  times every trainer in fp32 and bf16, and on CUDA also adaptive-flow stage 2 at the issue's batch 64,
+  256^2 input, 64^2 renders).
 
 On a machine without CUDA it says so and exits 0 without running anything. ``--dry-run`` runs every part
 on the CPU with the same tiny sizes (precisions other than fp32 then train in fp32, as the loop says),
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check.part(f"train/{trainer}/{precision}", work)
     for method in RECONSTRUCT_OPTIONS:
         check.part(f"reconstruct/{method}", partial(reconstruct, check, method, photos[0]))
-    for name, arguments in benchmarks(device, photos).items():
+    for name, arguments in benchmarks(device, photos, options.out).items():
         check.part(name, partial(bench, check, arguments))
     summary = check.summary(time.perf_counter() - started)
     text = json.dumps(summary, indent=2)

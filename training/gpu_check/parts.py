@@ -113,9 +113,10 @@ def _open3d_missing() -> bool:
     return False
 
 
-def benchmarks(device: str, photos: list[Path]) -> dict[str, list[str]]:
-    """Part name -> the ``python -m`` arguments of each benchmark the check runs on ``device`` (JSON out)."""
-    return {
+def benchmarks(device: str, photos: list[Path], out: Path) -> dict[str, list[str]]:
+    """Part name -> the ``python -m`` arguments of each benchmark the check runs on ``device`` (JSON out);
+    ``out`` is the check's folder (the throughput bench makes its synthetic sets under it)."""
+    parts: dict[str, list[str]] = {
         "bench/render": ["backend", "bench", "render", "--devices", device, "--sizes", "64,128,256",
                          "--batches", "1,16,64", "--repeats", "3", "--no-deodr", "--json"],
         "bench/reconstruct": ["backend", "bench", "reconstruct", *map(str, photos), "--device", device,
@@ -125,7 +126,19 @@ def benchmarks(device: str, photos: list[Path]) -> dict[str, list[str]]:
                                  "--cutoff", "10", "--repeats", "3"],
         "bench/serve": ["backend", "bench", "serve", "--device", device, "--jobs", "2", "--image",
                         str(photos[0]), "--json"],
+        "bench/throughput": ["training.cli", "bench-throughput", "--out", str(out / "throughput"), "--device",
+                             device, "--precisions", "fp32,bf16", "--warmup", "2", "--steps", "5",
+                             "--profile", "--profile-steps", "1"],
     }  # fmt: skip
+    if device == "cuda":  # the issue's workload; far too slow for a dry run on the CPU
+        parts["bench/throughput-adaptive-flow-64"] = [
+            "training.cli", "bench-throughput", "--out", str(out / "throughput"), "--device", device,
+            "--trainers", "adaptive-flow-stage2", "--precisions", "fp32,bf16", "--batch-size", "64",
+            "--set", "adaptive-flow-stage2:model.image_size=256",
+            "--set", "adaptive-flow-stage2:render_size=64",
+            "--set", "workers=8", "--warmup", "3", "--steps", "10", "--profile", "--profile-steps", "1",
+        ]  # fmt: skip
+    return parts
 
 
 def bench(check: Check, arguments: list[str]) -> dict[str, Any]:
