@@ -166,8 +166,7 @@ class SoftRasTraining:
             RasterSettings(image_size=batch["image"].shape[-1], sigma=sigma),
         )  # fmt: skip
         flat = vertices.flatten(0, 1)  # (B V', V, 3)
-        with torch.autocast(flat.device.type, enabled=False):  # the sparse product has no bf16 backward
-            laplacian = softras_laplacian(flat.float(), network.faces, self._laplacian(network)).mean()
+        laplacian = softras_laplacian(flat, network.faces, self._laplacian(network)).mean()
         return {
             "silhouette": silhouette,
             "laplacian": laplacian,

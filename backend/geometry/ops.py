@@ -351,7 +351,7 @@ def laplacian_loss(
         laplacian: optional precomputed sparse (V, V) uniform Laplacian, to build it once per run.
 
     Returns:
-        (B,) or a scalar for unbatched vertices.
+        (B,) or a scalar for unbatched vertices; float32 for half-precision vertices (also under autocast).
 
     >>> tetrahedron = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]])
     >>> laplacian_loss(tetrahedron, torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]]))
@@ -360,14 +360,17 @@ def laplacian_loss(
     vertices, batched = _batched(vertices, faces)
     batch, num_vertices = vertices.shape[:2]
     if kind == "uniform":
+        # the sparse product has no half-precision backward (under autocast neither): float32 there
+        dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
         if laplacian is None:
-            laplacian = uniform_laplacian(faces, num_vertices, vertices.dtype, vertices.device)
+            laplacian = uniform_laplacian(faces, num_vertices, dtype, vertices.device)
         if laplacian.shape != (num_vertices, num_vertices):
             raise ValueError(
                 f"laplacian must have shape ({num_vertices}, {num_vertices}), got {tuple(laplacian.shape)}"
             )
-        flat = vertices.permute(1, 0, 2).reshape(num_vertices, batch * 3)  # (V, B * 3)
-        product = torch.sparse.mm(laplacian.to(vertices.dtype), flat)
+        flat = vertices.to(dtype).permute(1, 0, 2).reshape(num_vertices, batch * 3)  # (V, B * 3)
+        with torch.autocast(vertices.device.type, enabled=False):
+            product = torch.sparse.mm(laplacian.to(dtype), flat)
         delta = product.reshape(num_vertices, batch, 3).permute(1, 0, 2)  # (B, V, 3)
     elif kind == "cotangent":
         edges, weights = _cotangent_edges(vertices, faces)  # (3F, 2), (B, 3F)

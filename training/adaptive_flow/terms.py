@@ -248,8 +248,7 @@ def shape_terms(shared: StepInputs, topology: Topology) -> dict[str, Term]:
     """``laplacian`` (eq. 4-5) and ``flatten`` (eq. 6) of the meshes, ``deformation`` (eq. 3) of the
     offsets (always computed: the deformation weight switches on during the run)."""
     faces, vertices = shared.network.faces, shared.output.vertices
-    with torch.autocast(vertices.device.type, enabled=False):  # the sparse product has no bf16 backward
-        laplacian = softras_laplacian(vertices.float(), faces, topology.laplacian).mean()
+    laplacian = softras_laplacian(vertices, faces, topology.laplacian).mean()
     return {
         "laplacian": laplacian,
         "flatten": softras_flatten(vertices, faces, topology.adjacency).mean(),

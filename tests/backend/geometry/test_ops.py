@@ -269,3 +269,15 @@ def test_bad_inputs_raise() -> None:
         deformation_loss(torch.zeros(4))
     with pytest.raises(ValueError, match="integer"):
         edge_adjacent_faces(TETRA_FACES.float())
+
+
+def test_laplacian_loss_backward_under_bf16_autocast() -> None:
+    """The sparse product has no bf16 backward: the loss runs in float32 and matches the fp32 value."""
+    faces = torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]])
+    vertices = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = laplacian_loss(vertices.to(torch.bfloat16), faces)
+    loss.sum().backward()
+    assert loss.dtype == torch.float32 and vertices.grad is not None
+    reference = laplacian_loss(vertices.detach().to(torch.bfloat16).float(), faces)
+    torch.testing.assert_close(loss.detach(), reference)
