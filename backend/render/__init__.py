@@ -1,6 +1,10 @@
 """The differentiable renderer: ``RasterSettings -> rasterize -> shade -> RenderOutput``.
 
-Pure PyTorch (CPU, CUDA, MPS; nothing to compile). See ``rasterize`` for the two-step design.
+Two rasterizer backends give the same images (``backend.render.backends.select_backend`` says which a
+device gets, and why): ``torch``, plain PyTorch on every device and the reference (``rasterize``: a
+candidate search, then differentiable geometry on the survivors), and ``triton`` on CUDA (``dense``:
+fixed shapes, Triton kernels compiled at run time, no host synchronisation). Nothing is compiled at
+install time.
 """
 
 from backend.render.rasterize import Fragments, rasterize
