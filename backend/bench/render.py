@@ -76,6 +76,19 @@ interpreter issues aten operations of its own on the CPU) and ``_assert_async`` 
 flag on the CPU, but not on CUDA, where it is a device-side assertion)."""
 
 
+NO_KERNEL_OPS = frozenset(
+    "aten::" + name
+    for name in (
+        "as_strided", "view", "_reshape_alias", "_unsafe_view", "reshape", "expand", "expand_as", "permute",
+        "unsqueeze", "squeeze", "select", "slice", "narrow", "transpose", "t", "unbind", "split",
+        "split_with_sizes", "chunk", "alias", "detach", "detach_", "lift_fresh", "empty", "empty_strided",
+        "empty_like", "resolve_conj", "resolve_neg", "flatten", "unflatten", "movedim", "to", "result_type",
+    )
+)  # fmt: skip
+"""Aten operations that, without aten children of their own, launch no device kernel: views, layout and
+allocation (``compute_ops`` leaves them out)."""
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,7 +179,9 @@ def count_render_ops(
     The step is the timed one (render rgb + soft silhouette, sum, backward), run once to warm up and
     once under ``torch.profiler``. ``aten_ops`` counts every aten event (nested ones too, as the
     dispatcher runs each), ``top_level_aten_ops`` only those not called by another aten operation;
-    the ``OPAQUE_SCOPES`` count as one operation each. ``host_syncs`` counts ``SYNC_OPS`` events.
+    the ``OPAQUE_SCOPES`` count as one operation each. ``compute_ops`` counts the innermost aten
+    operations (no aten children) that are not views or allocations (``NO_KERNEL_OPS``), plus the
+    opaque scopes: about one device kernel each on a GPU. ``host_syncs`` counts ``SYNC_OPS`` events.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work = make_workload()
@@ -187,6 +202,15 @@ def count_render_ops(
     ]
     top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
     syncs = Counter(e.name for e in events if e.name in SYNC_OPS)
+    compute = [
+        e
+        for e in events
+        if e.name in OPAQUE_SCOPES
+        or (
+            e.name not in NO_KERNEL_OPS
+            and not any(child.name.startswith("aten::") for child in e.cpu_children)
+        )
+    ]
     return {
         "raster_backend": choice.name,
         "backend_reason": choice.reason,
@@ -195,6 +219,7 @@ def count_render_ops(
         "batch": batch,
         "aten_ops": len(events),
         "top_level_aten_ops": len(top),
+        "compute_ops": len(compute),
         "host_syncs": sum(syncs.values()),
         "sync_ops": dict(syncs),
     }
@@ -349,7 +374,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"   ops {row['raster_backend']:>6} {row['device']:>5} {row['size']:>4}^2 "
             f"batch {row['batch']:>2}: "
-            f"{row['aten_ops']} aten ops ({row['top_level_aten_ops']} top-level), "
+            f"{row['aten_ops']} aten ops ({row['top_level_aten_ops']} top-level, "
+            f"{row['compute_ops']} compute), "
             f"{row['host_syncs']} host syncs {row['sync_ops']}"
         )
     return "\n".join(lines)

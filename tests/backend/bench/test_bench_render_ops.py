@@ -26,6 +26,7 @@ def test_ops_counts_the_torch_backend_on_the_cpu(
     (row,) = report["ops"]  # without CUDA or the interpreter, only torch
     assert row["raster_backend"] == "torch" and row["size"] == 16 and row["batch"] == 2
     assert row["aten_ops"] > row["top_level_aten_ops"] > 100
+    assert 100 < row["compute_ops"] < row["aten_ops"]
     # the packed path compacts its candidate pairs with nonzero: it waits for the device
     assert row["host_syncs"] == sum(row["sync_ops"].values()) > 0 and row["sync_ops"]["aten::nonzero"] > 0
     (timed,) = report["results"]
@@ -56,6 +57,7 @@ def test_ops_under_the_triton_interpreter_reports_both_backends() -> None:
     assert set(rows) == {"torch", "triton"}
     assert rows["triton"]["host_syncs"] == 0 and rows["torch"]["host_syncs"] > 0
     assert rows["triton"]["aten_ops"] < rows["torch"]["aten_ops"] / 4
-    assert rows["triton"]["top_level_aten_ops"] <= 300
+    assert rows["triton"]["top_level_aten_ops"] <= 300 and rows["triton"]["compute_ops"] <= 300
+    assert rows["triton"]["compute_ops"] < rows["torch"]["compute_ops"] / 4
     (timed,) = report["results"]
     assert timed["raster_backend"] == "triton" and timed["ms_per_image"] > 0
