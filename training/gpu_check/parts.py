@@ -118,7 +118,8 @@ def benchmarks(device: str, photos: list[Path], out: Path) -> dict[str, list[str
     ``out`` is the check's folder (the throughput bench makes its synthetic sets under it)."""
     parts: dict[str, list[str]] = {
         "bench/render": ["backend", "bench", "render", "--devices", device, "--sizes", "64,128,256",
-                         "--batches", "1,16,64", "--repeats", "3", "--no-deodr", "--json"],
+                         "--batches", "1,16,64", "--repeats", "3", "--no-deodr", "--backends", "torch,triton",
+                         "--ops", "--json"],
         "bench/reconstruct": ["backend", "bench", "reconstruct", *map(str, photos), "--device", device,
                               "--repeats", "1", "--json"],
         "bench/effective-loss": ["training.cli", "bench-effective-loss", "--device", device, "--points",
