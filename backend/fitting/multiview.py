@@ -331,7 +331,9 @@ def _fit_level(
         views = order.next().to(vertices.device)
         settings = RasterSettings(image_size=size, sigma=_geometric(*options.sigma, t) * (64.0 / size) ** 2)
         current = vertices + (symmetrize_offsets(offsets, template) if options.symmetric else offsets)
-        alpha = render(current, faces, camera[views], settings).alpha[..., 0]  # (B, size, size)
+        alpha = render(current, faces, camera[views], settings, outputs="alpha").alpha[
+            ..., 0
+        ]  # (B, size, size)
         iou_loss = 1.0 - mask_iou(alpha, targets[size][views]).mean()
         loss = (
             iou_loss

@@ -15,7 +15,8 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
   hypothesis with the lowest full-resolution loss after the last step is kept.
 - ``progress(fraction, "shape")`` once before the first step and after every step.
 - Per step (issue 19): the vertices are projected once (``CameraVariables.project``), the silhouette is
-  rendered from the projected points through constant cameras built once per fit (``FitTerms``,
+  rendered alone (``render(..., outputs="alpha")``: no colours, no visible-surface search) from the
+  projected points through constant cameras built once per fit (``FitTerms``,
   ``camera.ndc_camera``), and nothing is read back to the host: the losses stay on the device, the
   hypothesis is chosen there, and the chosen index and losses are read once after the last step. Adam is
   the fused kernel on CUDA. What still synchronises per step is inside the renderer (its input checks,
@@ -217,7 +218,8 @@ def fit_losses(
     count = projected.shape[0]
     raster = RasterSettings(image_size=target.size, sigma=settings.sigma)
     points = as_view_points(projected)
-    alpha = render(points, terms.faces, terms.camera(count, points.device), raster).alpha[..., 0]  # (B, R, R)
+    camera = terms.camera(count, points.device)
+    alpha = render(points, terms.faces, camera, raster, outputs="alpha").alpha[..., 0]  # (B, R, R)
     silhouette = 1 - mask_iou(alpha, target.mask.expand_as(alpha), soft=True)  # (B,)
     chamfer = chamfer_mask_loss(projected[..., :2], target.distance, target.points)
     data = settings.silhouette_weight * silhouette + settings.chamfer_weight * chamfer

@@ -124,7 +124,8 @@ def outline_freedom(
     rim = torch.zeros(vertices.shape[0], dtype=torch.bool, device=device)
     rim[rim_edges.reshape(-1)] = True
 
-    silhouette = render(vertices, faces, camera, RasterSettings(resolution, soft=False)).mask[0, ..., 0]
+    hard = RasterSettings(resolution, soft=False)  # its alpha is the hard coverage mask
+    silhouette = render(vertices, faces, camera, hard, outputs="alpha").alpha[0, ..., 0]  # (R, R)
     inside = (silhouette > 0.5).cpu().numpy()
     eroded = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     edge = inside & ~eroded

@@ -35,7 +35,7 @@ def reprojection_iou(
     (S, S), both at ``resolution`` pixels (the mask area-resized, then thresholded at 0.5): the report's
     ``silhouette_iou``."""
     settings = RasterSettings(resolution, soft=False)
-    hard = render(vertices, faces, camera.to(vertices.device), settings).alpha[0, ..., 0]
+    hard = render(vertices, faces, camera.to(vertices.device), settings, outputs="alpha").alpha[0, ..., 0]
     target = resized_mask(mask, resolution) > 0.5
     return float(mask_iou(hard, torch.from_numpy(target).to(hard), soft=False))
 

@@ -61,6 +61,9 @@ class Fragments:
         band_dropped: None in packed form; dense: (P,) summed ``log(1 - coverage)`` of band faces
             beyond K (no gradient; 0 where none were dropped), added to the soft silhouette.
         band_count: None in packed form; dense: (P,) int32 band faces found per pixel (over K: overflow).
+        has_visible: False when the visible surface was not searched (``rasterize(..., visible=False)``,
+            for a soft silhouette alone): ``pixel``, ``face``, ``bary`` and ``depth`` are then empty (P = 0)
+            and say nothing about coverage; the band fields and ``saturated`` are complete.
         In dense form ``band_face`` is int32 (0 in empty slots) and ``band_signed_sq_dist`` is 0 in empty
         slots.
     """
@@ -79,6 +82,7 @@ class Fragments:
     band_valid: Tensor | None = None
     band_dropped: Tensor | None = None
     band_count: Tensor | None = None
+    has_visible: bool = True
 
     @property
     def num_pixels(self) -> int:
@@ -138,13 +142,18 @@ def _perspective(screen_bary: Tensor, corner_depth: Tensor, perspective: bool) -
     return weighted / inverse_depth[:, None], 1.0 / inverse_depth
 
 
-def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> Fragments:
+def rasterize(
+    vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings, *, visible: bool = True
+) -> Fragments:
     """Rasterize B meshes that share ``faces``.
 
     Args:
         vertices_ndc: (B, V, 3) x_ndc, y_ndc (y up) and depth (> 0 in front of the camera).
         faces: (F, 3) int64 vertex indices shared by the batch.
         settings: image size and soft-silhouette parameters.
+        visible: find the visible face of each covered pixel (its barycentrics and depth). False skips
+            the z-buffer and that geometry, for callers that read only the soft silhouette: the
+            fragments then have ``has_visible`` False and empty visible-surface fields.
     Returns:
         Fragments with the visible face per covered pixel and the soft-band pairs. Faces with a
         corner nearer than ``settings.near`` and faces of zero projected area are skipped.
@@ -156,7 +165,7 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
     faces = faces.to(vertices_ndc.device)
 
     with torch.no_grad():
-        found = search(vertices_ndc.detach()[:, faces], settings)
+        found = search(vertices_ndc.detach()[:, faces], settings, visible=visible)
 
     # Differentiable geometry of the surviving pairs, gathered straight from the (B * V, 3) vertex rows
     # by ``gather_values`` and ``segment_sq_dist_rows``, whose gradients do not depend on the thread
@@ -166,12 +175,16 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
     flat_vertices = vertices_ndc.reshape(batch * num_vertices, 3)
     image_offset = torch.arange(batch, device=faces.device)[:, None, None] * num_vertices
     corner_row = (faces + image_offset).reshape(batch * num_faces, 3)  # (B * F, 3) rows of flat_vertices
-    # the visible face's corners as flat (P,) columns: arithmetic on them, and its backward, runs at
-    # full vector speed, where the columns of a (P, 3, 3) gather are strided
-    visible_rows = [corner_row[:, k].index_select(0, found.visible_face) for k in range(3)]  # 3 x (P,)
-    x, y, z = ([gather_values(flat_vertices[:, c], rows) for rows in visible_rows] for c in range(3))
-    vx, vy = _pixel_centres_ndc(found.visible_col, found.visible_row, size)
-    bary, depth = barycentric_depth(x, y, z, vx, vy, settings.perspective_correct)
+    if visible:
+        # the visible face's corners as flat (P,) columns: arithmetic on them, and its backward, runs at
+        # full vector speed, where the columns of a (P, 3, 3) gather are strided
+        visible_rows = [corner_row[:, k].index_select(0, found.visible_face) for k in range(3)]  # 3 x (P,)
+        x, y, z = ([gather_values(flat_vertices[:, c], rows) for rows in visible_rows] for c in range(3))
+        vx, vy = _pixel_centres_ndc(found.visible_col, found.visible_row, size)
+        bary, depth = barycentric_depth(x, y, z, vx, vy, settings.perspective_correct)
+    else:  # no visible surface: empty (0, 3) and (0,)
+        bary = vertices_ndc.new_zeros((0, 3))
+        depth = vertices_ndc.new_zeros((0,))
 
     # distance to the nearest edge of each band pair (chosen by the search): edge k runs corner k -> k + 1
     face_in_mesh = torch.arange(num_faces, device=faces.device).repeat(batch)  # (B * F,) flat id -> f
@@ -201,4 +214,5 @@ def rasterize(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> 
         band_face=face_in_mesh.index_select(0, band_face_id),
         band_signed_sq_dist=band_signed_sq_dist,
         saturated=found.saturated,
+        has_visible=visible,
     )

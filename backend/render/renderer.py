@@ -45,41 +45,68 @@ class Lighting:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
+OUTPUTS = ("all", "alpha")
+"""The values of ``render``'s ``outputs``: every image, or the silhouette alone."""
+
+
 @dataclass(frozen=True)
 class RenderOutput:
     """Images of B meshes, S x S pixels, row 0 at the top.
 
     ``rgb`` and ``alpha`` are made by ``render``; the other images are made from the fragments the
     first time they are read (so a loss that needs only colour and silhouette pays for nothing else).
+    A render with ``outputs="alpha"`` made ``alpha`` alone: reading any other image raises
+    ``RuntimeError``.
 
     Attributes:
-        rgb: (B, S, S, 3) colour of the visible surface at each pixel centre, background elsewhere.
         alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
-        fragments: the rasterization the images are made from (packed, or dense on the triton backend).
+        fragments: the rasterization the images are made from (packed, or dense on the triton backend;
+            without the visible surface after a soft ``outputs="alpha"`` render on the torch backend).
+        rgb_image: the (B, S, S, 3) colour image (``rgb``), None when ``outputs`` is "alpha".
+        outputs: what the render made ("all" or "alpha").
     """
 
-    rgb: Tensor
     alpha: Tensor
     fragments: Fragments
+    rgb_image: Tensor | None = None
+    outputs: str = "all"
+
+    def _require_all(self, name: str) -> None:
+        if self.outputs != "all":
+            raise RuntimeError(
+                f"RenderOutput.{name} was not produced: this render made only the silhouette "
+                f"(render(..., outputs={self.outputs!r})); render with outputs='all' to read it"
+            )
+
+    @property
+    def rgb(self) -> Tensor:
+        """(B, S, S, 3) colour of the visible surface at each pixel centre, background elsewhere."""
+        self._require_all("rgb")
+        assert self.rgb_image is not None  # outputs "all" always makes it
+        return self.rgb_image
 
     @cached_property
     def mask(self) -> Tensor:
         """(B, S, S, 1) hard coverage in {0, 1}."""
+        self._require_all("mask")
         return shade.hard_silhouette(self.fragments)
 
     @cached_property
     def depth(self) -> Tensor:
         """(B, S, S, 1) depth of the visible surface, 0 on the background; differentiable."""
+        self._require_all("depth")
         return shade.to_image(self.fragments, self.fragments.depth[:, None])
 
     @cached_property
     def face_index(self) -> Tensor:
         """(B, S, S) int64 index of the visible face, -1 on the background."""
+        self._require_all("face_index")
         return shade.to_image(self.fragments, self.fragments.face[:, None], -1).squeeze(-1)
 
     @cached_property
     def barycentrics(self) -> Tensor:
         """(B, S, S, 3) barycentric coordinates of the pixel centre in the visible face; differentiable."""
+        self._require_all("barycentrics")
         return shade.to_image(self.fragments, self.fragments.bary)
 
 
@@ -94,6 +121,7 @@ def render(
     texture: Tensor | None = None,
     vertex_colors: Tensor | None = None,
     lighting: Lighting | None = None,
+    outputs: str = "all",
 ) -> RenderOutput:
     """Render B meshes that share faces, one per camera.
 
@@ -105,10 +133,16 @@ def render(
         uvs, face_uvs, texture: (T, 2), (F, 3) and (H, W, 3) or (B, H, W, 3): colour from a UV texture.
         vertex_colors: (B, V, 3) or (V, 3): colour from vertices, when no texture is given.
         lighting: Lambert lighting; None shows unlit colours (white when there is no colour source).
+        outputs: "all" (the default) makes every image; "alpha" makes the silhouette alone, for losses
+            that read nothing else: the torch backend then skips the colours and, for a soft silhouette,
+            the visible-surface search (z-buffer, barycentrics, depth); the same ``alpha`` either way.
+            Reading ``rgb``, ``mask``, ``depth``, ``face_index`` or ``barycentrics`` then raises.
 
     Returns:
         Images in float32 (float64 for float64 vertices), also under ``torch.autocast`` (module docstring).
     """
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUTS)}, got {outputs!r}")
     dtype = _render_dtype(vertices)
     device_type = vertices.device.type
     if torch.is_autocast_enabled(device_type) or _any_half(vertices, texture, vertex_colors, camera):
@@ -117,10 +151,11 @@ def render(
                 vertices.to(dtype), faces, camera.to(vertices.device, dtype), settings, uvs=uvs,
                 face_uvs=face_uvs, texture=None if texture is None else texture.to(dtype),
                 vertex_colors=None if vertex_colors is None else vertex_colors.to(dtype), lighting=lighting,
+                outputs=outputs,
             )  # fmt: skip
     return _render(
         vertices, faces, camera, settings, uvs=uvs, face_uvs=face_uvs, texture=texture,
-        vertex_colors=vertex_colors, lighting=lighting,
+        vertex_colors=vertex_colors, lighting=lighting, outputs=outputs,
     )  # fmt: skip
 
 
@@ -145,6 +180,7 @@ def _render(
     texture: Tensor | None,
     vertex_colors: Tensor | None,
     lighting: Lighting | None,
+    outputs: str,
 ) -> RenderOutput:
     lighting = lighting or Lighting()
     if vertices.dim() == 2:
@@ -160,7 +196,15 @@ def _render(
     if select_backend(vertices_ndc.device, settings.backend).name == "triton":
         fragments = rasterize_dense(vertices_ndc, faces, settings)
     else:
-        fragments = rasterize(vertices_ndc, faces, settings)
+        # the soft silhouette reads only the band pairs; the hard one reads the visible surface
+        fragments = rasterize(vertices_ndc, faces, settings, visible=outputs == "all" or not settings.soft)
+    alpha = (
+        shade.soft_silhouette(fragments, settings.sigma)
+        if settings.soft
+        else shade.hard_silhouette(fragments)
+    )
+    if outputs == "alpha":
+        return RenderOutput(alpha=alpha, fragments=fragments, outputs=outputs)
 
     dtype, device = vertices_ndc.dtype, vertices_ndc.device
     if texture is not None and uvs is not None and face_uvs is not None:
@@ -180,12 +224,9 @@ def _render(
         colors = shade.lambert(colors, normals, light, lighting.ambient, lighting.diffuse)
 
     background = torch.tensor(lighting.background, dtype=colors.dtype, device=device)
-    alpha = (
-        shade.soft_silhouette(fragments, settings.sigma)
-        if settings.soft
-        else shade.hard_silhouette(fragments)
+    return RenderOutput(
+        alpha=alpha, fragments=fragments, rgb_image=shade.to_image(fragments, colors, background)
     )
-    return RenderOutput(rgb=shade.to_image(fragments, colors, background), alpha=alpha, fragments=fragments)
 
 
 def render_mesh(

@@ -2,7 +2,8 @@
 
 ``search(faces_ndc, settings) -> SearchResult`` finds, for B images of S x S pixels:
 
-- the visible face at each covered pixel centre (a z-buffer by ``scatter_reduce``);
+- the visible face at each covered pixel centre (a z-buffer by ``scatter_reduce``; skipped with
+  ``visible=False``, for a soft silhouette alone);
 - the pairs in the soft band of a face's boundary that carry gradient, with each pair's nearest edge;
 - the pixels whose SoftRas coverage is within ``dist_eps`` of 1 ("saturated": no signal, no pairs).
 
@@ -279,11 +280,13 @@ def _nearest_line_edge(pairs: _Pairs) -> tuple[Tensor, Tensor]:
     return torch.where(closer, line2, best), edge.masked_fill_(closer, 0)
 
 
-def search(tri: Tensor, settings: RasterSettings) -> SearchResult:
+def search(tri: Tensor, settings: RasterSettings, *, visible: bool = True) -> SearchResult:
     """The non-differentiable candidate search over faces (B, F, 3, 3) of NDC corners and depths.
 
     The visible face of a pixel is the nearest covering face; of several at exactly the same depth, the
     last in window order. Band pairs come inside pairs first, then outside pairs, each in window order.
+    ``visible=False`` skips the z-buffer (for a soft silhouette alone): the ``visible_*`` fields are then
+    empty (P = 0) and the band pairs and ``saturated`` are the same as with it.
     """
     batch, num_faces = tri.shape[:2]
     size = settings.image_size
@@ -294,21 +297,12 @@ def search(tri: Tensor, settings: RasterSettings) -> SearchResult:
     band_px = (settings.band_sq_ndc**0.5) * size / 2.0
     inside, outside = _candidate_pairs(table, corner_col, corner_row, valid, size, num_faces, band_px)
 
-    # z-buffer over the pairs whose face covers the pixel centre (NaN rows of degenerate faces never do)
-    plane = [table[:, 9 + c].contiguous().index_select(0, inside.face) for c in range(3)]  # (C,) each
-    depth_key = plane[0] * inside.col + plane[1] * inside.row + plane[2]
-    if settings.perspective_correct:
-        depth_key = -depth_key  # the table holds inverse depth: the nearest surface has the largest
-    nearest = torch.full((num_pixels,), float("inf"), dtype=depth_key.dtype, device=device)
-    nearest.scatter_reduce_(0, inside.pixel, depth_key, reduce="amin")
-    at_front = depth_key <= nearest.index_select(0, inside.pixel)
-    order = torch.arange(inside.face.shape[0], device=device)  # (C,) the last pair at the front wins
-    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=device)
-    winner.scatter_reduce_(0, inside.pixel, order.masked_fill(~at_front, -1), "amax")
-    won = winner[winner >= 0]  # (P,) ascending pixel id
-    visible_face, visible_pixel, visible_row, visible_col = (
-        field.index_select(0, won) for field in (inside.face, inside.pixel, inside.row, inside.col)
-    )
+    if visible:
+        visible_face, visible_pixel, visible_row, visible_col = _z_buffer(table, inside, num_pixels, settings)
+    else:
+        no_pixel = torch.zeros(0, dtype=torch.long, device=device)
+        no_position = torch.zeros(0, dtype=table.dtype, device=device)
+        visible_face, visible_pixel, visible_row, visible_col = no_pixel, no_pixel, no_position, no_position
 
     saturated = torch.zeros(num_pixels, dtype=torch.bool, device=device)
     if not settings.soft:
@@ -359,3 +353,27 @@ def search(tri: Tensor, settings: RasterSettings) -> SearchResult:
         band_inside=torch.arange(count_in + band_out.shape[0], device=device) < count_in,
         saturated=saturated,
     )
+
+
+def _z_buffer(
+    table: Tensor, inside: _Pairs, num_pixels: int, settings: RasterSettings
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The nearest covering face of each covered pixel over the C ``inside`` pairs (NaN rows of
+    degenerate faces never cover): its flat face id, pixel id (ascending), row and column, each (P,);
+    of faces at exactly the same depth, the last pair in window order wins."""
+    device = table.device
+    plane = [table[:, 9 + c].contiguous().index_select(0, inside.face) for c in range(3)]  # (C,) each
+    depth_key = plane[0] * inside.col + plane[1] * inside.row + plane[2]
+    if settings.perspective_correct:
+        depth_key = -depth_key  # the table holds inverse depth: the nearest surface has the largest
+    nearest = torch.full((num_pixels,), float("inf"), dtype=depth_key.dtype, device=device)
+    nearest.scatter_reduce_(0, inside.pixel, depth_key, reduce="amin")
+    at_front = depth_key <= nearest.index_select(0, inside.pixel)
+    order = torch.arange(inside.face.shape[0], device=device)  # (C,) the last pair at the front wins
+    winner = torch.full((num_pixels,), -1, dtype=torch.long, device=device)
+    winner.scatter_reduce_(0, inside.pixel, order.masked_fill(~at_front, -1), "amax")
+    won = winner[winner >= 0]  # (P,) ascending pixel id
+    face, pixel, row, col = (
+        field.index_select(0, won) for field in (inside.face, inside.pixel, inside.row, inside.col)
+    )
+    return face, pixel, row, col

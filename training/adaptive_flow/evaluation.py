@@ -51,7 +51,7 @@ def evaluate(
         best = output.probs.argmax(dim=1)
         camera = network.camera(output, best)
         small_image, small_mask = resize(image, settings.image_size), resize(mask, settings.image_size)
-        soft = render(output.vertices, network.faces, camera, settings).alpha[..., 0]
+        soft = render(output.vertices, network.faces, camera, settings, outputs="alpha").alpha[..., 0]
         values["mask_iou"] += mask_iou(soft, small_mask[:, 0], soft=True).tolist()
         ours = textured(network, output.vertices, texture, camera, hard)
         photo = on_white(small_image, small_mask)

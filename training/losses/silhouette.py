@@ -56,5 +56,5 @@ def multiview_iou_loss(
     vertices = torch.cat([vertices_a, vertices_a, vertices_b, vertices_b])  # (4B, V, 3)
     cameras = Camera.cat([camera_a, camera_b, camera_a, camera_b])
     targets = torch.cat([mask_a, mask_b, mask_a, mask_b])  # (4B, S, S)
-    alpha = render(vertices, faces, cameras, settings).alpha[..., 0]  # (4B, S, S)
+    alpha = render(vertices, faces, cameras, settings, outputs="alpha").alpha[..., 0]  # (4B, S, S)
     return iou_loss(alpha, targets).view(4, batch).mean()
