@@ -15,7 +15,7 @@ of kernel launches:
    - ``_DenseGeometry``: one Triton kernel forward and one backward (the chain rule written out, its
      terms added to the vertex rows with atomics: fast, few launches, float sums in a varying order);
    - ``_geometry_torch``: plain PyTorch on the same rows, gathering vertex rows with
-     ``backend.geometry.ops.gather_rows`` as ``rasterize`` does (reproducible gradients, about 60 more
+     ``backend.geometry.ops.gather_rows`` (reproducible gradients, about 60 more
      aten operations per step). It runs when ``torch.are_deterministic_algorithms_enabled()``.
 
 Input checks that would need a host read (finite vertices, face indices in range) are made with

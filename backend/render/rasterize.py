@@ -108,40 +108,6 @@ def _pixel_centres_ndc(col: Tensor, row: Tensor, size: int) -> tuple[Tensor, Ten
     return (2.0 * col + 1.0) / size - 1.0, 1.0 - (2.0 * row + 1.0) / size
 
 
-def _cross2(ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
-    return ax * by - ay * bx
-
-
-def _barycentric(tri: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
-    """Screen-space barycentrics (N, 3) of points (N,) in triangles (N, 3, 2), and twice their signed area."""
-    x, y = tri[..., 0], tri[..., 1]  # (N, 3) each
-    area2 = _cross2(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0], x[:, 2] - x[:, 0], y[:, 2] - y[:, 0])
-    safe = torch.where(area2.abs() < 1e-12, torch.full_like(area2, 1e-12), area2)
-    l0 = _cross2(x[:, 2] - x[:, 1], y[:, 2] - y[:, 1], px - x[:, 1], py - y[:, 1]) / safe
-    l1 = _cross2(x[:, 0] - x[:, 2], y[:, 0] - y[:, 2], px - x[:, 2], py - y[:, 2]) / safe
-    l2 = _cross2(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0], px - x[:, 0], py - y[:, 0]) / safe
-    return torch.stack([l0, l1, l2], dim=1), area2
-
-
-def _segment_sq_dist(start: Tensor, end: Tensor, px: Tensor, py: Tensor) -> Tensor:
-    """Squared distance (N,) from points (N,) to segments from ``start`` (N, 2) to ``end`` (N, 2)."""
-    edge_x, edge_y = end[:, 0] - start[:, 0], end[:, 1] - start[:, 1]
-    to_x, to_y = px - start[:, 0], py - start[:, 1]
-    length_sq = (edge_x * edge_x + edge_y * edge_y).clamp_min(1e-20)
-    t = ((to_x * edge_x + to_y * edge_y) / length_sq).clamp(0.0, 1.0)
-    off_x, off_y = to_x - t * edge_x, to_y - t * edge_y
-    return off_x * off_x + off_y * off_y
-
-
-def _perspective(screen_bary: Tensor, corner_depth: Tensor, perspective: bool) -> tuple[Tensor, Tensor]:
-    """Attribute barycentrics (N, 3) and depth (N,) from screen barycentrics (N, 3), corner depths (N, 3)."""
-    if not perspective:
-        return screen_bary, (screen_bary * corner_depth).sum(1)
-    weighted = screen_bary / corner_depth  # (N, 3)
-    inverse_depth = weighted.sum(1)
-    return weighted / inverse_depth[:, None], 1.0 / inverse_depth
-
-
 def rasterize(
     vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings, *, visible: bool = True
 ) -> Fragments:

@@ -240,8 +240,9 @@ def _boundary_sq_dist(corner_col: Tensor, corner_row: Tensor, pairs: _Pairs) -> 
     Args:
         corner_col, corner_row: (B * F, 3) corner positions in pixel-centre units.
         pairs: N pairs outside their face.
-    The arithmetic of ``rasterize._segment_sq_dist`` for each edge, on flat tensors, ``ops.CHUNK`` pairs
-    at a time (cache-sized steps).
+
+    The arithmetic of ``backend.geometry.ops.segment_sq_dist_rows`` for each edge, on flat tensors,
+    ``ops.CHUNK`` pairs at a time (cache-sized steps).
     """
     corners = [corner[:, c].contiguous() for corner in (corner_col, corner_row) for c in range(3)]
     count = pairs.face.shape[0]
