@@ -225,6 +225,28 @@ def _pixel_centre(pixel, size, vertices_ptr):
 
 
 @triton.jit
+def _visible_corners(visible_rows_ptr, vertices_ptr, pixel, covered):
+    """Vertex rows r0..r2 and corners (x, y, z) of the visible face at each pixel of a block.
+
+    Pixels no face covers get the rows 0 and the unit triangle (0, 0), (1, 0), (0, 1) at depth 1, so
+    their (unused) barycentrics stay finite.
+    """
+    r0 = tl.load(visible_rows_ptr + pixel * 3 + 0, mask=covered, other=0)
+    r1 = tl.load(visible_rows_ptr + pixel * 3 + 1, mask=covered, other=0)
+    r2 = tl.load(visible_rows_ptr + pixel * 3 + 2, mask=covered, other=0)
+    x0 = tl.load(vertices_ptr + r0 * 3 + 0, mask=covered, other=0.0)
+    y0 = tl.load(vertices_ptr + r0 * 3 + 1, mask=covered, other=0.0)
+    z0 = tl.load(vertices_ptr + r0 * 3 + 2, mask=covered, other=1.0)
+    x1 = tl.load(vertices_ptr + r1 * 3 + 0, mask=covered, other=1.0)
+    y1 = tl.load(vertices_ptr + r1 * 3 + 1, mask=covered, other=0.0)
+    z1 = tl.load(vertices_ptr + r1 * 3 + 2, mask=covered, other=1.0)
+    x2 = tl.load(vertices_ptr + r2 * 3 + 0, mask=covered, other=0.0)
+    y2 = tl.load(vertices_ptr + r2 * 3 + 1, mask=covered, other=1.0)
+    z2 = tl.load(vertices_ptr + r2 * 3 + 2, mask=covered, other=1.0)
+    return r0, r1, r2, x0, y0, z0, x1, y1, z1, x2, y2, z2
+
+
+@triton.jit
 def geometry_forward_kernel(
     vertices_ptr,  # (B*V, 3) float vertex rows (NDC x, y, depth), contiguous
     visible_rows_ptr,  # (P, 3) int64 corner rows of the visible face
@@ -248,18 +270,9 @@ def geometry_forward_kernel(
     live = pixel < num_pixels
     px, py = _pixel_centre(pixel, size, vertices_ptr)
     covered = live & (tl.load(visible_face_ptr + pixel, mask=live, other=-1) >= 0)
-    r0 = tl.load(visible_rows_ptr + pixel * 3 + 0, mask=covered, other=0)
-    r1 = tl.load(visible_rows_ptr + pixel * 3 + 1, mask=covered, other=0)
-    r2 = tl.load(visible_rows_ptr + pixel * 3 + 2, mask=covered, other=0)
-    x0 = tl.load(vertices_ptr + r0 * 3 + 0, mask=covered, other=0.0)
-    y0 = tl.load(vertices_ptr + r0 * 3 + 1, mask=covered, other=0.0)
-    z0 = tl.load(vertices_ptr + r0 * 3 + 2, mask=covered, other=1.0)
-    x1 = tl.load(vertices_ptr + r1 * 3 + 0, mask=covered, other=1.0)
-    y1 = tl.load(vertices_ptr + r1 * 3 + 1, mask=covered, other=0.0)
-    z1 = tl.load(vertices_ptr + r1 * 3 + 2, mask=covered, other=1.0)
-    x2 = tl.load(vertices_ptr + r2 * 3 + 0, mask=covered, other=0.0)
-    y2 = tl.load(vertices_ptr + r2 * 3 + 1, mask=covered, other=1.0)
-    z2 = tl.load(vertices_ptr + r2 * 3 + 2, mask=covered, other=1.0)
+    _r0, _r1, _r2, x0, y0, z0, x1, y1, z1, x2, y2, z2 = _visible_corners(
+        visible_rows_ptr, vertices_ptr, pixel, covered
+    )
     area2 = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
     area2 = tl.where(tl.abs(area2) < 1e-12, 1e-12, area2)
     l0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area2
@@ -336,18 +349,9 @@ def geometry_backward_kernel(
     live = pixel < num_pixels
     px, py = _pixel_centre(pixel, size, vertices_ptr)
     covered = live & (tl.load(visible_face_ptr + pixel, mask=live, other=-1) >= 0)
-    r0 = tl.load(visible_rows_ptr + pixel * 3 + 0, mask=covered, other=0)
-    r1 = tl.load(visible_rows_ptr + pixel * 3 + 1, mask=covered, other=0)
-    r2 = tl.load(visible_rows_ptr + pixel * 3 + 2, mask=covered, other=0)
-    x0 = tl.load(vertices_ptr + r0 * 3 + 0, mask=covered, other=0.0)
-    y0 = tl.load(vertices_ptr + r0 * 3 + 1, mask=covered, other=0.0)
-    z0 = tl.load(vertices_ptr + r0 * 3 + 2, mask=covered, other=1.0)
-    x1 = tl.load(vertices_ptr + r1 * 3 + 0, mask=covered, other=1.0)
-    y1 = tl.load(vertices_ptr + r1 * 3 + 1, mask=covered, other=0.0)
-    z1 = tl.load(vertices_ptr + r1 * 3 + 2, mask=covered, other=1.0)
-    x2 = tl.load(vertices_ptr + r2 * 3 + 0, mask=covered, other=0.0)
-    y2 = tl.load(vertices_ptr + r2 * 3 + 1, mask=covered, other=1.0)
-    z2 = tl.load(vertices_ptr + r2 * 3 + 2, mask=covered, other=1.0)
+    r0, r1, r2, x0, y0, z0, x1, y1, z1, x2, y2, z2 = _visible_corners(
+        visible_rows_ptr, vertices_ptr, pixel, covered
+    )
     raw_area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
     area_active = tl.abs(raw_area) >= 1e-12
     area2 = tl.where(area_active, raw_area, 1e-12)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from backend.geometry.ops import gather_rows
-from backend.render.rasterize import Fragments
+from backend.render.rasterize import Fragments, check_vertex_shape
 from backend.render.settings import RasterSettings
 from backend.render.triton_search import DenseSearch, search_dense
 
@@ -46,12 +46,7 @@ def check_inputs_async(vertices: Tensor, faces: Tensor) -> None:
     Shapes and dtypes raise ``ValueError`` at once; finiteness and the index range are asserted
     asynchronously.
     """
-    if vertices.dim() != 3 or vertices.shape[2] != 3:
-        raise ValueError(f"vertices must have shape (B, V, 3), got {tuple(vertices.shape)}")
-    if vertices.shape[0] == 0 or vertices.shape[1] == 0:
-        raise ValueError(f"vertices is empty (shape {tuple(vertices.shape)})")
-    if not vertices.is_floating_point():
-        raise ValueError(f"vertices must be floating point, got {vertices.dtype}")
+    check_vertex_shape(vertices)
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}")
     if faces.dtype.is_floating_point or faces.dtype == torch.bool:

@@ -90,14 +90,19 @@ class Fragments:
         return self.batch_size * self.image_size * self.image_size
 
 
-def validate_vertices(vertices: Tensor, faces: Tensor) -> None:
-    """Raise ``ValueError`` unless vertices (B, V, 3) are finite and faces (F, 3) index them."""
+def check_vertex_shape(vertices: Tensor) -> None:
+    """Raise ``ValueError`` unless vertices are a non-empty floating-point (B, V, 3) tensor (no host read)."""
     if vertices.dim() != 3 or vertices.shape[2] != 3:
         raise ValueError(f"vertices must have shape (B, V, 3), got {tuple(vertices.shape)}")
     if vertices.shape[0] == 0 or vertices.shape[1] == 0:
         raise ValueError(f"vertices is empty (shape {tuple(vertices.shape)})")
     if not vertices.is_floating_point():
         raise ValueError(f"vertices must be floating point, got {vertices.dtype}")
+
+
+def validate_vertices(vertices: Tensor, faces: Tensor) -> None:
+    """Raise ``ValueError`` unless vertices (B, V, 3) are finite and faces (F, 3) index them."""
+    check_vertex_shape(vertices)
     if not torch.isfinite(vertices).all():
         raise ValueError("vertices contain NaN or infinite values")
     check_faces(faces, vertices.shape[1])
