@@ -78,6 +78,18 @@ def mark_triton_failed(error: BaseException) -> None:
 if triton is not None:
 
     @triton.jit
+    def _pair_kernel(xr, yr, rows, xc, yc, cols, inv_theta, low_exponent, floor_value, EPS: tl.constexpr):
+        """Offsets dx, dy (R, C), distances (R, C) (at least EPS) and the truncated kernel value
+        ``exp(-d / theta) - floor`` of rows (R,) against columns (C,): 0 beyond the cutoff and on the
+        diagonal (a point with itself)."""
+        dx = xr[:, None] - xc[None, :]
+        dy = yr[:, None] - yc[None, :]
+        distance = tl.maximum(tl.sqrt(dx * dx + dy * dy), EPS)
+        exponent = -distance * inv_theta
+        keep = (exponent > low_exponent) & (rows[:, None] != cols[None, :])
+        return dx, dy, distance, tl.where(keep, tl.exp(exponent) - floor_value, 0.0)
+
+    @triton.jit
     def _cell_runs(cell_start, cell, cells, dy_index, SPREAD: tl.constexpr):
         """Sorted positions [start, end) of the run of cells ``dy_index - SPREAD`` rows from ``cell``."""
         per_set = cells * cells
@@ -120,12 +132,9 @@ if triton is not None:
                     xc = tl.load(xs + cols, mask=col_ok, other=0.0)
                     yc = tl.load(ys + cols, mask=col_ok, other=0.0)
                     wc = tl.load(ws + cols, mask=col_ok, other=0.0)
-                    dx = xr[:, None] - xc[None, :]
-                    dy = yr[:, None] - yc[None, :]
-                    distance = tl.maximum(tl.sqrt(dx * dx + dy * dy), EPS)
-                    exponent = -distance * inv_theta
-                    keep = (exponent > low_exponent) & (rows[:, None] != cols[None, :])
-                    kernel = tl.where(keep, tl.exp(exponent) - floor_value, 0.0)
+                    _dx, _dy, _distance, kernel = _pair_kernel(
+                        xr, yr, rows, xc, yc, cols, inv_theta, low_exponent, floor_value, EPS
+                    )
                     acc += tl.sum(kernel * wc[None, :], axis=1)
             tl.store(out + rows, acc, mask=row_ok)
 
@@ -159,12 +168,9 @@ if triton is not None:
                     yc = tl.load(ys + cols, mask=col_ok, other=0.0)
                     wc = tl.load(ws + cols, mask=col_ok, other=0.0)
                     gc = tl.load(gs + cols, mask=col_ok, other=0.0)
-                    dx = xr[:, None] - xc[None, :]
-                    dy = yr[:, None] - yc[None, :]
-                    distance = tl.maximum(tl.sqrt(dx * dx + dy * dy), EPS)
-                    exponent = -distance * inv_theta
-                    keep = (exponent > low_exponent) & (rows[:, None] != cols[None, :])
-                    kernel = tl.where(keep, tl.exp(exponent) - floor_value, 0.0)
+                    dx, dy, distance, kernel = _pair_kernel(
+                        xr, yr, rows, xc, yc, cols, inv_theta, low_exponent, floor_value, EPS
+                    )
                     weight = gr[:, None] * wc[None, :] + wr[:, None] * gc[None, :]
                     coefficient = weight * kernel / distance
                     acc_x += tl.sum(coefficient * dx, axis=1)
