@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,6 +267,22 @@ def _run_in_child(
             connection.send(("progress", float(fraction), stage))
             last[0], last[1] = now, stage
 
+    return run_job(job, folder, progress, cancel.is_set, factory, runner, device, methods)
+
+
+def run_job(
+    job: Job,
+    folder: Path,
+    progress: ProgressCallback,
+    canceled: Callable[[], bool],
+    factory: MethodFactory,
+    runner: JobRunner,
+    device: str,
+    methods: dict[str, Method],
+) -> tuple[JobStatus, str | None]:
+    """Run ``job`` with its method (created once per method name into ``methods``) and its parsed
+    options; its outcome by ``classify`` (``canceled()`` says whether a cancel was asked for). The one
+    body of the in-thread worker and of the child process."""
     try:
         method = methods.get(job.method)
         if method is None:
@@ -273,7 +290,7 @@ def _run_in_child(
         options = factory.parse_options(job.method, job.options)
         runner(method, job, folder, options, progress)
     except Exception as error:
-        status, message = classify(error, cancel.is_set())
+        status, message = classify(error, canceled())
         if message is not None and message.startswith("internal error"):
             logger.exception("job %s failed", job.id)
         return status, message

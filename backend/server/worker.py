@@ -38,7 +38,7 @@ from backend.geometry.io import load_glb
 from backend.methods.base import Cancelled, Method, MethodOptions, ProgressCallback
 from backend.methods.pipeline import export, reconstruct_photo
 from backend.server.catalog import MethodFactory
-from backend.server.isolation import JobProcess, classify
+from backend.server.isolation import JobProcess, classify, run_job
 from backend.server.jobs import (
     IMAGE_FILE,
     MASK_FILE,
@@ -197,18 +197,8 @@ class WorkerPool:
                 raise Cancelled(job.id)
             self._store.set_progress(job.id, fraction, stage)
 
-        try:
-            method = methods.get(job.method)
-            if method is None:
-                method = methods[job.method] = self._factory.create_method(job.method, device)
-            options = self._factory.parse_options(job.method, job.options)
-            self._runner(method, job, self._store.job_dir(job.id), options, progress)
-        except Exception as error:
-            status, message = classify(error, cancel.is_set())
-            if message is not None and message.startswith("internal error"):
-                logger.exception("job %s failed", job.id)
-            return status, message
-        return JobStatus.SUCCEEDED, None
+        folder = self._store.job_dir(job.id)
+        return run_job(job, folder, progress, cancel.is_set, self._factory, self._runner, device, methods)
 
 
 class JobRunner(Protocol):
