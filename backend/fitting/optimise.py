@@ -27,7 +27,7 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
 The Chamfer points are drawn from a generator seeded with ``settings.seed``, and Adam's state lives in
 this call, so two fits in one process give the same bits. Two processes may not: on a photo
 (``bird_warbler.jpg``, default options, ``OMP_NUM_THREADS=1``, identical masks) new processes land in one
-of two visibly different results (IoU 0.900 or 0.905, 2026-12-04). The cause is not found yet: it is
+of two visibly different results (IoU 0.915 or 0.906, 2026-12-04). The cause is not found yet: it is
 not the mask, Python's hash seed (``PYTHONHASHSEED=0``), MKL (``MKL_CBWR=COMPATIBLE``), nor the
 Chamfer term's ``F.grid_sample`` (an elementwise bilinear sampler in its place changed nothing); a fit
 of a synthetic ellipsoid mask gave the same bits in three processes (issue 20).
