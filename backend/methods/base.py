@@ -236,6 +236,14 @@ class BaseMethod(ABC, Generic[OptionsT]):
         if not mask.any():
             raise MaskError("the mask is empty: no pixel of the crop belongs to the object")
 
+    def refuse_refinement(self, init_mesh: TexturedMesh | None, because: str) -> None:
+        """``MethodError`` when a mesh to refine is given to a method that makes its own: ``because`` says
+        why (e.g. "predicts a new point cloud"), and the message points to ``fit``."""
+        if init_mesh is not None:
+            raise MethodError(
+                f"{self.name} {because} and cannot refine a given mesh; refine with the fit method"
+            )
+
     def threads(self, count: int) -> AbstractContextManager[None]:
         """``cpu_threads(count)`` on a CPU device; nothing on another."""
         return cpu_threads(count) if self.device.type == "cpu" else nullcontext()

@@ -391,11 +391,7 @@ class MeshInversionMethod(CheckpointedMethod[MeshInversionOptions, MeshGenerator
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
         opts = self.options_of(options)
-        if init_mesh is not None:
-            raise MethodError(
-                "mesh-inversion searches the GAN's latent space and cannot refine a given mesh; "
-                "refine with the fit method"
-            )
+        self.refuse_refinement(init_mesh, "searches the GAN's latent space")
         self.check_inputs(image, mask)
         settings = InversionSettings.of(opts, self.device)
         wants_features = opts.feature_texture_weight > 0 and opts.texture_loss != "l1"

@@ -135,11 +135,7 @@ class PointCloudPoissonMethod(CheckpointedMethod[PointCloudPoissonOptions, Point
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
         opts = self.options_of(options)
-        if init_mesh is not None:
-            raise MethodError(
-                "pointcloud-poisson predicts a new point cloud and cannot refine a given mesh; "
-                "refine with the fit method"
-            )
+        self.refuse_refinement(init_mesh, "predicts a new point cloud")
         self.check_inputs(image, mask)
         generator = self._texture_generator(opts)  # before the work: a bad path fails at once
         watch = Stopwatch()

@@ -163,11 +163,7 @@ class Unsup3dMethod(CheckpointedMethod[Unsup3dOptions, Unsup3dNet]):
         init_mesh: TexturedMesh | None = None,
     ) -> Reconstruction:
         opts = self.options_of(options)
-        if init_mesh is not None:
-            raise MethodError(
-                "unsup3d reads the depth from the photo and cannot refine a given mesh; refine with the "
-                "fit method"
-            )
+        self.refuse_refinement(init_mesh, "reads the depth from the photo")
         self.check_inputs(image, mask)
         self.check_crop(image)
         config = self.network.config
