@@ -4,6 +4,7 @@ Subcommands:
     reconstruct    photos -> textured meshes (GLB, OBJ), previews, masks and reports.
     methods        the reconstruction methods, whether they can run, and their options.
     serve          the local backend server (HTTP API v1) the Blender add-on talks to.
+    mask-model status|download  the salient-object mask model: where it is looked for; fetch it.
     addon build    the Blender extension zip, checked by Blender's own validator.
     bench render   forward + backward cost of the differentiable renderer, beside DEODR (--json for JSON).
     bench reconstruct  per-stage wall time of a method on real photos.
@@ -31,11 +32,11 @@ from backend import __version__
 from backend.cli_parser import DeferredParser
 
 
-def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:
-    """A ``build`` that imports ``module`` and calls its ``add_arguments(parser)``."""
+def _arguments_of(module: str, function: str = "add_arguments") -> Callable[[argparse.ArgumentParser], None]:
+    """A ``build`` that imports ``module`` and calls its ``function(parser)`` (``add_arguments``)."""
 
     def build(parser: argparse.ArgumentParser) -> None:
-        importlib.import_module(module).add_arguments(parser)
+        getattr(importlib.import_module(module), function)(parser)
 
     return build
 
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "serve", help="start the local backend server", build=_arguments_of("backend.server.command")
+    )
+    mask_model = commands.add_parser("mask-model", help="the salient-object mask model: status, download")
+    mask_model_commands = mask_model.add_subparsers(dest="mask_model_command", required=True)
+    mask_model_commands.add_parser(
+        "status",
+        help="where the mask model is looked for and whether it is found (JSON)",
+        build=_arguments_of("backend.mask_model_command", "add_status_arguments"),
+    )
+    mask_model_commands.add_parser(
+        "download",
+        help="download a mask model into the cache folder (the only command that downloads)",
+        build=_arguments_of("backend.mask_model_command", "add_download_arguments"),
     )
     addon = commands.add_parser("addon", help="the Blender add-on")
     addon_commands = addon.add_subparsers(dest="addon", required=True)
@@ -138,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         from backend.server import command as serve_command
 
         return serve_command.main(args)
+    if args.command == "mask-model":
+        from backend import mask_model_command
+
+        if args.mask_model_command == "status":
+            return mask_model_command.status_main(args)
+        return mask_model_command.download_main(args)
     if args.command == "addon" and args.addon == "build":
         from backend import addon_build
 

@@ -2,7 +2,12 @@
 
 For each photo it runs ``backend.methods.pipeline.reconstruct_photo`` and ``export`` (the files are
 listed there), prints a line per result, and goes on after a failure; the exit code is 1 when any photo
-failed (the message says which and why), 2 for a usage error (unknown method, bad option).
+failed (the message says which and why), 2 for a usage error (unknown method, bad option, a
+``--mask-model`` file that does not exist).
+
+A photo with neither ``--mask`` nor an alpha channel is segmented by the salient-object mask model when
+one is found (``--mask-model PATH``, else ``$MONO2MESH_MASK_MODEL``, else the cache folder that
+``mono2mesh mask-model download`` fills), else by GrabCut; nothing is downloaded here.
 
 The methods, torch and the mesh IO are imported by ``main``: ``mono2mesh`` builds its parser from
 ``add_arguments``, which must stay cheap.
@@ -43,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refine", type=Path, default=None, help="mesh (GLB/OBJ) to refine instead of the template"
+    )
+    parser.add_argument(
+        "--mask-model",
+        type=Path,
+        default=None,
+        help="salient-object mask model (ONNX) for photos without mask or alpha (default "
+        "$MONO2MESH_MASK_MODEL, else the file `mono2mesh mask-model download` saved; else GrabCut)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -89,6 +101,10 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    mask_model = getattr(args, "mask_model", None)
+    if mask_model is not None and not Path(mask_model).expanduser().is_file():
+        print(f"error: the --mask-model file {mask_model} does not exist", file=sys.stderr)
+        return 2
     try:
         options = parse_options(args.method, parse_option_pairs(args.option))
         method = create_method(args.method, args.device, args.checkpoint)
@@ -112,7 +128,13 @@ def main(args: argparse.Namespace) -> int:
 
             try:
                 result = reconstruct_photo(
-                    method, image, mask=mask, options=options, progress=progress, init_mesh=init_mesh
+                    method,
+                    image,
+                    mask=mask,
+                    options=options,
+                    progress=progress,
+                    init_mesh=init_mesh,
+                    mask_model=mask_model,
                 )
                 paths = export(result, args.out, stem, progress)
             except (ImageError, MethodError, ValueError, OSError) as error:

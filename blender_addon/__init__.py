@@ -10,8 +10,9 @@ waiting: ``session.shutdown`` returns at once).
 
 Modules: ``client`` (HTTP + backend process, no bpy), ``session`` (connection, jobs, the polling
 function), ``workflow`` (submit and finish jobs), ``importer`` (GLB -> object, mesh swap),
-``transfer`` (texture copy or closest-point transfer), ``properties``, ``preferences``, ``operators``,
-``panels``, ``batch`` (the headless script).
+``transfer`` (texture copy or closest-point transfer), ``masks`` (the backend's mask-model status,
+check and download), ``properties``, ``preferences``, ``operators``, ``panels``, ``batch`` (the
+headless script).
 """
 
 import bpy

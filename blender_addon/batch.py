@@ -9,16 +9,17 @@ Usage (Blender, or plain ``python`` with the bpy module; the arguments after ``-
 
 Timers never fire in background mode, so this path is synchronous: all photos are submitted first
 (the backend queues them; ``--sequential`` submits each after the previous one is imported), then
-each job is waited for, downloaded into ``<out>/<stem>/`` and imported with the add-on's importer,
+each job is waited for, downloaded into ``<out>/<stem>/`` (with ``<stem>_mask.png``, the mask the
+backend used, attached to the object as in the UI) and imported with the add-on's importer,
 left to right along X: the same weld and placement as in the UI (the photographed side facing -Y,
 standing on z = 0, ``--size`` the largest dimension); the exports are written first (the OBJ's
 textures copied from the downloaded files), then the textures are packed into the saved .blend;
 ``--as-in-photo`` also adds each photo's camera with the photo as its background. ``--report``
 writes per-photo timings (``backend_s`` from submit to succeeded, ``download_s``, ``import_s``,
-``total_s`` from submit to the object in the scene) as JSON, which ``mono2mesh bench blender``
-reads. One line per photo on stdout
-(``ok``/``FAILED``), then a summary line. Exit status: 0 all succeeded, 1 any photo failed (or the
-backend could not be reached), 2 bad arguments. A local backend started here is stopped at the end.
+``total_s`` from submit to the object in the scene) and ``mask_source`` as JSON, which
+``mono2mesh bench blender`` reads. One line per photo on stdout (``ok``/``FAILED``), then a summary
+line. Exit status: 0 all succeeded, 1 any photo failed (or the backend could not be reached), 2 bad
+arguments. A local backend started here is stopped at the end.
 
 Run as a script, it imports the add-on's modules from the folder it lives in (the ``blender_addon``
 package of the checkout); it only needs bpy and the standard library.
@@ -200,6 +201,10 @@ def _reconstruct_all(
                 camera=report.get("camera"),
                 texture_storage=None,  # packed before the .blend is saved, after the exports
             )
+            try:  # the mask next to the result, as in the UI; the result stays without it
+                importer.attach_mask(obj, files.get("mask"), report)
+            except (OSError, RuntimeError) as failure:
+                print(f"mask of {image.name} not loaded: {failure}")
             if args.as_in_photo:
                 importer.add_photo_camera(obj, report, image.resolve(), bpy.context.scene.collection)
             imported = time.perf_counter()
@@ -211,6 +216,7 @@ def _reconstruct_all(
             ok=True,
             object=obj.name,
             silhouette_iou=report.get("silhouette_iou"),
+            mask_source=(report.get("photo") or {}).get("mask_source"),
             backend_compute_s=(report.get("timings") or {}).get("total"),
             backend_s=succeeded - started,
             download_s=downloaded - succeeded,
@@ -219,7 +225,7 @@ def _reconstruct_all(
         )
         print(
             f"ok {image.name} -> {obj.name}: silhouette IoU {row['silhouette_iou']}, "
-            f"backend {row['backend_s']:.2f} s, import {row['import_s']:.3f} s"
+            f"backend {row['backend_s']:.2f} s, import {row['import_s']:.3f} s, mask {row['mask_source']}"
         )
     return rows
 

@@ -8,10 +8,11 @@ timeout of a request is an argument), so threads may share one. The only threads
 the daemon reapers of ``LocalBackend.stop(wait=False)``.
 
 - ``BackendClient(url, token)``: one method per route (``health``, ``methods``, ``submit``, ``job``,
-  ``wait``, ``cancel``, ``download``). Proxies are bypassed (the backend is on the loopback
-  interface). Every failure is a ``BackendError`` whose message says what to do:
-  ``BackendUnavailable`` (nothing answers at the URL, or it timed out), ``BackendHTTPError`` (the
-  backend answered 4xx/5xx; ``status`` and the backend's ``detail``), ``JobFailed`` (a job ended
+  ``wait``, ``cancel``, ``download``, ``mask_model``, ``download_mask_model``). Proxies are bypassed
+  (the backend is on the loopback interface). Every failure is a ``BackendError`` whose message says
+  what to do: ``BackendUnavailable`` (nothing answers at the URL, or it timed out), ``BackendHTTPError`` (the
+  backend answered 4xx/5xx; ``status`` and the backend's ``detail``), ``MaskModelUnsupported`` (a
+  ``BackendHTTPError``: the backend has no mask-model routes, an older one), ``JobFailed`` (a job ended
   failed or canceled).
 - ``LocalBackend(python, state_file, ...)``: runs ``<python> -m backend serve --port 0 --state-file F``,
   waits until the state file names a server that answers ``/v1/health``, and stops it (SIGTERM, then
@@ -25,6 +26,8 @@ the daemon reapers of ``LocalBackend.stop(wait=False)``.
 
 Job JSON (``submit``, ``job``, ``wait``, ``cancel``) is returned as the backend sends it:
 ``{"id", "status", "progress", "stage", "error", "method", "options", "image_name", "results", ...}``.
+Mask-model status JSON (``mask_model``, ``download_mask_model``): ``{"available": bool, "path": str or
+null, "name": str, "searched": [str, ...], "reason": str or null}``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ RESULT_FILES = {
     "mask": "mask.png",
 }
 SERVE_MODULE_ARGS: tuple[str, ...] = ("-m", "backend", "serve")
+MASK_MODEL_DOWNLOAD_TIMEOUT = 600.0  # seconds: the backend fetches the model file before it answers
 
 
 class BackendError(Exception):
@@ -73,6 +77,17 @@ class BackendHTTPError(BackendError):
         self.status = status
         self.detail = detail
         self.route = route
+
+
+class MaskModelUnsupported(BackendHTTPError):
+    """The backend answered 404 "Not Found" on a mask-model route: it predates mask-model support."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__(404, "Not Found", route)
+        self.args = (
+            f"This backend has no mask model support (it answered 404 on {route}); update the backend "
+            "to a version with the salient-object mask model",
+        )
 
 
 class JobFailed(BackendError):
@@ -214,6 +229,35 @@ class BackendClient:
         os.replace(temporary, destination)
         return destination
 
+    def mask_model(self, timeout: float | None = None) -> dict[str, Any]:
+        """``GET /v1/mask-model`` -> the mask-model status JSON (module docstring).
+
+        Raises ``MaskModelUnsupported`` when the backend has no such route.
+        """
+        return _mask_status(self._mask_json("GET", "/mask-model", timeout=timeout))
+
+    def download_mask_model(
+        self, name: str | None = None, timeout: float = MASK_MODEL_DOWNLOAD_TIMEOUT
+    ) -> dict[str, Any]:
+        """``POST /v1/mask-model/download`` (body ``{"name": name}`` when given): the backend downloads
+        the salient-object mask model now, then answers its status JSON. Blocks until it has (up to
+        ``timeout`` s): call it from a worker thread. Its refusals and failures (4xx, 502) are
+        ``BackendHTTPError`` with the backend's detail; ``MaskModelUnsupported`` for an older backend.
+        """
+        body = json.dumps({"name": name} if name else {}).encode("utf-8")
+        data = self._mask_json(
+            "POST", "/mask-model/download", body=body, content_type="application/json", timeout=timeout
+        )
+        return _mask_status(data)
+
+    def _mask_json(self, method: str, route: str, **kwargs: Any) -> Any:
+        try:
+            return self._json(method, route, **kwargs)
+        except BackendHTTPError as error:
+            if error.status == 404 and error.detail == "Not Found":  # FastAPI's answer to an unknown route
+                raise MaskModelUnsupported(f"{method} {API_PREFIX}{route}") from error
+            raise
+
     def report(self, job_id: str) -> dict[str, Any]:
         """The job's ``report.json`` as a dict."""
         return self._json("GET", f"/jobs/{_job_path(job_id)}/report.json")
@@ -298,6 +342,20 @@ class BackendClient:
             raise BackendUnavailable(
                 f"Backend at {self.url} is not answering ({reason}); start it or check the URL"
             ) from error
+
+
+def _mask_status(data: Any) -> dict[str, Any]:
+    """Check the shape of a mask-model status answer; ``BackendError`` when it is not one."""
+    if not isinstance(data, dict) or not isinstance(data.get("available"), bool):
+        raise BackendError(f"Backend sent an unexpected mask-model status: {str(data)[:200]}")
+    searched = data.get("searched")
+    return {
+        "available": data["available"],
+        "path": data.get("path"),
+        "name": str(data.get("name") or ""),
+        "searched": [str(item) for item in searched] if isinstance(searched, list) else [],
+        "reason": data.get("reason"),
+    }
 
 
 def _as_upload(field: str, value: str | os.PathLike[str] | Upload) -> Upload:

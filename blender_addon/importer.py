@@ -22,6 +22,12 @@ did, with the photo as its background image.
 Custom properties (``PROPERTY_*`` keys) record the source image, method, checkpoint, job id, template
 topology id and the report's quality numbers. On any error every object and data-block the import
 created is removed, so a failed job leaves nothing half-imported.
+``attach_mask`` (called after the import or the mesh swap) records the mask the backend used: the
+report's ``photo.mask_source`` / ``mask_model`` / ``mask_note`` and the path of the downloaded
+``<stem>_mask.png`` as custom properties, and the file loaded as the image ``"<object> mask"`` (a file
+reference, not packed: a view of what the backend used, and the file "Use This Mask" sends), held by
+the object through the ID custom property ``PROPERTY_MASK_IMAGE`` (so it is saved with the .blend and
+goes with the object). ``mask_label`` is the panel's text for a source.
 
 Functions take explicit data-blocks and paths (no selection or area assumptions) so the batch script
 and the operators share them. Only ``bpy``, ``mathutils`` and the standard library.
@@ -56,6 +62,19 @@ PROPERTY_OUTPUT = PREFIX + "output_dir"
 PROPERTY_TRANSFORM = PREFIX + "import_matrix"
 PROPERTY_TEXTURE = PREFIX + "texture_storage"  # "packed" or "file"
 PROPERTY_WELDED = PREFIX + "welded_vertices"  # vertices merged by the weld
+# the mask the backend used (``attach_mask``)
+PROPERTY_MASK = PREFIX + "mask_path"  # the downloaded mask PNG (photo resolution, white = object)
+PROPERTY_MASK_SOURCE = PREFIX + "mask_source"  # "given", "alpha", "salient", "grabcut" or "whole"
+PROPERTY_MASK_MODEL = PREFIX + "mask_model"  # the salient-object model's name, when it made the mask
+PROPERTY_MASK_NOTE = PREFIX + "mask_note"  # the backend's note (e.g. why the model was not used)
+PROPERTY_MASK_IMAGE = PREFIX + "mask_image"  # the loaded mask image (an ID property: keeps it alive)
+MASK_SOURCE_LABELS = {
+    "given": "yours",
+    "alpha": "alpha channel",
+    "salient": "salient model",
+    "grabcut": "GrabCut (automatic)",
+    "whole": "whole photo (no segmentation)",
+}
 # glTF (x, y, z) -> Blender (x, -z, y), what Blender's glTF importer does
 BLENDER_FROM_GLTF = Matrix(((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)))
 WELD_DISTANCE = 1e-6  # relative to the mesh's largest dimension
@@ -348,6 +367,73 @@ def report_properties(report: dict[str, Any], job: dict[str, Any], source_image:
         PROPERTY_FACES: int(report.get("num_faces") or 0),
         PROPERTY_SECONDS: float(timings.get("total") or 0.0),
     }
+
+
+def mask_label(source: str, model: str = "") -> str:
+    """The panel's line for a mask source, e.g. ``"Mask: salient model u2netp"``, ``"Mask: yours"``."""
+    text = MASK_SOURCE_LABELS.get(source, source or "unknown")
+    if source == "salient" and model:
+        text += f" {model}"
+    return f"Mask: {text}"
+
+
+def mask_image_name(mesh_object: bpy.types.Object) -> str:
+    """The name of the object's mask image: ``"<object> mask"``."""
+    return f"{mesh_object.name} mask"
+
+
+def attach_mask(
+    mesh_object: bpy.types.Object, mask_path: str | Path | None, report: dict[str, Any]
+) -> bpy.types.Image | None:
+    """Record the mask the backend used on ``mesh_object`` and load it (module docstring).
+
+    ``report["photo"]`` gives the source, model and note; ``mask_path`` is the downloaded mask (None:
+    the backend sent none, only the source is recorded). A previous mask image of the object (a
+    refinement) is replaced and removed when nothing else uses it. Returns the image, or None when
+    there is no file; a file Blender cannot read raises ``RuntimeError`` after the properties are set.
+    """
+    photo = report.get("photo") or {}
+    mesh_object[PROPERTY_MASK_SOURCE] = str(photo.get("mask_source") or "")
+    mesh_object[PROPERTY_MASK_MODEL] = str(photo.get("mask_model") or "")
+    mesh_object[PROPERTY_MASK_NOTE] = str(photo.get("mask_note") or "")
+    old = mesh_object.get(PROPERTY_MASK_IMAGE)
+    if PROPERTY_MASK_IMAGE in mesh_object:
+        del mesh_object[PROPERTY_MASK_IMAGE]
+    if isinstance(old, bpy.types.Image) and old.users == 0:
+        bpy.data.images.remove(old)
+    if mask_path is None:
+        mesh_object[PROPERTY_MASK] = ""
+        return None
+    mesh_object[PROPERTY_MASK] = str(Path(mask_path).resolve())
+    return _load_mask(mesh_object, Path(mask_path))
+
+
+def _load_mask(mesh_object: bpy.types.Object, path: Path) -> bpy.types.Image:
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.name = mask_image_name(mesh_object)
+    image.colorspace_settings.name = "Non-Color"  # a mask, not a colour
+    mesh_object[PROPERTY_MASK_IMAGE] = image
+    return image
+
+
+def mask_image(mesh_object: bpy.types.Object) -> bpy.types.Image | None:
+    """The object's loaded mask image (None when it has none or it was removed)."""
+    image = mesh_object.get(PROPERTY_MASK_IMAGE)
+    return image if isinstance(image, bpy.types.Image) else None
+
+
+def ensure_mask_image(mesh_object: bpy.types.Object) -> bpy.types.Image:
+    """The object's mask image, loaded again from its recorded file when it is not in the .blend.
+
+    Raises ``ValueError`` when the object has no mask or its file is gone.
+    """
+    image = mask_image(mesh_object)
+    if image is not None:
+        return image
+    path = Path(str(mesh_object.get(PROPERTY_MASK) or ""))
+    if not mesh_object.get(PROPERTY_MASK) or not path.is_file():
+        raise ValueError(f"The mask file of {mesh_object.name} is missing: {path}")
+    return _load_mask(mesh_object, path)
 
 
 def import_result(

@@ -8,14 +8,22 @@ submission waits for it in ``session.poll_start`` (a timer), and jobs are polled
 (``session.run_task``: a click waits at most ``session.INLINE_WAIT`` s); Stop Backend does not wait
 for the process to exit; a backend known not to answer fails the click at once. The hidden ``wait``
 option of Reconstruct and Refine blocks instead, for scripts and background mode.
+
+Mask model (preferences): Check Mask Model and Download Mask Model send their request through
+``masks.request`` (a worker thread, the same rules; the hidden ``wait`` blocks); a slow answer shows in
+the preferences' box, not as a report. The mask of a result: Open Mask shows the active result's mask
+image in an Image Editor (one already open, else a new window); Use This Mask makes it the scene's
+mask (``mask_path``, with the result's photo as the scene's photo) so it can be painted or replaced
+and sent again.
 """
 
 from functools import partial
+from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty
+from bpy.props import BoolProperty, StringProperty
 
-from . import importer, session, transfer, workflow
+from . import importer, masks, session, transfer, workflow
 from .client import BackendClient, BackendError
 
 _ERRORS = (BackendError, ValueError, OSError, RuntimeError, TimeoutError)
@@ -316,6 +324,183 @@ class MONO2MESH_OT_stop_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MONO2MESH_OT_check_mask_model(bpy.types.Operator):
+    """Ask the backend whether it has its salient-object mask model (nothing is downloaded)"""
+
+    bl_idname = "mono2mesh.check_mask_model"
+    bl_label = "Check Mask Model"
+
+    wait: BoolProperty(
+        name="Wait", description="Block until the backend answers", options={"HIDDEN", "SKIP_SAVE"}
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not masks.state.busy
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return _mask_model_request(self, context, masks.CHECK, "")
+
+
+class MONO2MESH_OT_download_mask_model(bpy.types.Operator):
+    """Have the backend download its salient-object mask model now (a few MB, from the internet), so
+    photos without a mask are segmented by the model instead of GrabCut"""
+
+    bl_idname = "mono2mesh.download_mask_model"
+    bl_label = "Download Mask Model"
+
+    wait: BoolProperty(
+        name="Wait", description="Block until the download is done", options={"HIDDEN", "SKIP_SAVE"}
+    )
+    name: StringProperty(
+        name="Model", description="Model to download; empty: the backend's default", options={"SKIP_SAVE"}
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not masks.state.busy
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return _mask_model_request(self, context, masks.DOWNLOAD, self.name)
+
+
+def _mask_model_request(
+    operator: bpy.types.Operator, context: bpy.types.Context, kind: str, name: str
+) -> set[str]:
+    try:
+        text = masks.request(kind, context, wait=operator.wait, name=name)
+    except _ERRORS as error:
+        operator.report({"ERROR"}, str(error))
+        return {"CANCELLED"}
+    if text is None:
+        operator.report({"INFO"}, "Starting the backend; the request is sent when it answers")
+    elif text is session.PENDING:
+        what = "Downloading the mask model" if kind == masks.DOWNLOAD else "Asking the backend"
+        operator.report({"INFO"}, f"{what}; the Mask Model box in the preferences shows the answer")
+    else:
+        operator.report({"INFO"}, text)
+    return {"FINISHED"}
+
+
+def _mask_result(context: bpy.types.Context) -> bpy.types.Object | None:
+    obj = context.active_object
+    return obj if obj is not None and obj.get(importer.PROPERTY_MASK) else None
+
+
+def image_editors(context: bpy.types.Context) -> list[bpy.types.Area]:
+    """The Image Editor areas of the open windows (the context's window first)."""
+    window_manager = context.window_manager
+    windows = list(window_manager.windows) if window_manager is not None else []
+    if context.window in windows:
+        windows.remove(context.window)
+        windows.insert(0, context.window)
+    return [area for window in windows for area in window.screen.areas if area.type == "IMAGE_EDITOR"]
+
+
+def show_image(context: bpy.types.Context, image: bpy.types.Image, paint: bool = False) -> bool:
+    """Show ``image`` in an open Image Editor (Paint mode with ``paint``); False when none is open."""
+    editors = image_editors(context)
+    if not editors:
+        return False
+    space = editors[0].spaces.active
+    space.image = image
+    if paint:
+        space.ui_mode = "PAINT"
+    editors[0].tag_redraw()
+    return True
+
+
+class MONO2MESH_OT_show_mask(bpy.types.Operator):
+    """Show the mask the backend used for the active result in an Image Editor"""
+
+    bl_idname = "mono2mesh.show_mask"
+    bl_label = "Open Mask"
+
+    paint: BoolProperty(name="Paint", description="Open it in Paint mode", options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _mask_result(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = _mask_result(context)
+        assert obj is not None  # poll
+        try:
+            image = importer.ensure_mask_image(obj)
+        except (ValueError, RuntimeError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if not show_image(context, image, self.paint) and not _new_image_window(context, image, self.paint):
+            self.report({"WARNING"}, f"Open an Image Editor and pick the image {image.name!r}")
+            return {"FINISHED"}
+        self.report({"INFO"}, f"{image.name} shown in the Image Editor")
+        return {"FINISHED"}
+
+
+def _new_image_window(context: bpy.types.Context, image: bpy.types.Image, paint: bool) -> bool:
+    """Open a new window whose one area is an Image Editor showing ``image`` (False without a UI)."""
+    window_manager = context.window_manager
+    if bpy.app.background or window_manager is None or context.window is None:
+        return False
+    before = set(window_manager.windows)
+    try:
+        bpy.ops.wm.window_new()
+    except RuntimeError:
+        return False
+    created = [window for window in window_manager.windows if window not in before]
+    if not created:
+        return False
+    area = max(created[0].screen.areas, key=lambda area: area.width * area.height)
+    area.type = "IMAGE_EDITOR"
+    area.spaces.active.image = image
+    if paint:
+        area.spaces.active.ui_mode = "PAINT"
+    return True
+
+
+class MONO2MESH_OT_use_mask(bpy.types.Operator):
+    """Make the mask of the active result the scene's mask (and its photo the scene's photo), to paint
+    it in the Image Editor (Paint mode; save it) or replace it, then Reconstruct again"""
+
+    bl_idname = "mono2mesh.use_mask"
+    bl_label = "Use This Mask"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (a set, as Blender requires)
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _mask_result(context) is not None and not context.scene.mono2mesh.busy
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = _mask_result(context)
+        assert obj is not None  # poll
+        settings = context.scene.mono2mesh
+        mask = Path(str(obj[importer.PROPERTY_MASK]))
+        try:
+            image = importer.ensure_mask_image(obj)
+            if not mask.is_file():  # the file is gone but the .blend kept the image's pixels
+                image.filepath_raw = str(mask)
+                image.file_format = "PNG"
+                mask.parent.mkdir(parents=True, exist_ok=True)
+                image.save()
+        except (ValueError, RuntimeError, OSError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        settings.mask_path = str(mask)
+        text = f"Mask: {mask.name}"
+        photo = Path(str(obj.get(importer.PROPERTY_SOURCE) or ""))
+        current = Path(bpy.path.abspath(settings.image_path)) if settings.image_path else None
+        if photo.is_file() and (settings.image_source != "FILE" or current != photo):
+            settings.image_source = "FILE"
+            settings.image_path = str(photo)
+            text += f", photo: {photo.name}"
+        shown = show_image(context, image, paint=True)
+        text += "; paint it " + ("in the Image Editor" if shown else "(Open Mask, Paint mode)")
+        text += " or choose another mask file, then Reconstruct"
+        session.set_message(settings, text)
+        self.report({"INFO"}, text)
+        return {"FINISHED"}
+
+
 classes = (
     MONO2MESH_OT_reconstruct,
     MONO2MESH_OT_cancel,
@@ -324,4 +509,8 @@ classes = (
     MONO2MESH_OT_cancel_transfer,
     MONO2MESH_OT_start_backend,
     MONO2MESH_OT_stop_backend,
+    MONO2MESH_OT_check_mask_model,
+    MONO2MESH_OT_download_mask_model,
+    MONO2MESH_OT_show_mask,
+    MONO2MESH_OT_use_mask,
 )

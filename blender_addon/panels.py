@@ -2,11 +2,18 @@
 
 Drawing reads the scene settings and the active object's custom properties only; it never talks
 to the backend (the methods list comes from the cache that Start Backend / Reconstruct fill).
+The Result panel shows, for a result that has one, the mask the backend used: where it came from
+("Mask: salient model u2netp", "Mask: GrabCut (automatic)", "Mask: yours", ...), the backend's note, a
+preview of the mask image, and the Open Mask and Use This Mask buttons.
 """
+
+import textwrap
 
 import bpy
 
 from . import importer, session, transfer
+
+NOTE_WIDTH = 44  # characters per label line of the mask note (labels do not wrap)
 
 
 class VIEW3D_PT_mono2mesh(bpy.types.Panel):
@@ -66,6 +73,8 @@ class VIEW3D_PT_mono2mesh_result(bpy.types.Panel):
                 if value not in (None, ""):
                     text = f"{value:.3f}" if isinstance(value, float) else str(value)
                     column.label(text=f"{label}: {text}")
+            if obj.get(importer.PROPERTY_MASK_SOURCE) is not None:
+                draw_mask(layout.box(), obj)
         layout.operator("mono2mesh.refine", icon="MODIFIER")
         layout.prop(context.scene.mono2mesh, "bake_resolution")
         job = transfer.jobs.get(context.scene.name)
@@ -81,6 +90,28 @@ class VIEW3D_PT_mono2mesh_result(bpy.types.Panel):
             layout.label(text=job.message, icon=icon)
         if about_active and job.state == "refused":
             layout.operator("mono2mesh.transfer_texture", text="Apply Anyway", icon="ERROR").force = True
+
+
+def draw_mask(box: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    """The mask row of a result: source, note, preview, Open Mask and Use This Mask."""
+    source = str(obj.get(importer.PROPERTY_MASK_SOURCE) or "")
+    model = str(obj.get(importer.PROPERTY_MASK_MODEL) or "")
+    box.label(text=importer.mask_label(source, model), icon="MOD_MASK")
+    note = str(obj.get(importer.PROPERTY_MASK_NOTE) or "")
+    column = box.column(align=True)
+    for index, line in enumerate(textwrap.wrap(note, NOTE_WIDTH)):
+        column.label(text=line, icon="INFO" if index == 0 else "BLANK1")
+    image = importer.mask_image(obj)
+    if image is not None:
+        # ``icon(image)`` is the image's preview icon (rendered on demand; no preview data is written)
+        box.template_icon(icon_value=box.icon(image), scale=6.0)
+    elif obj.get(importer.PROPERTY_MASK):
+        box.label(text="Mask image not loaded: Open Mask loads it", icon="IMAGE_DATA")
+    else:
+        box.label(text="The backend sent no mask file", icon="BLANK1")
+    row = box.row(align=True)
+    row.operator("mono2mesh.show_mask", icon="IMAGE_DATA")
+    row.operator("mono2mesh.use_mask", icon="BRUSH_DATA")
 
 
 class VIEW3D_PT_mono2mesh_backend(bpy.types.Panel):

@@ -7,10 +7,17 @@ connects to a running backend with a token. The output folder holds each job's d
 (GLB, texture, preview, report); the .blend never depends on it, nor on the extension's user folder
 that uninstalling deletes: imported textures are packed into the .blend or copied next to it (the
 scene setting "Textures", ``Scene.mono2mesh.texture_storage``).
+
+The "Mask Model" box shows whether the backend has its salient-object mask model (the photo's object
+is then found by the model instead of GrabCut): nothing is asked on start-up; Check asks the backend
+(``mono2mesh.check_mask_model``) and Download Mask Model has the backend fetch it
+(``mono2mesh.download_mask_model``), only when pressed. The box's text comes from ``masks.lines()``.
 """
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
+
+from . import masks
 
 
 class Mono2MeshPreferences(bpy.types.AddonPreferences):
@@ -58,6 +65,18 @@ class Mono2MeshPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.operator("mono2mesh.start_backend", icon="PLAY")
         row.operator("mono2mesh.stop_backend", icon="PAUSE")
+        draw_mask_model(layout.box())
+
+
+def draw_mask_model(box: bpy.types.UILayout) -> None:
+    """The "Mask Model" box: the last known status and the Check and Download buttons."""
+    box.label(text="Mask Model (finds the object in photos without a mask)", icon="MOD_MASK")
+    column = box.column(align=True)
+    for text, icon in masks.lines():
+        column.label(text=text, icon=icon)
+    row = box.row()
+    row.operator("mono2mesh.check_mask_model", text="Check", icon="FILE_REFRESH")
+    row.operator("mono2mesh.download_mask_model", icon="IMPORT")
 
 
 def get(context: bpy.types.Context | None = None) -> Mono2MeshPreferences:

@@ -50,7 +50,14 @@ from typing import Any
 import bpy
 
 from . import client as client_module
-from .client import BackendClient, BackendError, BackendStartError, BackendUnavailable, LocalBackend
+from .client import (
+    BackendClient,
+    BackendError,
+    BackendHTTPError,
+    BackendStartError,
+    BackendUnavailable,
+    LocalBackend,
+)
 
 POLL_INTERVAL = 0.25
 START_POLL_INTERVAL = 0.2
@@ -60,7 +67,8 @@ INLINE_WAIT = 0.2  # how long a click waits for a worker before handing its resu
 POLL_WAIT = 0.1  # how long poll_once waits for the status answers it asked for
 HEALTH_TIMEOUT = 2.0  # the first request of a submission: an unresponsive backend costs this once
 RECHECK_INTERVAL = 2.0  # health checks of a backend that stopped answering
-PREFETCH_KINDS = ("glb", "texture", "preview", "report")  # downloaded by the status worker
+PREFETCH_KINDS = ("glb", "texture", "preview", "report", "mask")  # downloaded by the status worker
+OPTIONAL_KINDS = ("mask",)  # an older backend without them answers 404: the job imports without
 
 
 @dataclass
@@ -535,14 +543,24 @@ def cancel_in_background(client: BackendClient, job_id: str, wait: float = 0.0) 
     )
 
 
-def take_prefetched(job_id: str) -> dict[str, Path]:
-    """Result files of ``job_id`` downloaded by the status worker: kind -> temporary file (move them)."""
-    return _prefetched.pop(job_id, {})
+def take_prefetched(job_id: str) -> dict[str, Path] | None:
+    """Result files of ``job_id`` downloaded by the status worker: kind -> temporary file (move them);
+    None when the worker downloaded nothing for it (an optional kind missing from the dict: the backend
+    has none)."""
+    return _prefetched.pop(job_id, None)
 
 
 def _prefetch(client: BackendClient, job_id: str, folder: Path) -> dict[str, Path]:
-    """Worker thread: download a succeeded job's result files under temporary names."""
-    return {kind: client.download(job_id, kind, folder / f".prefetch-{kind}") for kind in PREFETCH_KINDS}
+    """Worker thread: download a succeeded job's result files under temporary names (an optional
+    kind the backend does not have is left out)."""
+    files = {}
+    for kind in PREFETCH_KINDS:
+        try:
+            files[kind] = client.download(job_id, kind, folder / f".prefetch-{kind}")
+        except BackendHTTPError as error:
+            if kind not in OPTIONAL_KINDS or error.status != 404:
+                raise
+    return files
 
 
 # -- file loading ----------------------------------------------------------------------------------
@@ -766,5 +784,5 @@ def _redraw() -> None:
         return
     for window in window_manager.windows:
         for area in window.screen.areas:
-            if area.type == "VIEW_3D":
+            if area.type in ("VIEW_3D", "PREFERENCES"):  # the sidebar, the mask-model box
                 area.tag_redraw()

@@ -11,7 +11,11 @@ the floor at the recorded cursor, the texture stored as the scene's Textures set
 "As in the Photo" also a camera with the photo behind it), mark the scene's job succeeded and then
 record exactly one undo step named "Mono2Mesh: Reconstruct <name>" / "Mono2Mesh: Refine <name>"
 (``push_undo``: the import runs from a timer, which Blender's undo system does not see), so undo
-removes only the result and redo brings it back.
+removes only the result and redo brings it back. The mask the backend used (``<stem>_mask.png``,
+downloaded with the other files when the backend has it) is attached to the result
+(``importer.attach_mask``): loaded as the image "<object> mask", its source shown by the panel.
+``check_inputs`` saves a mask image painted in Blender (unsaved changes to the image whose file is the
+scene's mask) before it is sent, so "Use This Mask", paint, Reconstruct sends what was painted.
 """
 
 import os
@@ -25,9 +29,10 @@ from typing import Any
 import bpy
 
 from . import importer, session
-from .client import BackendClient, BackendError
+from .client import BackendClient, BackendError, BackendHTTPError
 
 RESULT_KINDS = ("glb", "texture", "preview", "report")
+OPTIONAL_KINDS = session.OPTIONAL_KINDS  # downloaded when the backend has them ("mask")
 
 
 def safe_name(text: str) -> str:
@@ -68,9 +73,27 @@ def check_inputs(scene: bpy.types.Scene) -> tuple[Path, Path | None]:
     settings = scene.mono2mesh
     photo = image_file(settings, session.output_root() / "_inputs")
     mask = Path(bpy.path.abspath(settings.mask_path)) if settings.mask_path else None
-    if mask is not None and not mask.is_file():
-        raise ValueError(f"Mask not found: {mask}")
+    if mask is not None:
+        save_painted_mask(mask)
+        if not mask.is_file():
+            raise ValueError(f"Mask not found: {mask}")
     return photo, mask
+
+
+def save_painted_mask(mask: Path) -> bpy.types.Image | None:
+    """Save the Blender image whose file is ``mask`` when it has unsaved changes (painted in the Image
+    Editor); return it, or None when there is none to save. ``OSError`` when it cannot be written."""
+    for image in bpy.data.images:
+        if image.source != "FILE" or not image.filepath or image.packed_file is not None:
+            continue
+        if not image.is_dirty or Path(bpy.path.abspath(image.filepath)) != mask:
+            continue
+        try:
+            image.save()
+        except RuntimeError as error:
+            raise OSError(f"Cannot save the painted mask {image.name} to {mask}: {error}") from error
+        return image
+    return None
 
 
 def submit_reconstruction(
@@ -287,19 +310,29 @@ def _track_or_wait(
 
 
 def download_results(client: BackendClient, job_id: str, folder: Path, stem: str) -> dict[str, Path]:
-    """Save the job's GLB, texture, preview and report as ``<stem>.glb``, ``<stem>_texture.png``, ..."""
+    """Save the job's GLB, texture, preview, report and mask as ``<stem>.glb``, ``<stem>_texture.png``,
+    ``<stem>_preview.png``, ``<stem>.json``, ``<stem>_mask.png``; the mask is left out (no ``"mask"``
+    key) when the backend has none (404)."""
     names = {"glb": f"{stem}.glb", "texture": f"{stem}_texture.png", "preview": f"{stem}_preview.png"}
     names["report"] = f"{stem}.json"
+    names["mask"] = f"{stem}_mask.png"
     # the status worker already downloaded them (off the main thread): only move them into place
-    ready = session.take_prefetched(job_id)
+    taken = session.take_prefetched(job_id)
+    prefetched, ready = taken is not None, taken or {}
     files = {}
-    for kind in RESULT_KINDS:
+    for kind in RESULT_KINDS + OPTIONAL_KINDS:
         target = folder / names[kind]
         if kind in ready and ready[kind].is_file():
             os.replace(ready.pop(kind), target)
             files[kind] = target
+        elif kind in OPTIONAL_KINDS and prefetched:
+            continue  # the status worker asked already: the backend has none
         else:
-            files[kind] = client.download(job_id, kind, target)
+            try:
+                files[kind] = client.download(job_id, kind, target)
+            except BackendHTTPError as error:
+                if kind not in OPTIONAL_KINDS or error.status != 404:
+                    raise
     for leftover in ready.values():
         leftover.unlink(missing_ok=True)
     return files
@@ -327,7 +360,9 @@ def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.t
         texture_storage=settings.texture_storage,
     )
     mesh_object["mono2mesh_fetch_seconds"] = time.perf_counter() - started
-    text = f"Imported {mesh_object.name} (IoU {report.get('silhouette_iou')})"
+    text = f"Imported {mesh_object.name} (IoU {report.get('silhouette_iou')})" + _attach_mask(
+        mesh_object, files, report
+    )
     if settings.as_in_photo:
         try:
             if importer.add_photo_camera(mesh_object, report, job.image_path, collection, scene) is None:
@@ -339,6 +374,15 @@ def finish_reconstruction(job: session.ActiveJob, data: dict[str, Any]) -> bpy.t
     _mark_succeeded(settings)
     push_undo(f"Mono2Mesh: Reconstruct {mesh_object.name}")
     return mesh_object
+
+
+def _attach_mask(mesh_object: bpy.types.Object, files: dict[str, Path], report: dict[str, Any]) -> str:
+    """Attach the job's mask to the result; a note for the message when it could not be loaded."""
+    try:
+        importer.attach_mask(mesh_object, files.get("mask"), report)
+    except (OSError, RuntimeError) as error:  # the result stays; only the mask preview is missing
+        return f"; mask not loaded: {error}"
+    return ""
 
 
 def _texture_note(settings: Any, mesh_object: bpy.types.Object) -> str:
@@ -371,7 +415,8 @@ def finish_refinement(job: session.ActiveJob, data: dict[str, Any]) -> bpy.types
         importer.report_properties(report, data, job.image_path),
         texture_storage=settings.texture_storage,
     )
-    session.set_message(settings, f"Refined {mesh_object.name}" + _texture_note(settings, mesh_object))
+    text = f"Refined {mesh_object.name}" + _attach_mask(mesh_object, files, report)
+    session.set_message(settings, text + _texture_note(settings, mesh_object))
     _mark_succeeded(settings)
     push_undo(f"Mono2Mesh: Refine {mesh_object.name}")
     return mesh_object

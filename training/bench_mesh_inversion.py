@@ -20,8 +20,9 @@
 
    - ``input_iou``: the report's silhouette IoU (the paper's mask IoU of the re-rendered input view);
    - the prediction is brought into the ground truth's object frame with its own camera and the true one
-     (``training.evaluation.to_ground_truth_frame``; the depth along the view axis, which one view cannot
-     tell, is set so the area-weighted surface centroids agree). ``novel_iou`` and ``novel_ssim``: the
+     (``training.evaluation.align_reconstruction``, the shared evaluator's alignment: for these
+     weak-perspective true cameras ``to_ground_truth_frame``; the depth along the view axis, which one view
+     cannot tell, is set so the area-weighted surface centroids agree). ``novel_iou`` and ``novel_ssim``: the
      aligned prediction and the ground-truth mesh, textured, unlit on white, hard rasterisation, seen by
      the TRUE camera turned by 90, 180 and 270 degrees about the up axis: silhouette IoU and SSIM
      (``training.evaluation.novel_view_scores``);
@@ -67,7 +68,6 @@ from backend.config import Config
 from backend.config_cli import Flag
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-from backend.geometry.metrics import chamfer_distance
 from backend.geometry.sampling import sample_surface
 from backend.methods.base import MethodError, MethodOptions, Reconstruction, no_progress
 from backend.methods.registry import create_method, parse_options
@@ -82,13 +82,14 @@ from training.datasets.cub import CubDataset
 from training.datasets.synthetic import SyntheticConfig, generate
 from training.evaluation import (
     WHITE,
+    align_reconstruction,
     camera_from_vector,
     crop_input,
     ground_truth_mesh,
     mean_metrics,
     novel_view_scores,
     surface_centroid,
-    to_ground_truth_frame,
+    surface_chamfer,
 )
 from training.losses.fid import FidAccumulator, FidMetric
 from training.mesh_inversion import MeshInversionTrainConfig
@@ -243,21 +244,14 @@ def score_reconstruction(
     truth seen by ``camera_true`` (module docstring, step 3), rendered at S pixels."""
     settings = RasterSettings(image_size=image.shape[0], soft=False)
     mesh = result.mesh.to("cpu")
-    vertices = mesh.vertices.float()
-    centre, centre_true = (
-        surface_centroid(vertices, mesh.faces),
-        surface_centroid(truth.vertices, truth.faces),
-    )
-    aligned = mesh.with_vertices(
-        to_ground_truth_frame(vertices, result.camera, camera_true, centre_true, centre)
-    )
+    centre_true = surface_centroid(truth.vertices, truth.faces)
+    aligned = mesh.with_vertices(align_reconstruction(result, camera_true, centre_true))
 
     def ours(camera: Camera) -> RenderOutput:
         return render_mesh(aligned, camera, settings, WHITE)
 
     values = novel_view_scores(ours, camera_true, truth, camera_true, settings)
-    points = sample_surface(aligned.vertices, aligned.faces, samples, generator)
-    values["chamfer"] = [float(chamfer_distance(points, truth_points).total)]
+    values["chamfer"] = [surface_chamfer(aligned.vertices, aligned.faces, truth_points, samples, generator)]
     iou = result.report.silhouette_iou
     values["input_iou"] = [float(iou) if iou is not None else float("nan")]
     input_view = render_mesh(mesh, result.camera, settings)  # unlit, black background

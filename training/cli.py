@@ -77,6 +77,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mesh-inversion vs adaptive-flow, softras and fit on held-out synthetic birds: IoU, SSIM, Chamfer, "
         "FID, ablation (JSON)",
     ),
+    "bench-novel-view": (
+        "training.bench_novel_view",
+        "novel-view silhouette IoU and Chamfer vs the flat cut-out on held-out synthetic objects (JSON)",
+    ),
     "bench-throughput": (
         "training.bench_throughput",
         "training throughput of every trainer: images/s, peak memory, host syncs, fp32 vs bf16 losses (JSON)",

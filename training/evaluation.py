@@ -31,6 +31,38 @@ What the evaluations and benchmarks that compare a reconstruction with the groun
 - ``novel_view_scores(render_ours, camera_ours, truth, camera_true, settings)``: hard silhouette IoU and
   SSIM (unlit, on white: ``WHITE``) of a prediction and the ground-truth mesh, each seen by its camera
   turned about the world's up axis by each of ``NOVEL_TURNS`` (90, 180, 270 degrees).
+
+The shared novel-view evaluator (``mono2mesh-train bench-novel-view``, and the alignment of
+``bench-mesh-inversion``):
+
+- ``ray_aligned(vertices, camera, camera_true, centre_true, centre)``: ``to_ground_truth_frame``, except
+  that a look-at (perspective) true camera is honoured: every vertex keeps its crop position and is put
+  on the true camera's ray through it, at its depth (its depth relative to ``centre`` scaled like the
+  crop, shifted so ``centre`` lands at ``centre_true``'s depth). A prediction that its weak-perspective
+  camera projects exactly onto the photo's silhouette then projects onto it through the true camera too
+  (for a weak-perspective true camera this is ``to_ground_truth_frame`` itself).
+- ``GroundTruth.of(mesh, camera, mask, turns, samples, generator, axis)``: one item's truth, scored against
+  once per prediction: the mesh, its true camera (batch of one), the (S, S) bool input mask, its
+  area-weighted centroid, ``samples`` surface points and its silhouettes at each turn (hard renders at
+  ``SILHOUETTE_SUPERSAMPLE`` times the side averaged down, a pixel in when more than half covered: how
+  the synthetic sets' masks are made).
+- ``turned_about(vertices, camera, centre, turns, axis)``: (T, V, 3) the vertices turned by each turn
+  (degrees) about the camera's vertical (view-space y) axis through ``centre`` (``axis`` "view", the
+  default: the photo's own up, as if the camera circled the object in its tilted orbit plane), or about
+  the world's Y axis through it ("world": the object's up, the camera circling at its elevation); a
+  positive turn is right-handed: the side on the camera's right moves away from it.
+- ``flat_cutout(vertices, camera, centre)``: the vertices flattened to zero thickness along the camera's
+  view axis, each moved along its camera ray to ``centre``'s depth: the same input-view silhouette, no
+  depth at all (the baseline a reconstruction must beat at novel views).
+- ``align_reconstruction(result, camera_true, centre_true)``: a method's ``Reconstruction`` mesh brought
+  into the truth's frame (``ray_aligned``; its depth set so that its area-weighted surface centroid,
+  once aligned, is at the depth of the truth's); ``surface_chamfer``: Chamfer x 100 of
+  a mesh's surface samples against the truth's.
+- ``score_aligned(vertices, faces, truth, samples, generator)``: ``input_iou`` (hard silhouette of the
+  aligned mesh through the true camera against the input mask), ``novel_iou_<turn>`` (hard silhouette
+  IoU against the truth's, both turned as ``turned_about`` about the truth's centroid),
+  ``novel_iou_mean`` (their mean) and ``chamfer`` (Chamfer x 100 between ``samples`` surface points of
+  the aligned mesh and the truth's).
 """
 
 from __future__ import annotations
@@ -38,7 +70,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -48,16 +80,37 @@ from torch.utils.data import Dataset
 
 from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
-from backend.geometry.metrics import mask_iou, ssim
+from backend.geometry.metrics import chamfer_distance, mask_iou, ssim
 from backend.geometry.ops import face_areas
-from backend.render.renderer import Lighting, RenderOutput, render_mesh
+from backend.geometry.sampling import sample_surface
+from backend.render.renderer import Lighting, RenderOutput, render, render_mesh
 from backend.render.settings import RasterSettings
+
+if TYPE_CHECKING:
+    from backend.methods.base import Reconstruction
 
 NON_FINITE = "non_finite"
 """Prefix of the metrics counting the values a mean left out: ``non_finite/<name>``."""
 
 NOVEL_TURNS = (90.0, 180.0, 270.0)
 """Azimuths (degrees) of the novel views of the evaluations."""
+
+VIEW_TURNS = (45.0, 90.0, 135.0, 180.0)
+"""Turns (degrees) about the camera's vertical axis of the shared novel-view evaluator (``score_aligned``)."""
+
+SILHOUETTE_SUPERSAMPLE = 2
+"""The evaluator's silhouettes are rendered this many times larger and averaged (as the synthetic sets')."""
+
+CENTROID_STEPS = 3
+"""Steps of ``align_reconstruction`` putting a mesh's centroid at the truth's depth on a look-at camera."""
+
+TurnAxis = Literal["view", "world"]
+TURN_AXES: tuple[TurnAxis, ...] = ("view", "world")
+"""The novel views turn the object about the true camera's vertical axis ("view", the default) or the
+world's ("world", the object's own up), either through the truth's centroid (``turned_about``)."""
+
+MIN_DEPTH_SHARE = 0.05
+"""``ray_aligned`` keeps every vertex at least this share of the centre's depth in front of the camera."""
 
 WHITE = Lighting(background=(1.0, 1.0, 1.0))
 """Unlit colours on a white background: how renders are compared with photos composited on white."""
@@ -218,3 +271,203 @@ def novel_view_scores(
         values["novel_iou"].append(float(iou))
         values["novel_ssim"].append(float(ssim(ours.rgb, theirs.rgb)[0]))
     return values
+
+
+def ray_aligned(
+    vertices: Tensor, camera: Camera, camera_true: Camera, centre_true: Tensor, centre: Tensor
+) -> Tensor:
+    """(V, 3) vertices of a mesh that ``camera`` (weak perspective, batch of one) projects onto the crop,
+    in the object frame of ``camera_true`` (batch of one), each on the true camera's ray through its crop
+    position (module docstring); ``centre`` (3,) lands at the depth of ``centre_true`` (3,).
+
+    A weak-perspective ``camera_true`` gives ``to_ground_truth_frame``. For a look-at one, with d_c the
+    depth of ``centre_true`` and ``t = tan(viewing_angle)``: a vertex whose weak-perspective depth lies
+    ``r`` behind ``centre``'s gets depth ``d = d_c + r * scale * d_c * t`` (the crop's units at d_c; at
+    least ``MIN_DEPTH_SHARE * d_c``) and view position ``(x_ndc * d * t, y_ndc * d * t, -d)``.
+    """
+    if camera_true.kind != "look_at":
+        return to_ground_truth_frame(vertices, camera, camera_true, centre_true, centre)
+    rotation_true, translation_true = camera_true.view_transform()  # (1, 3, 3), (1, 3)
+    tan = torch.tan(torch.deg2rad(camera_true.orbit.viewing_angle))[0]
+    projected = camera.project(torch.cat([vertices, centre[None]]))[0]  # (V + 1, 3): x_ndc, y_ndc, depth
+    behind = projected[:-1, 2] - projected[-1, 2]  # (V,) weak-perspective depth behind the centre
+    depth_centre = -(centre_true @ rotation_true[0].T + translation_true[0])[2]
+    depth = depth_centre * (1 + behind * camera.weak.scale[0] * tan)  # (V,)
+    depth = depth.clamp(min=MIN_DEPTH_SHARE * depth_centre)
+    view = torch.stack(
+        [projected[:-1, 0] * depth * tan, projected[:-1, 1] * depth * tan, -depth], dim=1
+    )  # (V, 3)
+    return (view - translation_true[0]) @ rotation_true[0]
+
+
+def _turn_rotations(camera: Camera, turns: Sequence[float], axis: TurnAxis, like: Tensor) -> Tensor:
+    """(T, 3, 3) world rotations by each of ``turns`` degrees about ``camera``'s view up axis ("view") or
+    the world's Y axis ("world"), right-handed; ``like``'s dtype and device."""
+    if axis not in TURN_AXES:
+        raise ValueError(f"axis must be one of {TURN_AXES}, got {axis!r}")
+    angles = torch.deg2rad(torch.tensor(list(turns), dtype=like.dtype, device=like.device))  # (T,)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero, one = torch.zeros_like(angles), torch.ones_like(angles)
+    rows = [cos, zero, sin, zero, one, zero, -sin, zero, cos]
+    spin = torch.stack(rows, dim=1).reshape(-1, 3, 3)  # (T, 3, 3) about y, right-handed
+    if axis == "world":
+        return spin
+    view = camera.view_transform()[0][0].to(like.dtype)  # (3, 3) world -> view
+    return view.T @ spin @ view
+
+
+def turned_about(
+    vertices: Tensor, camera: Camera, centre: Tensor, turns: Sequence[float], axis: TurnAxis = "view"
+) -> Tensor:
+    """(T, V, 3): the (V, 3) ``vertices`` turned by each of ``turns`` (degrees) about the axis through
+    ``centre`` (3,) along the view-space up axis of ``camera`` (batch of one; ``axis`` "view") or along the
+    world's Y axis ("world"). A positive turn is right-handed about that axis: what lies on the camera's
+    right moves away from it. For a camera at elevation 0 both axes are one, and with the centre on the
+    world's Y axis ``camera`` sees the turned vertices as ``camera.turned(turn)`` sees the untouched ones."""
+    rotations = _turn_rotations(camera, turns, axis, vertices)  # (T, 3, 3)
+    return torch.einsum("tij,vj->tvi", rotations, vertices - centre) + centre
+
+
+def flat_cutout(vertices: Tensor, camera: Camera, centre: Tensor) -> Tensor:
+    """(V, 3) the (V, 3) ``vertices`` flattened onto the plane through ``centre`` (3,) facing ``camera``
+    (batch of one): each moved along its camera ray (along the view axis for a weak-perspective camera) to
+    the centre's depth, so the camera sees the same silhouette."""
+    rotation, translation = camera.view_transform()  # (1, 3, 3), (1, 3)
+    view = vertices @ rotation[0].T + translation[0]  # (V, 3); the camera looks along -z
+    z_centre = (centre @ rotation[0].T + translation[0])[2]  # the centre's view z (< 0 in front)
+    if camera.kind == "look_at":
+        flat = view * (z_centre / view[:, 2:3])  # (V, 3), on each vertex's ray
+    else:
+        flat = torch.cat([view[:, :2], z_centre.expand(view.shape[0], 1)], dim=1)
+    return (flat - translation[0]) @ rotation[0]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One item's truth for ``score_aligned`` (module docstring; ``GroundTruth.of`` makes it).
+
+    Attributes:
+        mesh: the ground-truth mesh (float32, CPU).
+        camera: the true camera (batch of one, look-at or weak perspective).
+        mask: (S, S) bool, the input mask (S: the renders' side).
+        centre: (3,) the truth's area-weighted surface centroid: the turns' axis goes through it.
+        points: (N, 3) samples of the truth's surface.
+        turns: the turns (degrees) of the novel views.
+        views: (T, S, S) bool, the truth's silhouettes at each turn.
+        axis: the turns' axis ("view" or "world": ``turned_about``).
+    """
+
+    mesh: TexturedMesh
+    camera: Camera
+    mask: Tensor
+    centre: Tensor
+    points: Tensor
+    turns: tuple[float, ...]
+    views: Tensor
+    axis: TurnAxis = "view"
+
+    @staticmethod
+    def of(
+        mesh: TexturedMesh,
+        camera: Camera,
+        mask: np.ndarray | Tensor,
+        turns: Sequence[float] = VIEW_TURNS,
+        samples: int = 4096,
+        generator: torch.Generator | None = None,
+        axis: TurnAxis = "view",
+    ) -> GroundTruth:
+        """The truth of an item: ``mesh`` seen by ``camera`` (batch of one) as the (S, S) ``mask``."""
+        array = mask if isinstance(mask, Tensor) else np.asarray(mask)
+        mask_tensor = torch.as_tensor(array, device="cpu").bool()  # the evaluator runs on the CPU
+        if mask_tensor.dim() != 2 or mask_tensor.shape[0] != mask_tensor.shape[1]:
+            raise ValueError(f"mask must be (S, S), got {tuple(mask_tensor.shape)}")
+        if camera.batch_size != 1:
+            raise ValueError(f"the true camera must be a batch of one, got {camera.batch_size}")
+        mesh = mesh.to("cpu")
+        mesh = mesh.with_vertices(mesh.vertices.float())
+        camera = camera.to("cpu", torch.float32)
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        centre = surface_centroid(mesh.vertices, mesh.faces)
+        points = sample_surface(mesh.vertices, mesh.faces, samples, generator)
+        turned = turned_about(mesh.vertices, camera, centre, turns, axis)  # (T, V, 3)
+        views = _silhouettes(turned, mesh.faces, camera, mask_tensor.shape[0])
+        return GroundTruth(mesh, camera, mask_tensor, centre, points, tuple(turns), views, axis)
+
+
+def _silhouettes(vertices: Tensor, faces: Tensor, camera: Camera, size: int) -> Tensor:
+    """(B, S, S) bool silhouettes of B meshes (B, V, 3) sharing ``faces``, all seen by ``camera`` (batch of
+    one), S = ``size``: hard renders at ``SILHOUETTE_SUPERSAMPLE`` times the side, a pixel in when over
+    half of it is covered (how the synthetic sets' masks are made: their alpha > 0.5)."""
+    count, factor = vertices.shape[0], SILHOUETTE_SUPERSAMPLE
+    settings = RasterSettings(image_size=size * factor, soft=False)
+    with torch.no_grad():
+        output = render(vertices, faces, Camera.cat([camera] * count), settings, outputs="alpha")
+    coverage = output.alpha[..., 0].reshape(count, size, factor, size, factor).mean((2, 4))  # (B, S, S)
+    return coverage > 0.5
+
+
+def align_reconstruction(result: Reconstruction, camera_true: Camera, centre_true: Tensor) -> Tensor:
+    """(V, 3) float32 CPU vertices of ``result``'s mesh in the frame of the object that ``camera_true``
+    (batch of one) sees: ``ray_aligned``, at the depth that puts the aligned mesh's area-weighted surface
+    centroid at the depth of ``centre_true`` (3,) (the truth's: ``surface_centroid``,
+    ``GroundTruth.centre``). For a weak-perspective true camera: ``to_ground_truth_frame`` with the
+    mesh's centroid as its centre; for a look-at one the rays distort the mesh (its centroid moves), so
+    the reference point is moved along the weak camera's view axis until the aligned centroid is there
+    (``CENTROID_STEPS`` Newton steps)."""
+    vertices = result.mesh.vertices.detach().to("cpu", torch.float32)
+    faces = result.mesh.faces.to("cpu")
+    camera = result.camera.to("cpu", torch.float32).detach()
+    camera_true = camera_true.to("cpu", torch.float32)
+    centre = surface_centroid(vertices, faces)
+    aligned = ray_aligned(vertices, camera, camera_true, centre_true, centre)
+    if camera_true.kind != "look_at":
+        return aligned  # a similarity: the aligned mesh's centroid is the image of ``centre``
+    # On rays the mesh is distorted, so its centroid moves: put the aligned mesh's own centroid at the
+    # truth's depth, moving the reference point along the weak camera's view axis (a few Newton steps).
+    rotation_true, translation_true = camera_true.view_transform()  # (1, 3, 3), (1, 3)
+    backward = camera.view_transform()[0][0, 2]  # (3,) the weak camera's view z axis (depth decreases)
+    depth_true = -(centre_true @ rotation_true[0, 2] + translation_true[0, 2])
+    tan = torch.tan(torch.deg2rad(camera_true.orbit.viewing_angle))[0]
+    per_unit = camera.weak.scale[0] * depth_true * tan  # depth change per weak-perspective depth unit
+    for _ in range(CENTROID_STEPS):
+        depth = -(surface_centroid(aligned, faces) @ rotation_true[0, 2] + translation_true[0, 2])
+        centre = centre - (depth - depth_true) / per_unit * backward
+        aligned = ray_aligned(vertices, camera, camera_true, centre_true, centre)
+    return aligned
+
+
+def surface_chamfer(
+    vertices: Tensor, faces: Tensor, truth_points: Tensor, samples: int, generator: torch.Generator
+) -> float:
+    """Chamfer x 100 between ``samples`` points drawn (with ``generator``) on the surface of a mesh (V, 3),
+    (F, 3) and the truth's surface points (N, 3)."""
+    points = sample_surface(vertices, faces, samples, generator)  # (samples, 3)
+    return float(chamfer_distance(points, truth_points).total)
+
+
+def novel_iou_key(turn: float) -> str:
+    """The name of the novel-view IoU at ``turn`` degrees: ``novel_iou_45`` for 45."""
+    return f"novel_iou_{turn:g}"
+
+
+def score_aligned(
+    vertices: Tensor,
+    faces: Tensor,
+    truth: GroundTruth,
+    samples: int = 4096,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """``input_iou``, ``novel_iou_<turn>`` per turn, ``novel_iou_mean`` and ``chamfer`` of a mesh (V, 3),
+    (F, 3) in the truth's frame (module docstring)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    vertices = vertices.detach().to("cpu", torch.float32)
+    faces = faces.to("cpu")
+    turned = turned_about(vertices, truth.camera, truth.centre, (0.0, *truth.turns), truth.axis)
+    views = _silhouettes(turned, faces, truth.camera, truth.mask.shape[0])  # (1 + T, S, S)
+    scores = {"input_iou": float(mask_iou(views[0].float(), truth.mask.float(), soft=False))}
+    novel = mask_iou(views[1:].float(), truth.views.float(), soft=False)  # (T,)
+    for turn, iou in zip(truth.turns, novel.tolist(), strict=True):
+        scores[novel_iou_key(turn)] = float(iou)
+    scores["novel_iou_mean"] = float(novel.mean())
+    scores["chamfer"] = surface_chamfer(vertices, faces, truth.points, samples, generator)
+    return scores

@@ -10,9 +10,9 @@
   (``CameraVariables.project``) and renders the projected points through ``count`` constant cameras
   that show them as they are (x and y exactly, depth within rounding), built once per fit: the render
   then neither projects again nor builds a ``Camera`` every step.
-- ``initial_cameras(target, count, radius)``: ``count`` hypotheses looking at the mask's centroid with
-  evenly spaced azimuths (``initial_rotations``), scaled so a mesh of largest vertex norm ``radius``
-  projects to 0.6 of the crop's half-width.
+- ``initial_cameras(target, count, radius, elevation)``: ``count`` hypotheses looking at the mask's
+  centroid with evenly spaced azimuths from ``elevation`` degrees above (``initial_rotations``), scaled
+  so a mesh of largest vertex norm ``radius`` projects to 0.6 of the crop's half-width.
 
 A side view and its mirror explain a silhouette equally well, so a fit runs several azimuth hypotheses
 (UMR keeps several camera heads for the same reason).
@@ -39,8 +39,9 @@ from backend.geometry.camera import (
 def initial_rotations(
     count: int, elevation_degrees: float = 0.0, device: torch.device | str = "cpu"
 ) -> Tensor:
-    """(count, 4) quaternions on ``device``: azimuths 360/count apart starting at half a step, then
-    ``elevation``.
+    """(count, 4) quaternions on ``device``: azimuths 360/count apart starting at half a step, then a
+    tilt by ``elevation_degrees`` about the view's x axis (positive: the camera looks down on the object,
+    whose top turns towards it).
 
     With 4 hypotheses the azimuths are 45, 135, 225 and 315 degrees: every view is within 45 degrees
     of one of them.
@@ -133,7 +134,7 @@ def as_view_points(projected: Tensor) -> Tensor:
     return torch.cat([projected[..., :2], WEAK_PERSPECTIVE_DEPTH - projected[..., 2:]], dim=-1)
 
 
-def initial_cameras(target: Tensor, count: int, radius: float) -> CameraVariables:
+def initial_cameras(target: Tensor, count: int, radius: float, elevation: float = 0.0) -> CameraVariables:
     """``count`` hypotheses for a fit to the soft mask ``target`` (R, R): translation at its centroid
     (B, 2), log scale (B,) and rotations (B, 4) from ``initial_rotations``, on the target's device.
 
@@ -148,4 +149,4 @@ def initial_cameras(target: Tensor, count: int, radius: float) -> CameraVariable
     centre_y = -(target.sum(1) * coords).sum() / total
     log_scale = torch.full((count,), math.log(0.6 / max(radius, 1e-6)), device=device)
     translation = torch.stack([centre_x, centre_y]).expand(count, 2).clone()
-    return CameraVariables(log_scale, translation, initial_rotations(count, device=device))
+    return CameraVariables(log_scale, translation, initial_rotations(count, elevation, device=device))

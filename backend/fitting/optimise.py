@@ -8,10 +8,13 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
   (None: ``initial_cameras`` at the mask's centroid, one azimuth per hypothesis).
 - Loss per hypothesis: ``silhouette_weight * (1 - soft IoU)`` between the SoftRas silhouette and the
   mask (seeds' eq. 1), ``chamfer_weight * chamfer_mask_loss`` (MeshInversion), ``flatten_weight *
-  flatten_loss`` (when ``problem.flatten``) and the problem's regulariser.
-- Schedule: all hypotheses run the first ``selection_fraction`` of the ``iterations`` at half the
-  resolution; the one with the lowest loss (of the last of those steps) then continues alone at the full
-  resolution, with a fresh Adam. Without a selection phase (one hypothesis, or a fraction of 0) the
+  flatten_loss`` (when ``problem.flatten``), ``thickness_weight * thickness_loss`` (when
+  ``problem.thickness``: ``backend.fitting.thickness``) and the problem's regulariser.
+- Schedule: all hypotheses run the first ``selection_fraction`` of the ``iterations`` at
+  ``selection_resolution`` pixels (0: half the resolution), starting ``start_elevation`` degrees above
+  the object; the one with the lowest loss at the FULL resolution after those steps (one extra forward
+  pass: a coarse silhouette's loss misjudged close hypotheses, issue 20) then continues alone at the
+  full resolution, with a fresh Adam. Without a selection phase (one hypothesis, or a fraction of 0) the
   hypothesis with the lowest full-resolution loss after the last step is kept.
 - ``progress(fraction, "shape")`` once before the first step and after every step.
 - Per step (issue 19): the vertices are projected once (``CameraVariables.project``), the silhouette is
@@ -24,13 +27,13 @@ Contract: ``optimise(problem, mask, settings, progress) -> ShapeFit``.
 - ``ShapeFit``: the chosen hypothesis' vertices (V, 3) and detached camera (batch of one, unit
   quaternion), its index, every hypothesis' loss at selection, and the final full-resolution loss.
 
-The Chamfer points are drawn from a generator seeded with ``settings.seed``, and Adam's state lives in
-this call, so two fits in one process give the same bits. Two processes may not: on a photo
-(``bird_warbler.jpg``, default options, ``OMP_NUM_THREADS=1``, identical masks) new processes land in one
-of two visibly different results (IoU 0.915 or 0.906, 2026-12-04). The cause is not found yet: it is
-not the mask, Python's hash seed (``PYTHONHASHSEED=0``), MKL (``MKL_CBWR=COMPATIBLE``), nor the
-Chamfer term's ``F.grid_sample`` (an elementwise bilinear sampler in its place changed nothing); a fit
-of a synthetic ellipsoid mask gave the same bits in three processes (issue 20).
+The Chamfer points are drawn from a generator seeded with ``settings.seed``, Adam's state lives in
+this call and the targets are exact (``targets.outside_distance``), so the same mask and settings give
+the same bits, in one process and from process to process, on one machine with one thread count
+(``tests/backend/methods/test_fit_reproducible.py``). Before issue 20 they did not: OpenCV's precise
+distance transform, the source of the Chamfer distance field, is an ulp off in some pixels in a pattern
+that follows the heap, and those ulps chose between two visibly different fits of ``bird_warbler.jpg``
+(IoU 0.915 or 0.906).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from torch import Tensor
 
 from backend.fitting.camera import CameraVariables, as_view_points, initial_cameras, ndc_camera
 from backend.fitting.targets import MaskTarget, chamfer_mask_loss
+from backend.fitting.thickness import half_thickness_map, thickness_loss
 from backend.geometry.camera import Camera
 from backend.geometry.metrics import mask_iou
 from backend.geometry.ops import EdgeAdjacency, edge_adjacent_faces, flatten_loss
@@ -58,14 +62,19 @@ ADAM_BETAS = (0.5, 0.99)
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How a fit runs: steps, resolution, hypotheses, loss weights (the ``fit`` method's defaults)."""
+    """How a fit runs: steps, resolution, hypotheses, loss weights (the engine's defaults; the ``fit``
+    method's options set 8 hypotheses, ``selection_resolution`` 32 and ``start_elevation`` 20)."""
 
     iterations: int = 200
     resolution: int = 128
     """Side in pixels of the silhouettes compared with the mask (half of it in the selection phase)."""
     hypotheses: int = 4
     """Camera azimuth hypotheses, evenly spaced, optimised together at first (when no camera is given)."""
+    start_elevation: float = 0.0
+    """Elevation in degrees (camera above the object: positive) the hypotheses start at."""
     selection_fraction: float = 0.25
+    selection_resolution: int = 0
+    """Side in pixels of the selection phase's silhouettes (0: half of ``resolution``)."""
     learning_rate: float = 0.01
     sigma: float = 1e-4
     """SoftRas silhouette sharpness."""
@@ -74,6 +83,10 @@ class FitSettings:
     laplacian_weight: float = 20.0
     flatten_weight: float = 5e-4
     deformation_weight: float = 0.05
+    thickness_weight: float = 0.0
+    """Weight of the thickness prior (``backend.fitting.thickness``; template fits only, 0: off)."""
+    thickness_slack: float = 1.0
+    """Depth allowed by the thickness prior, as a multiple of the round-section depth."""
     seed: int = 0
     """Seed of the mask points of the Chamfer loss."""
 
@@ -83,6 +96,10 @@ class FitSettings:
                 f"need iterations >= 0, hypotheses >= 1, resolution >= 16; got {self.iterations}, "
                 f"{self.hypotheses}, {self.resolution}"
             )
+        if self.selection_resolution != 0 and self.selection_resolution < 16:
+            raise ValueError(f"selection_resolution must be 0 or >= 16, got {self.selection_resolution}")
+        if not -90.0 <= self.start_elevation <= 90.0:
+            raise ValueError(f"start_elevation must lie in [-90, 90] degrees, got {self.start_elevation}")
         if not 0.0 <= self.selection_fraction <= 1.0:
             raise ValueError(f"selection_fraction must lie in [0, 1], got {self.selection_fraction}")
 
@@ -112,6 +129,7 @@ class FitProblem:
         train_shape: whether Adam moves the offsets (else they stay at their start values).
         train_camera: whether Adam moves the cameras.
         flatten: whether SoftRas's flatten loss (on the absolute shape) is added.
+        thickness: whether the thickness prior (``settings.thickness_weight``) is added.
         camera: B weak-perspective start cameras; None: ``initial_cameras`` at the mask's centroid.
     """
 
@@ -122,6 +140,7 @@ class FitProblem:
     train_shape: bool = True
     train_camera: bool = True
     flatten: bool = True
+    thickness: bool = False
     camera: Camera | None = None
 
     @property
@@ -173,13 +192,15 @@ class ShapeFit:
         }
 
 
-def start_state(problem: FitProblem, target: MaskTarget) -> FitState:
+def start_state(problem: FitProblem, target: MaskTarget, settings: FitSettings) -> FitState:
     """The variables a fit of ``problem`` to ``target`` starts from (copies of ``problem.offsets``)."""
     offsets = problem.offsets.clone()
     if problem.camera is not None:
         return FitState(offsets, CameraVariables.from_camera(problem.camera, offsets.device))
     radius = float(problem.vertices_of(offsets[:1]).detach().norm(dim=-1).max())
-    return FitState(offsets, initial_cameras(target.mask, problem.hypotheses, radius))
+    return FitState(
+        offsets, initial_cameras(target.mask, problem.hypotheses, radius, settings.start_elevation)
+    )
 
 
 @dataclass
@@ -194,6 +215,14 @@ class FitTerms:
     """(F, 3) a CPU copy of ``faces``, for the loss functions that only check them (``flatten_loss`` with
     the adjacency given): their check then reads host memory, not the device."""
     cameras: dict[int, Camera] = field(default_factory=dict)
+    half_thickness_maps: dict[int, Tensor] = field(default_factory=dict)
+
+    def half_thickness(self, target: MaskTarget) -> Tensor:
+        """(R, R) ``half_thickness_map`` of ``target``'s mask, on its device, built on first use."""
+        if target.size not in self.half_thickness_maps:
+            mask = target.mask.detach().cpu().numpy() > 0.5
+            self.half_thickness_maps[target.size] = half_thickness_map(mask).to(target.mask.device)
+        return self.half_thickness_maps[target.size]
 
     @staticmethod
     def of(faces: Tensor) -> FitTerms:
@@ -225,6 +254,11 @@ def fit_losses(
     silhouette = 1 - mask_iou(alpha, target.mask.expand_as(alpha), soft=True)  # (B,)
     chamfer = chamfer_mask_loss(projected[..., :2], target.distance, target.points)
     data = settings.silhouette_weight * silhouette + settings.chamfer_weight * chamfer
+    if problem.thickness and settings.thickness_weight > 0:
+        prior = thickness_loss(
+            projected, state.cameras.log_scale.exp(), terms.half_thickness(target), settings.thickness_slack
+        )
+        data = data + settings.thickness_weight * prior
     flat = (
         settings.flatten_weight * flatten_loss(vertices, terms.host_faces, terms.adjacency)
         if problem.flatten
@@ -254,18 +288,20 @@ def optimise(
     count = problem.hypotheses
     select_at = round(settings.selection_fraction * settings.iterations) if count > 1 else 0
     full = MaskTarget.build(mask, settings.resolution, generator, device)
-    coarse = MaskTarget.build(mask, max(settings.resolution // 2, 16), generator, device)
+    coarse_size = settings.selection_resolution or max(settings.resolution // 2, 16)
+    coarse = MaskTarget.build(mask, coarse_size, generator, device)
     terms = FitTerms.of(problem.faces)
-    state = start_state(problem, full)
+    state = start_state(problem, full, settings)
     selection_losses: Tensor | None = None  # (count,) every hypothesis' loss when one was chosen
     chosen = torch.zeros(1, dtype=torch.long, device=device)  # (1,) the chosen hypothesis
 
     progress(0.0, "shape")
-    last = torch.zeros(count, device=device)  # (B,) per-hypothesis losses of the last step
     optimiser: torch.optim.Adam | None = None
     for step in range(settings.iterations):
         if step == select_at and count > 1 and step > 0:
-            selection_losses, chosen = last, torch.argmin(last).reshape(1)
+            with torch.no_grad():  # judged at the full resolution the chosen one continues at
+                selection_losses = fit_losses(problem, state, full, settings, terms)
+            chosen = torch.argmin(selection_losses).reshape(1)
             state, optimiser = state.select(chosen), None
         if optimiser is None:
             optimiser = adam(state.trained(problem), settings)
@@ -273,7 +309,6 @@ def optimise(
         per_item = fit_losses(problem, state, coarse if step < select_at else full, settings, terms)
         per_item.sum().backward()
         optimiser.step()
-        last = per_item.detach()
         progress((step + 1) / max(settings.iterations, 1), "shape")
     with torch.no_grad():
         if state.offsets.shape[0] > 1:  # no selection phase ran: choose by the full-resolution loss

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from backend.geometry.camera import Camera
 from backend.geometry.ops import edge_adjacent_faces, face_normals
+from backend.imaging.distance_transform import distance_to_foreground
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 from backend.render.uv import texel_surface, uv_rasterize
@@ -129,8 +130,8 @@ def outline_freedom(
     inside = (silhouette > 0.5).cpu().numpy()
     eroded = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     edge = inside & ~eroded
-    to_edge = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside_target = cv2.distanceTransform((~target).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    to_edge = distance_to_foreground(edge)  # (R, R) pixels, exact: the same bits on every call
+    outside_target = distance_to_foreground(np.asarray(target, dtype=bool))
     projected = camera.project(vertices)[0, :, :2].cpu().numpy()  # (V, 2) NDC
     column = np.clip(((projected[:, 0] + 1) * resolution / 2).astype(np.int64), 0, resolution - 1)
     row = np.clip(((1 - projected[:, 1]) * resolution / 2).astype(np.int64), 0, resolution - 1)

@@ -192,7 +192,7 @@ def fit_template(
         settings.laplacian_weight,
         settings.deformation_weight,
     )
-    problem = FitProblem(mesh.faces, offsets, SymmetricOffsets.of(template), regulariser)
+    problem = FitProblem(mesh.faces, offsets, SymmetricOffsets.of(template), regulariser, thickness=True)
     return optimise(problem, mask, settings, progress)
 
 

@@ -4,7 +4,12 @@
   ``size`` (R): the soft mask (R, R) float the soft-IoU term compares with, the outside-distance field
   (R, R) and up to ``MASK_POINTS`` sampled mask pixel centres (M, 2) for the Chamfer term.
 - ``outside_distance(mask)``: (R, R) NDC distance from each pixel centre to the nearest mask pixel
-  centre (0 on the mask).
+  centre (0 on the mask): the exact Euclidean distance transform with a correctly rounded square root
+  (``backend.imaging.distance_transform.distance_to_foreground``), so the same bits on every call.
+  Not OpenCV's ``distanceTransform(DIST_L2, DIST_MASK_PRECISE)``: its values for one mask are one
+  float32 ulp off in some pixels, in a pattern that changes with where its buffers lie in the heap
+  (from call to call in one process too, with one thread), which made ``fit`` land in one of two
+  shapes from process to process (issue 20).
 - ``mask_points(mask, limit, generator)``: NDC centres (M, 2) of at most ``limit`` randomly chosen mask
   pixels (drawn with a CPU ``generator``, so a seed gives the same points on every device).
 - ``chamfer_mask_loss(projected, distance, points)``: (B,) symmetric 2-D Chamfer distance between
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backend.geometry.ops import gather_rows
+from backend.imaging.distance_transform import distance_to_foreground
 
 MASK_POINTS = 400
 """Mask pixels sampled for the mask-to-vertex direction of the Chamfer mask loss."""
@@ -49,10 +55,14 @@ def mask_points(mask: Tensor, limit: int, generator: torch.Generator) -> Tensor:
 
 
 def outside_distance(mask: np.ndarray) -> Tensor:
-    """(R, R) NDC distance from each pixel centre to the nearest mask pixel centre (0 on the mask)."""
+    """(R, R) float32 NDC distance from each pixel centre to the nearest mask pixel centre of the (R, R)
+    bool ``mask`` (0 on the mask; 4, two crop widths, everywhere when the mask is empty), on the CPU.
+
+    Exact and reproducible (module docstring): ``distance_to_foreground`` (pixels) times float32(2 / R).
+    """
     size = mask.shape[0]
-    pixels = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return torch.from_numpy(pixels * (2.0 / size)).float()
+    pixels = distance_to_foreground(np.asarray(mask, dtype=bool))  # (R, R) float32, exact
+    return torch.from_numpy(pixels * np.float32(2.0 / size))
 
 
 def chamfer_mask_loss(projected: Tensor, distance: Tensor, points: Tensor) -> Tensor:

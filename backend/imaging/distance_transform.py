@@ -4,10 +4,16 @@
 distance, in pixels^2, from every pixel to the nearest foreground pixel of its mask; 0 on the foreground,
 at least ``(H + W)^2`` everywhere in a mask without foreground. Not differentiable (integer distances).
 Peak memory of the second pass is about ``EDT_BLOCK`` elements (masks are processed in groups).
+
+``distance_to_foreground(foreground (H, W) bool ndarray) -> (H, W) float32 ndarray``: its square root
+(pixels), correctly rounded, on the CPU: the same bits on every call and machine. Use it instead of
+OpenCV's ``distanceTransform(DIST_L2, DIST_MASK_PRECISE)``, whose values are an ulp off in some pixels
+in a pattern that changes with where its buffers lie in the heap (issue 20).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,3 +54,19 @@ def squared_distance_to_foreground(foreground: Tensor) -> Tensor:
         candidates = block[:, :, None, :] + offsets  # (m, H, W, W')
         result[start : start + step] = candidates.amin(dim=-1)
     return result
+
+
+def distance_to_foreground(foreground: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance (pixels) of every pixel of an (H, W) bool array to its nearest True pixel.
+
+    Returns:
+        (H, W) float32: numpy's correctly rounded square root of ``squared_distance_to_foreground``'s
+        exact integers, so reproducible to the bit; 0 on the foreground, at least ``H + W`` everywhere
+        when nothing is foreground. (torch's CPU float32 sqrt is not correctly rounded in every build.)
+    """
+    if foreground.ndim != 2 or foreground.dtype != np.bool_:
+        raise ValueError(
+            f"foreground must be an (H, W) bool array, got {foreground.dtype} {foreground.shape}"
+        )
+    squared = squared_distance_to_foreground(torch.from_numpy(np.ascontiguousarray(foreground))[None])
+    return np.sqrt(squared[0].numpy())  # (H, W) float32

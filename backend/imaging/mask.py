@@ -1,29 +1,38 @@
-"""The object mask of a photo: from a given mask, the alpha channel, or GrabCut.
+"""The object mask of a photo: from a given mask, the alpha channel, a salient-object model, or GrabCut.
 
 Contract:
 
-- ``compute_mask(rgb, alpha, given_mask)`` returns a ``MaskResult`` whose ``mask`` is (H, W) bool, chosen
-  in this order: the given mask (used as it is); else a real alpha channel (some pixel below 1), thresholded
-  at 0.5; else ``grabcut_mask(rgb)``, an automatic segmentation that assumes the object is framed near the
-  centre of the photo, as object photos are.
+- ``compute_mask(rgb, alpha, given_mask, salient=None)`` returns a ``MaskResult`` whose ``mask`` is
+  (H, W) bool, chosen in this order: the given mask (used as it is); else a real alpha channel (some
+  pixel below 1), thresholded at 0.5; else, when a ``salient`` model is passed
+  (``backend.imaging.salient.SalientModel``), its segmentation (source "salient"); else
+  ``grabcut_mask(rgb)``, an automatic segmentation that assumes the object is framed near the centre of
+  the photo, as object photos are.
+- The salient model never makes the job fail: when it raises ``MaskModelError`` (a corrupt file, a
+  failing run) or finds nothing usable (an empty mask, or one covering the whole photo), GrabCut is used
+  and ``MaskResult.note`` says why.
 - Every mask is checked by ``check_mask_coverage``: an empty mask, or one covering more than 99.5 % of the
   image, raises ``MaskError`` (an ``ImageError``, a ``ValueError``) saying so and suggesting a mask.
 - ``grabcut_mask`` is deterministic (OpenCV's RNG is seeded with 0) and cleaned by ``clean_mask``: the
-  largest connected component, holes filled, small morphological open and close. Given and alpha masks are
-  the user's intent and are not cleaned.
+  largest connected component, holes filled, small morphological open and close. The salient model's mask
+  is cleaned the same way (in ``SalientModel.segment``). Given and alpha masks are the user's intent and
+  are not cleaned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 
 from backend.imaging.errors import MaskError
 
-MaskSource = Literal["given", "alpha", "grabcut"]
+if TYPE_CHECKING:  # salient imports this module (clean_mask): no import at run time
+    from backend.imaging.salient import SalientModel
+
+MaskSource = Literal["given", "alpha", "salient", "grabcut"]
 
 MAX_COVERAGE = 0.995
 """A mask covering more than this fraction of the image carries no silhouette and is refused."""
@@ -37,22 +46,30 @@ class MaskResult:
 
     Attributes:
         mask: (H, W) bool, True on the object.
-        source: "given" (the caller's mask), "alpha" (the image's alpha channel) or "grabcut".
+        source: "given" (the caller's mask), "alpha" (the image's alpha channel), "salient" (the
+            salient-object model) or "grabcut".
+        note: why the salient model passed in was not used (GrabCut was), else None.
     """
 
     mask: np.ndarray
     source: MaskSource
+    note: str | None = None
 
 
 def compute_mask(
-    rgb: np.ndarray, alpha: np.ndarray | None = None, given_mask: np.ndarray | None = None
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    given_mask: np.ndarray | None = None,
+    salient: SalientModel | None = None,
 ) -> MaskResult:
-    """Choose the object mask of a photo: ``given_mask``, else a real ``alpha``, else GrabCut.
+    """Choose the object mask of a photo: ``given_mask``, else a real ``alpha``, else the ``salient``
+    model's segmentation, else GrabCut (module docstring).
 
     Args:
         rgb: (H, W, 3) float32 in [0, 1].
         alpha: (H, W) float in [0, 1] or None; ignored when it is 1 everywhere.
         given_mask: (H, W) bool or None.
+        salient: a loaded salient-object model, or None (GrabCut).
 
     Returns:
         MaskResult with an (H, W) bool mask.
@@ -74,9 +91,31 @@ def compute_mask(
             mask = np.asarray(alpha > 0.5)
             check_mask_coverage(mask, "the image's alpha channel", _SUGGEST_MASK)
             return MaskResult(mask=mask, source="alpha")
+    note: str | None = None
+    if salient is not None:
+        segmented = _salient_problem(salient, rgb)
+        if isinstance(segmented, np.ndarray):
+            return MaskResult(mask=segmented, source="salient")
+        note = segmented
     mask = grabcut_mask(rgb)
     check_mask_coverage(mask, "the automatic segmentation (GrabCut)", _SUGGEST_MASK)
-    return MaskResult(mask=mask, source="grabcut")
+    return MaskResult(mask=mask, source="grabcut", note=note)
+
+
+def _salient_problem(salient: SalientModel, rgb: np.ndarray) -> np.ndarray | str:
+    """The salient model's (H, W) bool mask of ``rgb``, or why it cannot be used (GrabCut then is)."""
+    from backend.imaging.salient import MaskModelError
+
+    try:
+        mask = salient.segment(rgb)
+        check_mask_coverage(
+            mask, f"the segmentation of the mask model {salient.name}", "GrabCut was used instead"
+        )
+    except MaskModelError as error:
+        return f"the mask model failed ({error}); GrabCut was used instead"
+    except MaskError as error:
+        return str(error)
+    return mask
 
 
 def check_mask_coverage(mask: np.ndarray, what: str, hint: str = _SUGGEST_MASK) -> None:

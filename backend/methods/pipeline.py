@@ -1,9 +1,16 @@
 """Photo in, files out: the steps every front end (CLI, server, benchmarks) runs around a method.
 
-``reconstruct_photo(method, image, mask=..., options=...)``:
-  decode the photo (``backend.imaging``), choose its mask (given file > alpha channel > GrabCut), crop a
-  square around it at the method's ``crop_size``, run ``method.reconstruct`` and return a
-  ``PhotoReconstruction`` holding the result, the photo, the mask at photo resolution and the crop.
+``reconstruct_photo(method, image, mask=..., options=..., mask_model=None)``:
+  decode the photo (``backend.imaging``), choose its mask (given file > alpha channel > salient-object
+  model > GrabCut), crop a square around it at the method's ``crop_size``, run ``method.reconstruct``
+  and return a ``PhotoReconstruction`` holding the result, the photo, the mask at photo resolution and
+  the crop. The salient model is looked up only for a photo with neither a mask file nor an alpha
+  channel, when the job runs: ``mask_model`` (a path), else ``$MONO2MESH_MASK_MODEL``, else the newest
+  file of the cache folder (``backend.imaging.salient.find_mask_model``; nothing is downloaded). With no
+  model anywhere, GrabCut runs as it always did and the report is unchanged; with one, the report's
+  ``photo`` gains ``mask_model`` ({"name", "path"}) and, when the model could not be used (a missing or
+  corrupt file, onnxruntime missing, an empty segmentation) and GrabCut was used instead, ``mask_note``
+  saying why. A model never makes the job fail.
   A method whose ``automatic_mask`` is False (``unsup3d``: it reads tightly framed photos, where GrabCut
   finds nothing or an eye) gets, for a photo with neither a mask file nor an alpha channel, the whole
   photo as its object (mask source "whole": the square around the photo, no padding).
@@ -35,8 +42,12 @@ from backend.geometry.mesh import TexturedMesh
 from backend.imaging import (
     CropResult,
     DecodedImage,
+    MaskModelError,
+    SalientModel,
     compute_mask,
     crop_to_mask,
+    find_mask_model,
+    load_cached,
     load_image,
     load_mask,
 )
@@ -85,9 +96,13 @@ class PhotoReconstruction:
         reconstruction: the method's result (mesh, crop camera, crop mask, report).
         photo: the decoded photo.
         photo_mask: (H, W) bool, the mask used, at the photo's resolution.
-        mask_source: "given", "alpha", "grabcut" or "whole" (no segmentation: ``automatic_mask`` False).
+        mask_source: "given", "alpha", "salient", "grabcut" or "whole" (no segmentation:
+            ``automatic_mask`` False).
         crop: the square crop the method saw and its transform to photo pixels.
         timings: stage -> seconds for the whole job ("mask", the method's stages, later "export").
+        mask_model: {"name", "path"} of the salient-object model found for this photo, or None (none
+            found, or not needed: a mask file or an alpha channel).
+        mask_note: why that model was not used (GrabCut was), or None.
     """
 
     reconstruction: Reconstruction
@@ -96,6 +111,8 @@ class PhotoReconstruction:
     mask_source: str
     crop: CropResult
     timings: dict[str, float]
+    mask_model: dict[str, str] | None = None
+    mask_note: str | None = None
 
     @property
     def mesh(self) -> TexturedMesh:
@@ -118,6 +135,10 @@ class PhotoReconstruction:
             "format": self.photo.format,
             "mask_source": self.mask_source,
         }
+        if self.mask_model is not None:
+            report["photo"]["mask_model"] = dict(self.mask_model)
+        if self.mask_note is not None:
+            report["photo"]["mask_note"] = self.mask_note
         return report
 
 
@@ -131,25 +152,54 @@ def reconstruct_photo(
     init_mesh: TexturedMesh | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    mask_model: str | Path | None = None,
 ) -> PhotoReconstruction:
-    """Decode, mask, crop and reconstruct one photo (module docstring); image errors raise ``ImageError``."""
+    """Decode, mask, crop and reconstruct one photo (module docstring); image errors raise ``ImageError``.
+
+    ``mask_model``: the salient-object model file to use for a photo without mask or alpha (default:
+    ``$MONO2MESH_MASK_MODEL``, else the cache folder); a missing or broken one falls back to GrabCut.
+    """
     staged = StagedProgress(progress)
     started = time.perf_counter()
     staged(0.0, "mask")
     photo = load_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
     given = load_mask(mask, photo.size) if mask is not None else None
+    model_info: dict[str, str] | None = None
+    note: str | None = None
     if given is None and not _has_alpha(photo) and not getattr(method, "automatic_mask", True):
         object_mask, source = np.ones(photo.rgb.shape[:2], dtype=bool), "whole"  # the framed photo itself
         crop = crop_to_mask(photo.rgb, object_mask, method.crop_size(options), padding=0.0)
     else:
-        chosen = compute_mask(photo.rgb, photo.alpha, given)
-        object_mask, source = chosen.mask, chosen.source
+        salient = None
+        if given is None and not _has_alpha(photo):
+            salient, model_info, note = _salient_model(mask_model)
+        chosen = compute_mask(photo.rgb, photo.alpha, given, salient=salient)
+        object_mask, source, note = chosen.mask, chosen.source, chosen.note or note
         crop = crop_to_mask(photo.rgb, object_mask, method.crop_size(options))
     timings = {"mask": time.perf_counter() - started}
     staged(1.0, "mask")
     result = method.reconstruct(crop.rgb, crop.mask > 0.5, options, staged, init_mesh=init_mesh)
     timings.update(result.report.timings)
-    return PhotoReconstruction(result, photo, object_mask, source, crop, timings)
+    return PhotoReconstruction(result, photo, object_mask, source, crop, timings, model_info, note)
+
+
+def _salient_model(
+    explicit: str | Path | None,
+) -> tuple[SalientModel | None, dict[str, str] | None, str | None]:
+    """(the loaded model or None, its {"name", "path"} or None, why it is not used or None).
+
+    Nothing asked for and nothing in the cache: (None, None, None), GrabCut as before.
+    """
+    lookup = find_mask_model(explicit)
+    if not lookup.configured:
+        return None, None, None
+    info = {"name": lookup.name, "path": str(lookup.path if lookup.path else lookup.searched[0])}
+    if lookup.path is None or lookup.reason is not None:
+        return None, info, f"the mask model was not used: {lookup.reason}; GrabCut was used instead"
+    try:
+        return load_cached(lookup.path), info, None
+    except MaskModelError as error:
+        return None, info, f"the mask model could not be loaded ({error}); GrabCut was used instead"
 
 
 def _has_alpha(photo: DecodedImage) -> bool:

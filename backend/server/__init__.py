@@ -16,6 +16,11 @@ Routes (FastAPI's ``/docs`` page is the reference):
   or after S seconds (at most 30).
 - ``GET /v1/jobs/{id}/result.glb``, ``/preview.png``, ``/report.json``, ``/texture.png``, ``/mask.png``.
 - ``POST /v1/jobs/{id}/cancel`` -> the job.
+- ``GET /v1/mask-model`` -> ``{"available", "path", "name", "source", "searched", "reason",
+  "download_url"}``: the salient-object mask model jobs use (``backend.imaging.salient``).
+- ``POST /v1/mask-model/download`` (optional JSON body ``{"name": "u2netp"}``) -> downloads that model
+  into the cache folder, then answers the new status; 400 unknown name, 502 download failed (unreachable,
+  checksum mismatch, not a model; nothing kept), 503 onnxruntime missing. Nothing else downloads.
 
 Status codes: 202 submitted; 400 Host header not this server, unknown method, options that are not
 valid JSON or not a JSON object, method unavailable (missing checkpoint); 401 no or wrong token; 404

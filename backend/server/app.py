@@ -12,6 +12,12 @@ With ``config.isolate_jobs`` jobs run in a child process (``backend.server.isola
 Result downloads are checked against the checksums recorded when the job finished: a damaged or
 missing file is answered 410 (and the job is failed with "result damaged: ..."), never served.
 
+The mask model routes (``GET /v1/mask-model``, ``POST /v1/mask-model/download``) report and fetch the
+salient-object mask model of ``backend.imaging.salient``: the status is looked up on every request
+(``config.mask_model``, else ``$MONO2MESH_MASK_MODEL``, else the cache folder), a download goes to the
+cache folder from ``config.mask_model_url`` (or the public URL), one download at a time. Jobs look the
+model up when they run, so a model downloaded while the server runs is used by the next job.
+
 ``method_factory`` decides where methods come from (default: ``backend.methods.registry``) and
 ``job_runner`` how a job runs (default: ``PipelineRunner``, reconstruct + export); tests pass fakes.
 Use ``TestClient(app)`` as a context manager, so that the lifespan runs.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -48,7 +55,15 @@ from backend.server.jobs import (
     JobStore,
     ResultDamaged,
 )
-from backend.server.schemas import ErrorOut, Health, JobList, JobOut, Methods
+from backend.server.schemas import (
+    ErrorOut,
+    Health,
+    JobList,
+    JobOut,
+    MaskModelDownload,
+    MaskModelStatus,
+    Methods,
+)
 from backend.server.worker import JobRunner, PipelineRunner, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -92,7 +107,9 @@ def create_app(
     """The API v1 app over ``config.jobs_dir`` (module docstring)."""
     factory = method_factory if method_factory is not None else RegistryMethodFactory()
     runner = (
-        job_runner if job_runner is not None else PipelineRunner(config.max_upload_bytes, config.max_pixels)
+        job_runner
+        if job_runner is not None
+        else PipelineRunner(config.max_upload_bytes, config.max_pixels, config.mask_model)
     )
     store = JobStore(config.jobs_dir, config.progress_write_interval)
     budget = MemoryBudget(config.memory_budget_bytes) if config.memory_budget_bytes else None
@@ -235,8 +252,71 @@ def create_app(
 
     for kind, (route, _, media_type) in RESULT_FILES.items():
         _add_result_route(app, store, kind, route, media_type, bearer)
-
+    _add_mask_model_routes(app, config, bearer)
     return app
+
+
+_MASK_MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "unknown or invalid model name"},
+    401: _ERRORS[401],
+    502: {"model": ErrorOut, "description": "download failed: unreachable, checksum mismatch, not a model"},
+    503: {"model": ErrorOut, "description": "onnxruntime is not installed: a model cannot be checked or run"},
+}
+
+
+def _add_mask_model_routes(app: FastAPI, config: ServerConfig, dependencies: list[Any]) -> None:
+    from backend.imaging.salient import (
+        DEFAULT_MODEL,
+        MaskModelDownloadError,
+        MaskModelError,
+        MaskModelRuntimeMissing,
+        download_model,
+        mask_model_status,
+    )
+
+    downloading = threading.Lock()
+
+    def status() -> dict[str, Any]:
+        return mask_model_status(config.mask_model, config.mask_model_url)
+
+    @app.get(
+        "/v1/mask-model",
+        response_model=MaskModelStatus,
+        dependencies=dependencies,
+        responses=_MASK_MODEL_ERRORS,
+        tags=["mask model"],
+    )
+    async def mask_model() -> dict[str, Any]:
+        """Whether jobs without a mask or alpha channel are segmented by a salient-object model (else
+        GrabCut), which file, where it was looked for and why none can be used."""
+        return await run_in_threadpool(status)
+
+    @app.post(
+        "/v1/mask-model/download",
+        response_model=MaskModelStatus,
+        dependencies=dependencies,
+        responses=_MASK_MODEL_ERRORS,
+        tags=["mask model"],
+    )
+    async def download_mask_model(body: MaskModelDownload | None = None) -> dict[str, Any]:
+        """Download a mask model (default u2netp, ~4.6 MB) into the cache folder, check its checksum
+        and that onnxruntime loads it, then answer the new status. Nothing else ever downloads."""
+        name = (body.name if body is not None else None) or DEFAULT_MODEL
+
+        def fetch() -> dict[str, Any]:
+            with downloading:
+                download_model(name, base_url=config.mask_model_url)
+            return status()
+
+        try:
+            return await run_in_threadpool(fetch)
+        except MaskModelRuntimeMissing as error:
+            raise HTTPException(503, str(error)) from None
+        except MaskModelDownloadError as error:
+            logger.warning("mask model download failed: %s", error)
+            raise HTTPException(502, str(error)) from None
+        except MaskModelError as error:
+            raise HTTPException(400, str(error)) from None
 
 
 def _add_result_route(

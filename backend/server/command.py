@@ -17,6 +17,11 @@ memory). Connections silent for ``--idle-timeout`` seconds (default 10) are clos
 between requests (keep-alive), in an unfinished request head or in a stalled body; at most
 ``MAX_CONNECTIONS`` are served at once (uvicorn answers 503 beyond).
 
+Jobs whose photo has neither a mask nor an alpha channel are segmented by the salient-object mask model
+when one is found at job time (``--mask-model PATH``, else ``$MONO2MESH_MASK_MODEL``, else the cache
+folder), else by GrabCut. The server downloads a model only when ``POST /v1/mask-model/download`` asks,
+from ``--mask-model-url`` (a base URL; default the public release) into the cache folder.
+
 Exit status 0 after a clean shutdown, 2 for bad options or a busy jobs folder, 1 when the server could
 not start.
 
@@ -138,6 +143,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"closed (default {DEFAULT_IDLE_TIMEOUT:g})",
     )
     parser.add_argument(
+        "--mask-model",
+        type=Path,
+        default=None,
+        help="salient-object mask model (ONNX) for photos without mask or alpha (default "
+        "$MONO2MESH_MASK_MODEL, else the cache folder <data dir>/models/mask; else GrabCut)",
+    )
+    parser.add_argument(
+        "--mask-model-url",
+        default=None,
+        metavar="URL",
+        help="base URL (http, https or file://) POST /v1/mask-model/download fetches <model file> from "
+        "(default the public rembg release)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -184,6 +203,7 @@ def main(
         budget = _memory_budget(args.memory_budget_gb)
         if not 0 < args.idle_timeout <= 3600:
             raise ValueError(f"--idle-timeout must be in (0, 3600] seconds, got {args.idle_timeout:g}")
+        mask_model, mask_model_url = _mask_model_options(args)
     except ValueError as error:
         print(f"mono2mesh serve: {error}", file=sys.stderr)
         return 2
@@ -220,6 +240,8 @@ def main(
             memory_budget_bytes=budget,
             idle_timeout=args.idle_timeout,
             remote_hosts=tuple(args.allowed_host),
+            mask_model=mask_model,
+            mask_model_url=mask_model_url,
         )
         state = {
             "url": config.url,
@@ -314,6 +336,21 @@ def _remove_state_file(path: Path, pid: int) -> None:
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text(encoding="utf-8")).get("pid") == pid:
             path.unlink()
+
+
+def _mask_model_options(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """``--mask-model`` (must be a file; made absolute) and ``--mask-model-url`` (http, https or file)."""
+    from urllib.parse import urlsplit
+
+    mask_model = getattr(args, "mask_model", None)
+    if mask_model is not None:
+        mask_model = Path(mask_model).expanduser().absolute()
+        if not mask_model.is_file():
+            raise ValueError(f"the --mask-model file {mask_model} does not exist")
+    url = getattr(args, "mask_model_url", None)
+    if url is not None and urlsplit(url).scheme.lower() not in ("http", "https", "file"):
+        raise ValueError(f"--mask-model-url must be an http, https or file URL, got {url!r}")
+    return mask_model, url
 
 
 def _memory_budget(gigabytes: float | None) -> int | None:

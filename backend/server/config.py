@@ -62,6 +62,10 @@ class ServerConfig:
             keep-alive connection, an unfinished request head or body) before it is closed.
         remote_hosts: with a wildcard ``host`` (--allow-remote), the host names (without port) clients
             use; the Host header is then checked against them. Empty: any Host is accepted.
+        mask_model: the salient-object mask model file jobs use (``serve --mask-model``); None: jobs
+            look it up when they run ($MONO2MESH_MASK_MODEL, else the cache folder).
+        mask_model_url: the base URL ``POST /v1/mask-model/download`` fetches ``<file name>`` from
+            (``serve --mask-model-url``, e.g. a mirror or a ``file://`` folder); None: the public one.
     """
 
     jobs_dir: Path
@@ -79,6 +83,8 @@ class ServerConfig:
     memory_budget_bytes: int | None = None
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     remote_hosts: tuple[str, ...] = ()
+    mask_model: Path | None = None
+    mask_model_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.token:

@@ -11,8 +11,8 @@ names it (and which upload it was in):
 - the mask, if any, decodes within the same limits and is usable for this photo
   (``backend.imaging.load_mask``): same codes, 422 for an empty or full mask or a wrong aspect ratio;
   without a mask, an alpha channel that is empty or covers everything is a 422 as well (it would be
-  the mask); a photo without either is segmented by GrabCut when the job runs, and a failure there
-  fails the job with GrabCut's message;
+  the mask); a photo without either is segmented when the job runs (by the salient-object mask
+  model when one is found, else by GrabCut), and a failure there fails the job with GrabCut's message;
 - the mesh, if any, is a readable GLB with triangles (``backend.geometry.io.load_glb``): 422;
 - with a memory budget (``backend.server.budget``), the job's estimated peak memory fits in it (413
   naming the estimate and the budget); the image checks hold their own estimate of the budget while
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException
 
+from backend.checkpoints import checkpoint_root
 from backend.imaging import (
     ImageError,
     ImageTooLargeError,
@@ -115,11 +116,35 @@ def parse_options_text(factory: MethodFactory, method: str, text: str) -> dict[s
         raise HTTPException(400, f"method {method!r} cannot run: {reason}")
     data = _options_json(text)
     try:
-        return factory.parse_options(method, data).model_dump(mode="json")
+        options = factory.parse_options(method, data).model_dump(mode="json")
     except MethodError as error:
         raise HTTPException(422, str(error)) from None
     except (ValueError, TypeError, RecursionError) as error:  # a validator's own fault: still the input's
         raise HTTPException(422, f"invalid options for {method}: {error}") from None
+    for name in PATH_OPTIONS:
+        if options.get(name):
+            options[name] = _installed_path(name, options[name])
+    return options
+
+
+PATH_OPTIONS = ("prior_checkpoint",)
+"""Options that name a file on the server's machine: a client may only name an installed checkpoint
+(under ``backend.checkpoints.checkpoint_root()``), never any file the server can read."""
+
+
+def _installed_path(name: str, value: Any) -> str:
+    """``value`` as an absolute path inside the installed checkpoints' folder (relative: to that folder);
+    422 when it points elsewhere."""
+    root = checkpoint_root().resolve()
+    path = Path(str(value)).expanduser()
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise HTTPException(
+            422,
+            f"invalid options: {name}: a job sent to the server may only name an installed checkpoint "
+            f"(a path inside {root}, or relative to it); leave it empty for the newest installed one",
+        )
+    return str(resolved)
 
 
 def _options_json(text: str) -> dict[str, Any]:

@@ -58,3 +58,27 @@ class JobList(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="a message naming the problem")
+
+
+class MaskModelStatus(BaseModel):
+    """``GET /v1/mask-model`` (and the answer of ``POST /v1/mask-model/download``)."""
+
+    available: bool = Field(description="a model file was found and onnxruntime can run it")
+    path: str | None = Field(description="the model file jobs will use, or null")
+    name: str = Field(description='the model\'s name (its file stem), or the default "u2netp" when none')
+    source: Literal["option", "environment", "cache"] | None = Field(
+        description="where the path came from: serve --mask-model, $MONO2MESH_MASK_MODEL, the cache folder"
+    )
+    searched: list[str] = Field(description="the places looked at, in order")
+    reason: str | None = Field(description="why no model can be used (null when one can)")
+    download_url: str = Field(description="what POST /v1/mask-model/download fetches by default")
+
+
+class MaskModelDownload(BaseModel):
+    """The optional body of ``POST /v1/mask-model/download``."""
+
+    name: str | None = Field(
+        None,
+        description='a known model: "u2netp" (default, ~4.6 MB), "u2net", "isnet-general-use", '
+        '"birefnet-general-lite"',
+    )

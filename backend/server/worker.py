@@ -214,11 +214,15 @@ class PipelineRunner:
 
     Args:
         max_bytes, max_pixels: limits passed to the image decoder.
+        mask_model: the salient-object mask model file (``serve --mask-model``), or None: each job looks
+            it up when it runs (``backend.imaging.salient.find_mask_model``), so a model downloaded
+            while the server runs is used by the next job.
     """
 
-    def __init__(self, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, max_bytes: int, max_pixels: int, mask_model: Path | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.mask_model = mask_model
 
     def __call__(
         self, method: Method, job: Job, folder: Path, options: MethodOptions, progress: ProgressCallback
@@ -232,5 +236,6 @@ class PipelineRunner:
             init_mesh=load_glb(folder / MESH_FILE) if job.has_mesh else None,
             max_bytes=self.max_bytes,
             max_pixels=self.max_pixels,
+            mask_model=self.mask_model,
         )
         export(result, folder / RESULT_DIR, RESULT_STEM, progress=progress)

@@ -109,6 +109,8 @@ def test_bench_render_devices_default_to_every_available_device() -> None:
         ["bench", "fit-multiview"],
         ["bench", "blender"],
         ["bench", "meshing"],
+        ["mask-model", "status"],
+        ["mask-model", "download"],
     ],
 )
 def test_every_subcommand_builds_its_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:

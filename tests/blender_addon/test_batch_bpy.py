@@ -46,6 +46,8 @@ def test_batch_all_succeed(tmp_path: Path, backend: Any, birds: list[Path]) -> N
     assert (out / "batch.glb").is_file()
     for photo in birds:
         assert (out / photo.stem / f"{photo.stem}_texture.png").is_file()
+        assert (out / photo.stem / f"{photo.stem}_mask.png").is_file()  # the mask the backend used
+    assert all(", mask " in line for line in lines if line.startswith("ok "))
     # the saved scene: one object per photo, side by side along X, standing on the floor, welded,
     # its texture packed into the .blend (the UI's placement and weld)
     check = (
@@ -61,12 +63,20 @@ def test_batch_all_succeed(tmp_path: Path, backend: Any, birds: list[Path]) -> N
         "print(json.dumps({o.name: info(o) for o in bpy.data.objects if o.type == 'MESH'}))\n"
         "print(json.dumps(sorted(o['mono2mesh_photo_camera_of'] for o in bpy.data.objects\n"
         "                        if o.type == 'CAMERA' and o.data.background_images)))\n"
+        "print(json.dumps({o.name: [o['mono2mesh_mask_source'], o['mono2mesh_mask_image'].name,\n"
+        "                           bpy.path.abspath(o['mono2mesh_mask_image'].filepath)]\n"
+        "                  for o in bpy.data.objects if o.type == 'MESH'}))\n"
     )
     opened = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    objects = json.loads(opened.stdout.strip().splitlines()[-2])
+    objects = json.loads(opened.stdout.strip().splitlines()[-3])
     assert sorted(objects) == sorted(photo.stem for photo in birds)
     # --as-in-photo: one camera per photo, the photo behind it
-    assert json.loads(opened.stdout.strip().splitlines()[-1]) == sorted(objects)
+    assert json.loads(opened.stdout.strip().splitlines()[-2]) == sorted(objects)
+    # each object keeps the mask the backend used: its image refers to the file next to the result
+    masks = json.loads(opened.stdout.strip().splitlines()[-1])
+    for name, (source, image_name, path) in masks.items():
+        assert source in ("given", "alpha", "salient", "grabcut", "whole")
+        assert image_name == f"{name} mask" and Path(path) == out / name / f"{name}_mask.png"
     xs = sorted(values[0][0] for values in objects.values())
     assert all(b - a >= 2.0 for a, b in itertools.pairwise(xs))
     for location, template, lowest, boundary, vertices, packed in objects.values():

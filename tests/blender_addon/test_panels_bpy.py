@@ -47,6 +47,8 @@ class RecordingLayout:
         self._drawn.items.append(("operator", idname, self.enabled))
 
     def label(self, text: str = "", icon: str = "NONE") -> None:
+        icons = self._bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items
+        assert icon in icons, f"no icon named {icon!r}"
         self._drawn.items.append(("label", text, self.enabled))
 
     def progress(self, factor: float, type: str, text: str) -> None:
@@ -56,6 +58,16 @@ class RecordingLayout:
     def template_ID(self, data: Any, name: str, **_kwargs: Any) -> None:
         assert data.bl_rna.properties[name].type == "POINTER", name
         self._drawn.items.append(("template_ID", name, self.enabled))
+
+    def icon(self, data: Any) -> int:
+        """``UILayout.icon``: the preview icon of an ID; here its name's hash stands for the icon id."""
+        assert isinstance(data, self._bpy.types.ID), f"icon() of a {type(data).__name__}, not an ID"
+        self._drawn.items.append(("icon", data.name, self.enabled))
+        return abs(hash(data.name)) % 100000 + 1
+
+    def template_icon(self, icon_value: int, scale: float = 1.0) -> None:
+        assert isinstance(icon_value, int) and icon_value > 0 and scale > 0
+        self._drawn.items.append(("template_icon", str(icon_value), self.enabled))
 
 
 def draw(bpy: ModuleType, panel_class: type, context: Any) -> Drawn:

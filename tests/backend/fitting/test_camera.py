@@ -41,3 +41,15 @@ def test_camera_variables_round_trip_and_select() -> None:
     result = chosen.result()  # unit quaternion, detached
     torch.testing.assert_close(result.weak.rotation, torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
     torch.testing.assert_close(result.weak.translation, torch.tensor([[0.0, -0.1]]))
+
+
+def test_a_positive_start_elevation_looks_down_on_the_object() -> None:
+    from backend.geometry.camera import quaternion_to_matrix
+
+    for elevation in (20.0, -15.0):
+        matrices = quaternion_to_matrix(initial_rotations(8, elevation))  # (8, 3, 3) object -> view
+        top = matrices @ torch.tensor([0.0, 1.0, 0.0])  # (8, 3) the object's up axis in the view
+        # the view's z points at the camera: the top tilts towards a camera above it
+        torch.testing.assert_close(top[:, 2], torch.full((8,), math.sin(math.radians(elevation))))
+        cameras = initial_cameras(torch.ones(16, 16), 8, 1.0, elevation)
+        torch.testing.assert_close(cameras.rotation, initial_rotations(8, elevation))

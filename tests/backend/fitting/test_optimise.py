@@ -59,4 +59,38 @@ def test_settings_are_checked() -> None:
         FitSettings(iterations=-1)
     with pytest.raises(ValueError, match="selection_fraction"):
         FitSettings(selection_fraction=1.5)
+    with pytest.raises(ValueError, match="selection_resolution"):
+        FitSettings(selection_resolution=8)
+    with pytest.raises(ValueError, match="start_elevation"):
+        FitSettings(start_elevation=95.0)
     assert SMALL.with_iterations(7).iterations == 7 and SMALL.with_iterations(7).hypotheses == 2
+
+
+def test_the_selection_phase_runs_at_its_resolution_and_is_judged_at_the_full_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend.fitting import optimise
+
+    sizes: list[int] = []
+    judged: list[int] = []
+    build, losses = optimise.MaskTarget.build, optimise.fit_losses
+
+    def recording_build(mask: np.ndarray, size: int, *args: object) -> optimise.MaskTarget:
+        sizes.append(size)
+        return build(mask, size, *args)  # type: ignore[arg-type]
+
+    def recording_losses(problem, state, target, settings, terms):  # type: ignore[no-untyped-def]
+        if not torch.is_grad_enabled():
+            judged.append(target.size)
+        return losses(problem, state, target, settings, terms)
+
+    monkeypatch.setattr(optimise.MaskTarget, "build", staticmethod(recording_build))
+    monkeypatch.setattr(optimise, "fit_losses", recording_losses)
+    fitted = template_fit(
+        FitSettings(
+            iterations=6, resolution=48, hypotheses=3, selection_resolution=24, selection_fraction=0.5
+        )
+    )
+    assert sizes == [48, 24]  # the full target, then the selection phase's
+    assert judged[0] == 48 and len(fitted.hypothesis_losses) == 3  # chosen by full-resolution losses
+    assert fitted.hypothesis == int(np.argmin(fitted.hypothesis_losses))

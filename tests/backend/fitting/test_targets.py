@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -40,3 +41,22 @@ def test_mask_target_is_seeded_and_resized() -> None:
     assert first.size == 64 and first.mask.shape == first.distance.shape == (64, 64)
     assert first.points.shape == (MASK_POINTS, 2) and torch.equal(first.points, again.points)
     assert float(first.distance[first.mask > 0.5].max()) == 0.0 and float(first.distance.max()) > 0
+
+
+def test_outside_distance_is_exact_and_the_same_bits_on_every_call() -> None:
+    """The field is sqrt(exact squared pixel distance) * 2 / R to the bit, whatever the heap holds
+    (OpenCV's precise transform was one ulp off in places, differently from call to call: issue 20)."""
+    size = 64
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.normal(size=(size, size)).astype(np.float32), (0, 0), 4.0)
+    mask = noise > 0.1  # blobs with curved outlines
+    rows, columns = np.nonzero(mask)
+    grid_rows, grid_columns = np.mgrid[0:size, 0:size]
+    squared = ((grid_rows[..., None] - rows) ** 2 + (grid_columns[..., None] - columns) ** 2).min(-1)
+    expected = np.sqrt(squared.astype(np.float32)) * np.float32(2.0 / size)  # (R, R) float32
+    held = []
+    for padding in (0, 48, 100, 4096, 70000):  # different heap states between calls
+        held.append(np.ones(padding, np.uint8))
+        distance = outside_distance(mask)
+        assert distance.dtype == torch.float32 and distance.shape == (size, size)
+        np.testing.assert_array_equal(distance.numpy(), expected)

@@ -183,3 +183,13 @@ def test_bad_inputs_are_refused() -> None:
         method.reconstruct(
             np.ones((64, 32, 3), np.float32), np.ones((64, 32), bool), FitOptions(), lambda f, s: None
         )
+
+
+def test_the_options_set_the_template_fit_s_own_settings() -> None:
+    settings = FitOptions().fit_settings()
+    assert (settings.hypotheses, settings.selection_resolution, settings.start_elevation) == (8, 32, 20.0)
+    assert settings.thickness_weight == 0.0  # the prior is off by default (docs/BENCHMARKS.md, issue 20)
+    chosen = FitOptions(hypotheses=3, start_elevation=-5, thickness_weight=2.0, thickness_slack=1.5)
+    settings = chosen.fit_settings()
+    assert (settings.hypotheses, settings.start_elevation) == (3, -5.0)
+    assert (settings.thickness_weight, settings.thickness_slack) == (2.0, 1.5)

@@ -18,19 +18,25 @@ from backend.methods.base import Reconstruction, no_progress
 from backend.methods.fit import FitMethod, FitOptions
 from tests.backend.methods.test_fit import SMALL, ellipsoid_mask
 
+# The ellipsoid photo is taken level, so its base fit starts level too. From the default 20 degrees above,
+# the base fit lands on a camera 17 degrees up and a shape tilted to match; the refinement's camera fit
+# (shape frozen, hypotheses from scratch) then finds a pose that turns the spike 65 degrees out of the
+# image plane, towards the viewer, and the spike survives (0.99; 0.66 from the level fit; issue 20).
+LEVEL = {**SMALL, "start_elevation": 0.0}
+
 
 @functools.cache
 def fitted() -> tuple[Reconstruction, np.ndarray, np.ndarray]:
     """The fit result of the ellipsoid photo (shared by the tests), the photo and its mask."""
     image, mask = ellipsoid_mask()
-    return FitMethod("cpu").reconstruct(image, mask, FitOptions(**SMALL), no_progress), image, mask
+    return FitMethod("cpu").reconstruct(image, mask, FitOptions(**LEVEL), no_progress), image, mask
 
 
 def refine(vertices: torch.Tensor, **options: object) -> Reconstruction:
     result, image, mask = fitted()
     edited = dataclasses.replace(result.mesh, vertices=vertices)
     return FitMethod("cpu").reconstruct(
-        image, mask, FitOptions(**{**SMALL, **options}), no_progress, init_mesh=edited
+        image, mask, FitOptions(**{**LEVEL, **options}), no_progress, init_mesh=edited
     )
 
 
@@ -107,7 +113,7 @@ def test_the_texture_stays_where_the_surface_stayed() -> None:
     green = torch.tensor([0.1, 0.8, 0.1]).expand_as(result.mesh.texture).clone()
     edited = dataclasses.replace(result.mesh, texture=green)
     _, image, mask = fitted()
-    refined = FitMethod("cpu").reconstruct(image, mask, FitOptions(**SMALL), no_progress, init_mesh=edited)
+    refined = FitMethod("cpu").reconstruct(image, mask, FitOptions(**LEVEL), no_progress, init_mesh=edited)
     texture = refined.mesh.texture
     kept = (texture - torch.tensor([0.1, 0.8, 0.1])).abs().max(dim=-1).values < 0.05
     assert float(kept.float().mean()) > 0.9  # not re-projected (and slid) where nothing moved

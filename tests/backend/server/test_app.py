@@ -114,6 +114,8 @@ def test_openapi_page_describes_the_routes(client: TestClient) -> None:
         "/v1/jobs/{job_id}/report.json",
         "/v1/jobs/{job_id}/texture.png",
         "/v1/jobs/{job_id}/mask.png",
+        "/v1/mask-model",
+        "/v1/mask-model/download",
     } == set(schema["paths"])
     form = schema["components"]["schemas"]
     assert any(

@@ -234,3 +234,24 @@ def test_non_finite_and_out_of_range_values_are_refused_by_every_engine_method()
                     registry.parse_options(method, {field: value})
     with pytest.raises(MethodError, match="seed"):
         registry.parse_options("fit", {"seed": 2**64})
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../outside.safetensors"])
+def test_a_client_cannot_name_a_file_outside_the_installed_checkpoints(
+    make_client: Callable[..., TestClient], disc_png: bytes, path: str
+) -> None:
+    from backend.server.catalog import RegistryMethodFactory
+
+    client = make_client(factory=RegistryMethodFactory())
+    response = submit(client, disc_png, method="fit", options={"prior": "softras", "prior_checkpoint": path})
+    assert response.status_code == 422
+    assert "prior_checkpoint" in detail(response) and "installed checkpoint" in detail(response)
+
+
+def test_an_installed_checkpoint_path_is_resolved_inside_the_root() -> None:
+    from backend.checkpoints import checkpoint_root
+    from backend.server.intake import _installed_path
+
+    root = checkpoint_root().resolve()
+    assert _installed_path("prior_checkpoint", "softras/a.safetensors") == str(root / "softras/a.safetensors")
+    assert _installed_path("prior_checkpoint", str(root / "b.json")) == str(root / "b.json")
