@@ -31,6 +31,7 @@ from torch import Tensor
 
 from backend.geometry.ops import gather_rows
 from backend.imaging.distance_transform import distance_to_foreground
+from backend.render.cpu_silhouette import numba_problem
 
 MASK_POINTS = 400
 """Mask pixels sampled for the mask-to-vertex direction of the Chamfer mask loss."""
@@ -101,10 +102,17 @@ def nearest_vertex(projected: Tensor, points: Tensor) -> Tensor:
     value that ``min`` over all pairs would give; only the chosen pairs are then recomputed with
     autograd (``chamfer_mask_loss``), which is what ``min``'s gradient reaches anyway, without a
     (B, M, V) tensor in the backward pass. Elementwise ops and a reduction along V: the same bits for
-    any thread count.
+    any thread count. On the CPU one numba loop (``_numba_nearest``, where numba runs) finds the same
+    indices without the (B, M, V) tensors.
     """
     px, py = projected[..., 0].contiguous(), projected[..., 1].contiguous()  # (B, V) each
     qx, qy = points[:, 0].contiguous(), points[:, 1].contiguous()  # (M,) each
+    if projected.device.type == "cpu" and points.dtype == projected.dtype and numba_problem() is None:
+        from backend.fitting._numba_nearest import nearest
+
+        index = torch.empty(projected.shape[0], points.shape[0], dtype=torch.int64, device="cpu")  # (B, M)
+        nearest(px.numpy(), py.numpy(), qx.numpy(), qy.numpy(), index.numpy())
+        return index
     dx = qx[None, :, None] - px[:, None, :]  # (B, M, V), V contiguous
     dy = qy[None, :, None] - py[:, None, :]
     dx.mul_(dx).add_(dy.mul_(dy))  # in place: the (B, M, V) tensors are the costly part

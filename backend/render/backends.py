@@ -9,9 +9,14 @@ Two backends produce the same ``Fragments`` (within float rounding):
   CPU tensors it runs in Triton's interpreter when ``TRITON_INTERPRET=1`` was set before ``triton``
   was imported: only when asked for explicitly (tests; slow).
 
+A third, ``"numba"``, is not a rasterizer: on the CPU it renders a soft silhouette asked for alone
+(``render(..., outputs="alpha")``, the fit loop's render) in one compiled loop (``cpu_silhouette``),
+where the packed path makes a few thousand whole-tensor passes; it makes no ``Fragments``.
+
 ``"auto"`` picks triton on CUDA when ``triton`` imports and the kernel launches on that device (tried
-once per device on a one-triangle image), else torch; ``BackendChoice.reason`` says why, so reports can
-state the reason for a fallback.
+once per device on a one-triangle image); on the CPU, numba for a soft silhouette rendered alone when
+numba imports and its kernel runs (tried once); else torch. ``BackendChoice.reason`` says why, so
+reports can state the reason for a fallback.
 """
 
 from __future__ import annotations
@@ -68,18 +73,23 @@ def _cuda_launch_error(device: str) -> str | None:
     return None
 
 
-def select_backend(device: torch.device | str, requested: str = "auto") -> BackendChoice:
-    """The backend for tensors on ``device`` given ``RasterSettings.backend`` (``requested``).
+def select_backend(
+    device: torch.device | str, requested: str = "auto", *, silhouette_only: bool = False
+) -> BackendChoice:
+    """The backend for tensors on ``device`` given ``RasterSettings.backend`` (``requested``);
+    ``silhouette_only``: the render makes a soft silhouette and nothing else (numba's case).
 
     Raises:
         ValueError: ``requested`` is not a backend name.
-        RuntimeError: ``"triton"`` was requested where it cannot run (with the reason).
+        RuntimeError: ``"triton"`` or ``"numba"`` was requested where it cannot run (with the reason).
     """
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
     device = torch.device(device)
     if requested == "torch":
         return BackendChoice("torch", "requested")
+    if requested == "numba" or (requested == "auto" and device.type == "cpu" and silhouette_only):
+        return _numba_choice(device, requested, silhouette_only)
     if device.type == "cuda":
         problem = _triton_import_error()
         if problem is None:
@@ -99,3 +109,21 @@ def select_backend(device: torch.device | str, requested: str = "auto") -> Backe
     if requested == "triton":
         raise RuntimeError(f"backend 'triton' cannot run on {device}: {problem}")
     return BackendChoice("torch", problem)
+
+
+def _numba_choice(device: torch.device, requested: str, silhouette_only: bool) -> BackendChoice:
+    """numba where it runs (a CPU soft silhouette rendered alone), else torch with the reason; an
+    explicit request that cannot run on this device raises."""
+    from backend.render.cpu_silhouette import numba_problem
+
+    if device.type != "cpu":
+        problem = f"the numba kernel runs on the CPU, the device is {device.type}"
+    else:
+        problem = numba_problem()
+    if problem is not None:
+        if requested == "numba":
+            raise RuntimeError(f"backend 'numba' cannot run on {device}: {problem}")
+        return BackendChoice("torch", problem)
+    if not silhouette_only:
+        return BackendChoice("torch", "numba renders a soft silhouette alone; this render needs more")
+    return BackendChoice("numba", "requested" if requested == "numba" else "CPU soft silhouette alone, numba")

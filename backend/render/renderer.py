@@ -2,8 +2,9 @@
 
 ``render`` = ``Camera.project`` -> ``rasterize`` (or ``dense.rasterize_dense``: ``settings.backend``,
 chosen by ``backends.select_backend``) -> shading (texture or vertex colours, optional
-Lambert light) -> dense images. Everything is differentiable in vertex positions, camera parameters,
-UV textures and vertex colours.
+Lambert light) -> dense images. A soft silhouette rendered alone on the CPU comes from
+``cpu_silhouette`` (the numba backend) instead. Everything is differentiable in vertex positions, camera
+parameters, UV textures and vertex colours.
 
 Precision: the renderer computes in float32 (float64 when the vertices are float64, for gradcheck),
 whatever the caller's autocast state. Inside ``torch.autocast`` (fp16 or bf16 training steps) it turns
@@ -26,8 +27,9 @@ from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
 from backend.render import shade
 from backend.render.backends import select_backend
+from backend.render.cpu_silhouette import cpu_soft_silhouette
 from backend.render.dense import rasterize_dense
-from backend.render.rasterize import Fragments, rasterize
+from backend.render.rasterize import Fragments, rasterize, validate_vertices
 from backend.render.settings import RasterSettings
 
 
@@ -60,16 +62,28 @@ class RenderOutput:
 
     Attributes:
         alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
-        fragments: the rasterization the images are made from (packed, or dense on the triton backend;
-            without the visible surface after a soft ``outputs="alpha"`` render on the torch backend).
+        raster: the rasterization the images are made from (packed, or dense on the triton backend;
+            without the visible surface after a soft ``outputs="alpha"`` render on the torch backend;
+            None after one on the numba backend); read it as ``fragments``.
         rgb_image: the (B, S, S, 3) colour image (``rgb``), None when ``outputs`` is "alpha".
         outputs: what the render made ("all" or "alpha").
     """
 
     alpha: Tensor
-    fragments: Fragments
+    raster: Fragments | None
     rgb_image: Tensor | None = None
     outputs: str = "all"
+
+    @property
+    def fragments(self) -> Fragments:
+        """The rasterization the images are made from (``raster``); a silhouette from the numba kernel
+        has none (``RuntimeError``: render with ``backend="torch"`` to read them)."""
+        if self.raster is None:
+            raise RuntimeError(
+                "this render made its silhouette with the numba CPU kernel, which makes no fragments; "
+                "render with RasterSettings(backend='torch') to read them"
+            )
+        return self.raster
 
     def _require_all(self, name: str) -> None:
         if self.outputs != "all":
@@ -193,7 +207,14 @@ def _render(
         raise ValueError("a texture needs uvs and face_uvs")
     settings = replace(settings, perspective_correct=camera.kind == "look_at")
     vertices_ndc = camera.project(vertices)  # (B, V, 3)
-    if select_backend(vertices_ndc.device, settings.backend).name == "triton":
+    backend = select_backend(
+        vertices_ndc.device, settings.backend, silhouette_only=outputs == "alpha" and settings.soft
+    ).name
+    if backend == "numba":
+        validate_vertices(vertices_ndc, faces)
+        alpha = cpu_soft_silhouette(vertices_ndc, faces, settings)
+        return RenderOutput(alpha=alpha, raster=None, outputs=outputs)
+    if backend == "triton":
         fragments = rasterize_dense(vertices_ndc, faces, settings)
     else:
         # the soft silhouette reads only the band pairs; the hard one reads the visible surface
@@ -204,7 +225,7 @@ def _render(
         else shade.hard_silhouette(fragments)
     )
     if outputs == "alpha":
-        return RenderOutput(alpha=alpha, fragments=fragments, outputs=outputs)
+        return RenderOutput(alpha=alpha, raster=fragments, outputs=outputs)
 
     dtype, device = vertices_ndc.dtype, vertices_ndc.device
     if texture is not None and uvs is not None and face_uvs is not None:
@@ -225,7 +246,7 @@ def _render(
 
     background = torch.tensor(lighting.background, dtype=colors.dtype, device=device)
     return RenderOutput(
-        alpha=alpha, fragments=fragments, rgb_image=shade.to_image(fragments, colors, background)
+        alpha=alpha, raster=fragments, rgb_image=shade.to_image(fragments, colors, background)
     )
 
 

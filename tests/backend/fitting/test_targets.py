@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
+from backend.fitting import targets
 from backend.fitting.targets import MASK_POINTS, MaskTarget, chamfer_mask_loss, outside_distance
 
 
@@ -60,3 +62,25 @@ def test_outside_distance_is_exact_and_the_same_bits_on_every_call() -> None:
         distance = outside_distance(mask)
         assert distance.dtype == torch.float32 and distance.shape == (size, size)
         np.testing.assert_array_equal(distance.numpy(), expected)
+
+
+def test_nearest_vertex_numba_and_torch_paths_agree_with_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = torch.Generator().manual_seed(4)
+    projected = torch.rand(3, 50, 2, generator=generator) * 2 - 1  # (B, V, 2)
+    projected[1, 7] = projected[1, 3]  # a tie: the first vertex wins
+    points = torch.rand(40, 2, generator=generator) * 2 - 1  # (M, 2)
+    points[0] = projected[1, 3]
+    expected = torch.tensor(
+        [
+            [
+                min(range(50), key=lambda v: float(((points[m] - projected[b, v]) ** 2).sum()))
+                for m in range(40)
+            ]
+            for b in range(3)
+        ]
+    )
+    fast = targets.nearest_vertex(projected, points)
+    monkeypatch.setattr(targets, "numba_problem", lambda: "numba switched off by the test")
+    plain = targets.nearest_vertex(projected, points)
+    assert torch.equal(fast, expected) and torch.equal(plain, expected)
+    assert int(fast[1, 0]) == 3

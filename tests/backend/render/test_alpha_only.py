@@ -1,6 +1,7 @@
-"""``render(..., outputs="alpha")``: the same silhouette (bits and gradients) as a full render, and a
-clear error for every image it did not make; the packed soft silhouette against the direct
-``1 - prod(1 - sigmoid)`` oracle."""
+"""``render(..., outputs="alpha")`` on the packed (torch) path: the same silhouette (bits and gradients)
+as a full render, and a clear error for every image it did not make; the packed soft silhouette against
+the direct ``1 - prod(1 - sigmoid)`` oracle. (On the CPU ``backend="auto"`` renders a soft silhouette
+alone with the numba kernel: ``test_cpu_silhouette``.)"""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _scene(batch: int) -> tuple[torch.Tensor, torch.Tensor, Camera]:
 @pytest.mark.parametrize("soft", [True, False])
 def test_alpha_only_gives_the_full_renders_alpha_and_gradient(soft: bool) -> None:
     vertices, faces, camera = _scene(3)
-    settings = RasterSettings(image_size=48, soft=soft)
+    settings = RasterSettings(image_size=48, soft=soft, backend="torch")
     results = []
     for outputs in ("all", "alpha"):
         points = vertices.clone().requires_grad_()
@@ -44,7 +45,7 @@ def test_alpha_only_gives_the_full_renders_alpha_and_gradient(soft: bool) -> Non
 
 def test_alpha_only_render_refuses_the_images_it_did_not_make() -> None:
     vertices, faces, camera = _scene(1)
-    out = render(vertices, faces, camera, RasterSettings(image_size=16), outputs="alpha")
+    out = render(vertices, faces, camera, RasterSettings(image_size=16, backend="torch"), outputs="alpha")
     for name in ("rgb", "mask", "depth", "face_index", "barycentrics"):
         with pytest.raises(RuntimeError, match=f"RenderOutput.{name} was not produced"):
             getattr(out, name)
@@ -74,7 +75,7 @@ def test_visible_free_rasterize_keeps_the_band_and_saturation() -> None:
 def test_soft_silhouette_matches_the_sigmoid_product_oracle() -> None:
     """The packed path's log-space sum against ``1 - prod_j (1 - sigmoid(x_j))`` summed directly."""
     vertices, faces, camera = _scene(1)
-    settings = RasterSettings(image_size=32)
+    settings = RasterSettings(image_size=32, backend="torch")
     out = render(
         vertices.double(), faces, camera.to(torch.device("cpu"), torch.float64), settings, outputs="alpha"
     )
