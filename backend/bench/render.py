@@ -13,8 +13,11 @@ so a batch of B is B calls. Figures are per image: the minimum over ``repeats`` 
 warm-up, which is the least noisy estimate on a shared machine.
 
 Raster backends (``RasterSettings.backend``): each timed row says which one ran (``raster_backend``)
-and why (``backend_reason``); ``backends`` ("auto", "torch", "triton") asks for rows of each, so a CUDA
-machine can compare the packed PyTorch path with the Triton one. ``count_render_ops`` (``--ops``)
+and why (``backend_reason``); ``backends`` ("auto", "torch", "triton", "numba") asks for rows of each,
+so a CUDA machine can compare the packed PyTorch path with the Triton one. ``silhouette`` adds, per case,
+a row of the step the fit loop takes (``step`` "silhouette": the soft silhouette rendered alone,
+``outputs="alpha"``, summed and back-propagated to the vertices), where the CPU's numba kernel runs;
+those rows have no DEODR ratio (DEODR renders the colours too). ``count_render_ops`` (``--ops``)
 reports, per backend, the aten operations and host synchronisations of one step as the CPU profiler
 sees them (the launch-bound cost on a GPU); it runs the triton backend on CUDA, or on the CPU under
 ``TRITON_INTERPRET=1`` (Triton's interpreter: slow, but the counts are those of the CUDA path).
@@ -114,8 +117,7 @@ def _step(
 
     def step() -> None:
         if silhouette_only:
-            out = render(vertices, faces, camera, settings)
-            out.alpha.sum().backward()
+            render(vertices, faces, camera, settings, outputs="alpha").alpha.sum().backward()
         else:
             out = render(vertices, faces, camera, settings, uvs=uvs, face_uvs=face_uvs, texture=texture)
             (out.rgb.sum() + out.alpha.sum()).backward()
@@ -135,7 +137,7 @@ def time_ours(
 ) -> dict[str, Any]:
     """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
     settings = RasterSettings(image_size=size, sigma=sigma or default_sigma(size), backend=backend)
-    choice = select_backend(device, backend)
+    choice = select_backend(device, backend, silhouette_only=silhouette_only)
     step = _step(work, settings, batch, device, silhouette_only)
     step()
     _sync(device)
@@ -153,6 +155,7 @@ def time_ours(
         "size": size,
         "batch": batch,
         "sigma": settings.sigma,
+        "step": "silhouette" if silhouette_only else "rgb+silhouette",
         "raster_backend": choice.name,
         "backend_reason": choice.reason,
         "ms_per_image": 1000.0 * min(times) / batch,
@@ -300,12 +303,13 @@ def run(
     sigma: float | None = None,
     backends: list[str] | None = None,
     ops: tuple[int, int] | None = None,
+    silhouette: bool = False,
 ) -> dict[str, Any]:
     """Run every (device, backend, size, batch) case, DEODR beside ours, and return the JSON-ready report.
 
     ``backends`` defaults to ``["auto"]``; a backend that cannot run on a device is listed under
     ``skipped`` with the reason. ``ops`` = (size, batch) adds the ``ops`` section: ``count_render_ops``
-    for each of ``ops_backends`` on each device.
+    for each of ``ops_backends`` on each device. ``silhouette`` adds a silhouette-alone row per case.
     """
     work = make_workload()
     rows: list[dict[str, Any]] = []
@@ -321,17 +325,26 @@ def run(
             for size in sizes:
                 for batch in batches:
                     rows.append(time_ours(work, size, batch, device, repeats, sigma, backend=backend))
-            if device.type == "cuda":
+                    if silhouette:
+                        rows.append(
+                            time_ours(work, size, batch, device, repeats, sigma, True, backend=backend)
+                        )
+            if device.type == "cuda" and not silhouette:
                 rows.append(
                     time_ours(work, 64, 64, device, repeats, sigma, silhouette_only=True, backend=backend)
                 )
     deodr_rows: list[dict[str, Any]] = []
+    cases = {(size, batch) for size in sizes for batch in batches}
     if with_deodr:
         for size in sizes:
             for batch in batches:
                 deodr_rows.append(time_deodr(work, size, batch, repeats))
         for row in rows:
-            if row["device"] == "cpu" and row["size"] in sizes and row["batch"] in batches:
+            if (
+                row["device"] == "cpu"
+                and row["step"] != "silhouette"
+                and (row["size"], row["batch"]) in cases
+            ):
                 peer = next(d for d in deodr_rows if d["size"] == row["size"] and d["batch"] == row["batch"])
                 row["ratio_to_deodr"] = row["ms_per_image"] / peer["ms_per_image"]
     report: dict[str, Any] = {
@@ -364,6 +377,7 @@ def format_table(report: dict[str, Any]) -> str:
     for row in report["results"]:
         ratio = f"  ({row['ratio_to_deodr']:.1f}x DEODR)" if "ratio_to_deodr" in row else ""
         backend = f" [{row['raster_backend']}]" if "raster_backend" in row else ""
+        backend += " silhouette alone" if row.get("step") == "silhouette" else ""
         lines.append(
             f"{row['renderer']:>9} {row['device']:>5} {row['size']:>4}^2 batch {row['batch']:>2}: "
             f"{row['ms_per_image']:8.2f} ms/image{ratio}{backend}"

@@ -33,8 +33,13 @@ class RenderBenchOptions(Config):
     """Fixed SoftRas sigma (default 1e-4*(64/S)^2)."""
     no_deodr: Annotated[bool, Flag(switch=True)] = False
     """Skip the DEODR comparison."""
-    backends: Annotated[tuple[Literal["auto", "torch", "triton"], ...], Field(min_length=1)] = ("auto",)
-    """Raster backends to time (comma-separated: auto, torch, triton); one that cannot run is skipped."""
+    backends: Annotated[tuple[Literal["auto", "torch", "triton", "numba"], ...], Field(min_length=1)] = (
+        "auto",
+    )
+    """Raster backends to time (comma-separated: auto, torch, triton, numba); one that cannot run is
+    skipped."""
+    silhouette: Annotated[bool, Flag(switch=True)] = False
+    """Also time the soft silhouette rendered alone (the fit loop's render) for each case."""
     ops: Annotated[bool, Flag(switch=True)] = False
     """Also report aten ops and host syncs per render call (CPU profiler) for each raster backend."""
     ops_size: PositiveInt = 128
@@ -72,6 +77,7 @@ def _main(options: RenderBenchOptions) -> int:
     report = bench_render.run(
         list(options.sizes), list(options.batches), devices, options.repeats, with_deodr, options.sigma,
         backends=list(options.backends), ops=(options.ops_size, options.ops_batch) if options.ops else None,
+        silhouette=options.silhouette,
     )  # fmt: skip
     print(json.dumps(report, indent=2) if options.as_json else bench_render.format_table(report))
     return 0

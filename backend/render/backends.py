@@ -116,10 +116,11 @@ def _numba_choice(device: torch.device, requested: str, silhouette_only: bool) -
     explicit request that cannot run on this device raises."""
     from backend.render.cpu_silhouette import numba_problem
 
-    if device.type != "cpu":
-        problem = f"the numba kernel runs on the CPU, the device is {device.type}"
-    else:
-        problem = numba_problem()
+    problem = (
+        numba_problem()
+        if device.type == "cpu"
+        else f"the numba kernel runs on the CPU, the device is {device.type}"
+    )
     if problem is not None:
         if requested == "numba":
             raise RuntimeError(f"backend 'numba' cannot run on {device}: {problem}")

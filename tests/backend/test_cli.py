@@ -63,6 +63,20 @@ def test_bench_render_table_without_json(capsys: pytest.CaptureFixture[str]) -> 
     assert "mono2mesh   cpu   16^2 batch  1" in out and "ms/image" in out
 
 
+def test_bench_render_silhouette_rows_name_their_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "render", "--sizes", "32", "--batches", "2", "--devices", "cpu", "--repeats", "1"]
+    assert main([*args, "--backends", "torch,numba", "--silhouette", "--no-deodr", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    kinds = [(row["raster_backend"], row["step"]) for row in rows]
+    # numba renders the silhouette alone; asked for a full render it leaves it to torch, and says so
+    assert kinds == [
+        ("torch", "rgb+silhouette"), ("torch", "silhouette"),
+        ("torch", "rgb+silhouette"), ("numba", "silhouette"),
+    ]  # fmt: skip
+    assert "soft silhouette alone" in rows[2]["backend_reason"]
+    assert all(row["ms_per_image"] > 0 and "ratio_to_deodr" not in row for row in rows)
+
+
 @pytest.mark.parametrize("value", ["0", "a,b", "-4", ""])
 def test_bad_sizes_are_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "render", "--sizes", value]) == 2
