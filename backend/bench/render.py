@@ -14,10 +14,10 @@ warm-up, which is the least noisy estimate on a shared machine.
 
 Raster backends (``RasterSettings.backend``): each timed row says which one ran (``raster_backend``)
 and why (``backend_reason``); ``backends`` ("auto", "torch", "triton", "numba") asks for rows of each,
-so a CUDA machine can compare the packed PyTorch path with the Triton one. ``silhouette`` adds, per case,
-a row of the step the fit loop takes (``step`` "silhouette": the soft silhouette rendered alone,
-``outputs="alpha"``, summed and back-propagated to the vertices), where the CPU's numba kernel runs;
-those rows have no DEODR ratio (DEODR renders the colours too). ``count_render_ops`` (``--ops``)
+so a CUDA machine can compare the packed PyTorch path with the Triton one and a CPU the packed path with
+the numba one. ``silhouette`` adds, per case, a row of the step the fit loop takes (``step``
+"silhouette": the soft silhouette rendered alone, ``outputs="alpha"``, summed and back-propagated to the
+vertices); those rows have no DEODR ratio (DEODR renders the colours too). ``count_render_ops`` (``--ops``)
 reports, per backend, the aten operations and host synchronisations of one step as the CPU profiler
 sees them (the launch-bound cost on a GPU); it runs the triton backend on CUDA, or on the CPU under
 ``TRITON_INTERPRET=1`` (Triton's interpreter: slow, but the counts are those of the CUDA path).
@@ -137,7 +137,7 @@ def time_ours(
 ) -> dict[str, Any]:
     """Per-image forward + backward milliseconds of our renderer (and peak memory on CUDA)."""
     settings = RasterSettings(image_size=size, sigma=sigma or default_sigma(size), backend=backend)
-    choice = select_backend(device, backend, silhouette_only=silhouette_only)
+    choice = select_backend(device, backend)
     step = _step(work, settings, batch, device, silhouette_only)
     step()
     _sync(device)

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from backend.geometry.ops import gather_rows
 from backend.imaging.distance_transform import distance_to_foreground
-from backend.render.cpu_silhouette import numba_problem
+from backend.render.cpu_raster import numba_problem
 
 MASK_POINTS = 400
 """Mask pixels sampled for the mask-to-vertex direction of the Chamfer mask loss."""

@@ -3,8 +3,8 @@
 Two rasterizer backends give the same images (``backend.render.backends.select_backend`` says which a
 device gets, and why): ``torch``, plain PyTorch on every device and the reference (``rasterize``: a
 candidate search, then differentiable geometry on the survivors), and ``triton`` on CUDA (``dense``:
-fixed shapes, Triton kernels compiled at run time, no host synchronisation). On the CPU a soft
-silhouette rendered alone comes from one numba loop (``cpu_silhouette``, compiled at run time and
+fixed shapes, Triton kernels compiled at run time, no host synchronisation). On the CPU the
+visible surface and the soft silhouette come from numba loops (``cpu_raster``, compiled at run time and
 cached). Nothing is compiled at install time.
 """
 

@@ -1,4 +1,4 @@
-"""The numba loops of ``cpu_silhouette`` (imported only there, on first use: numba is optional).
+"""The numba loops of ``cpu_raster`` (imported only there, on first use: numba is optional).
 
 Pixel-centre units throughout: corner k of a face at (col, row) = ((x + 1) S / 2 - 0.5, (1 - y) S / 2
 - 0.5); edge k runs from corner k to corner k + 1. A (face, pixel) pair is classified by
@@ -238,3 +238,238 @@ def backward(pair_pixel: Any, pair_rows: Any, pair_terms: Any, grad_total: Any, 
         grad[start, 1] += upstream * (1.0 - t) * pair_terms[i, 2]
         grad[end, 0] += upstream * t * pair_terms[i, 1]
         grad[end, 1] += upstream * t * pair_terms[i, 2]
+
+
+@_jit
+def visible(vertices: Any, faces: Any, size: int, near: float, perspective: bool, winner: Any) -> None:
+    """winner (B, S * S) int64: the nearest face covering each pixel centre (-1: none), by the rules of
+    ``search._z_buffer``: a pixel centre is covered where every line distance is >= 0 (pixel units),
+    the depth (inverse depth when ``perspective``) is interpolated linearly in screen space, and of faces
+    at exactly the same depth the later one (in index order) wins."""
+    corner = np.empty((3, 2))
+    lines = np.empty((3, 3))
+    edges = np.empty((3, 5))
+    depth_at = np.empty(size * size)
+    for b in range(vertices.shape[0]):
+        verts = vertices[b]
+        depth_at[:] = np.inf
+        for f in range(faces.shape[0]):
+            if not usable(verts, faces, f, near):
+                continue
+            corners_px(verts, faces, f, size, corner)
+            col_lo, col_hi, row_lo, row_hi, area2 = face_box(corner, 0.0, size)
+            if abs(area2) < 1e-9:
+                continue
+            face_tables(corner, area2, lines, edges)
+            # depth (or inverse depth) as an affine function of (col, row): sum_k l_k value_k, with the
+            # screen barycentric l_k = E_k / area2 and E_k the unnormalised edge function of line k
+            value0 = verts[faces[f, 0], 2]
+            value1 = verts[faces[f, 1], 2]
+            value2 = verts[faces[f, 2], 2]
+            if perspective:
+                value0, value1, value2 = 1.0 / value0, 1.0 / value1, 1.0 / value2
+            for row in range(row_lo, row_hi + 1):
+                first, last = row_span(lines, float(row), 0.0, col_lo, col_hi)
+                for col in range(first, last + 1):
+                    c = float(col)
+                    r = float(row)
+                    line0 = lines[0, 0] * c + lines[0, 1] * r + lines[0, 2]
+                    line1 = lines[1, 0] * c + lines[1, 1] * r + lines[1, 2]
+                    line2 = lines[2, 0] * c + lines[2, 1] * r + lines[2, 2]
+                    if line0 < 0.0 or line1 < 0.0 or line2 < 0.0:
+                        continue
+                    weight0 = edge_function(corner, 0, c, r) / area2
+                    weight1 = edge_function(corner, 1, c, r) / area2
+                    weight2 = 1.0 - weight0 - weight1
+                    key = weight0 * value0 + weight1 * value1 + weight2 * value2
+                    if perspective:
+                        key = -key  # the nearest surface has the largest inverse depth
+                    pixel = row * size + col
+                    if key <= depth_at[pixel]:
+                        depth_at[pixel] = key
+                        winner[b, pixel] = f
+
+
+@_jit
+def edge_function(corner: Any, k: int, col: float, row: float) -> float:
+    """E_k at (col, row): twice the signed area of the triangle (corner k + 1, corner k + 2, point), so
+    that E_k / (twice the face's signed area) is the screen barycentric of corner k."""
+    a_col, a_row = corner[(k + 1) % 3, 0], corner[(k + 1) % 3, 1]
+    b_col, b_row = corner[(k + 2) % 3, 0], corner[(k + 2) % 3, 1]
+    return (b_col - a_col) * (row - a_row) - (b_row - a_row) * (col - a_col)
+
+
+@_jit
+def texture_forward(
+    bary: Any, face: Any, image: Any, uvs: Any, face_uvs: Any, texture: Any, out: Any
+) -> None:
+    """out (P, C): the texture (Bt, H, W, C) sampled bilinearly (texel centres, clamped to the edge) at
+    uv = sum_k bary[p, k] uvs[face_uvs[face[p], k]] ((0, 0) at the bottom-left), from texture
+    ``image[p]`` (0 when Bt is 1); ``shade.sample_texture``'s rules."""
+    height, width = texture.shape[1], texture.shape[2]
+    for p in range(bary.shape[0]):
+        t, x0, y0, x1, y1, fx, fy = _texel_corners(bary, face, image, uvs, face_uvs, height, width, p)
+        for c in range(texture.shape[3]):
+            top = texture[t, y0, x0, c] * (1.0 - fx) + texture[t, y0, x1, c] * fx
+            bottom = texture[t, y1, x0, c] * (1.0 - fx) + texture[t, y1, x1, c] * fx
+            out[p, c] = top * (1.0 - fy) + bottom * fy
+
+
+@_jit
+def texture_backward(bary: Any, face: Any, image: Any, uvs: Any, face_uvs: Any, texture: Any, grad_out: Any,
+                     grad_bary: Any, grad_texture: Any) -> None:  # fmt: skip
+    """grad_bary (P, 3) and grad_texture (Bt, H, W, C) += the gradients of sum(grad_out * out) of
+    ``texture_forward`` (the texel indices are constants, as in the PyTorch path), pixel by pixel."""
+    height, width = texture.shape[1], texture.shape[2]
+    for p in range(bary.shape[0]):
+        t, x0, y0, x1, y1, fx, fy = _texel_corners(bary, face, image, uvs, face_uvs, height, width, p)
+        d_fx = 0.0
+        d_fy = 0.0
+        for c in range(texture.shape[3]):
+            g = grad_out[p, c]
+            t00, t01 = texture[t, y0, x0, c], texture[t, y0, x1, c]
+            t10, t11 = texture[t, y1, x0, c], texture[t, y1, x1, c]
+            d_fx += g * ((1.0 - fy) * (t01 - t00) + fy * (t11 - t10))
+            d_fy += g * ((t10 * (1.0 - fx) + t11 * fx) - (t00 * (1.0 - fx) + t01 * fx))
+            grad_texture[t, y0, x0, c] += g * (1.0 - fx) * (1.0 - fy)
+            grad_texture[t, y0, x1, c] += g * fx * (1.0 - fy)
+            grad_texture[t, y1, x0, c] += g * (1.0 - fx) * fy
+            grad_texture[t, y1, x1, c] += g * fx * fy
+        # x = u W - 0.5 and y = (1 - v) H - 0.5 with (u, v) = sum_k bary_k uv_k
+        d_u = d_fx * width
+        d_v = -d_fy * height
+        for k in range(3):
+            corner = face_uvs[face[p], k]
+            grad_bary[p, k] += d_u * uvs[corner, 0] + d_v * uvs[corner, 1]
+
+
+@_jit
+def _texel_corners(bary: Any, face: Any, image: Any, uvs: Any, face_uvs: Any, height: int, width: int,
+                   p: int) -> tuple[int, int, int, int, int, float, float]:  # fmt: skip
+    """The texture index, the four clamped texel corners (x0, y0, x1, y1) and the fractions (fx, fy)
+    of pixel row p."""
+    u = 0.0
+    v = 0.0
+    for k in range(3):
+        corner = face_uvs[face[p], k]
+        u += bary[p, k] * uvs[corner, 0]
+        v += bary[p, k] * uvs[corner, 1]
+    x = u * width - 0.5
+    y = (1.0 - v) * height - 0.5
+    x_floor = math.floor(x)
+    y_floor = math.floor(y)
+    fx = x - x_floor
+    fy = y - y_floor
+    x0 = min(max(int(x_floor), 0), width - 1)
+    x1 = min(max(int(x_floor) + 1, 0), width - 1)
+    y0 = min(max(int(y_floor), 0), height - 1)
+    y1 = min(max(int(y_floor) + 1, 0), height - 1)
+    return image[p], x0, y0, x1, y1, fx, fy
+
+
+@_jit
+def bary_forward(vertices: Any, faces: Any, face: Any, image: Any, col: Any, row: Any, size: int,
+                 perspective: bool, bary: Any, depth: Any) -> None:  # fmt: skip
+    """bary (P, 3) and depth (P,) of each visible pixel: ``geometry.ops.barycentric_depth``'s formulas
+    (NDC; perspective-correct when asked) for face ``face[p]`` of image ``image[p]`` at the centre of
+    pixel (row[p], col[p])."""
+    for p in range(face.shape[0]):
+        x0, y0, z0, x1, y1, z1, x2, y2, z2, px, py = _pixel_face(
+            vertices, faces, face, image, col, row, size, p
+        )
+        area = _safe_area(x0, y0, x1, y1, x2, y2)
+        l0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
+        l1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
+        l2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / area
+        if perspective:
+            w0, w1, w2 = l0 / z0, l1 / z1, l2 / z2
+            inverse = w0 + w1 + w2
+            bary[p, 0], bary[p, 1], bary[p, 2] = w0 / inverse, w1 / inverse, w2 / inverse
+            depth[p] = 1.0 / inverse
+        else:
+            bary[p, 0], bary[p, 1], bary[p, 2] = l0, l1, l2
+            depth[p] = l0 * z0 + l1 * z1 + l2 * z2
+
+
+@_jit
+def bary_backward(vertices: Any, faces: Any, face: Any, image: Any, col: Any, row: Any, size: int,
+                  perspective: bool, grad_bary: Any, grad_depth: Any, grad: Any) -> None:  # fmt: skip
+    """grad (B * V, 3) += the gradients of sum(grad_bary * bary) + sum(grad_depth * depth) of
+    ``bary_forward`` with respect to the vertices (x, y and z), pixel by pixel."""
+    num_vertices = vertices.shape[1]
+    g_l = np.empty(3)
+    g_z = np.empty(3)
+    lam = np.empty(3)  # the screen barycentrics
+    z = np.empty(3)
+    x = np.empty(3)
+    y = np.empty(3)
+    for p in range(face.shape[0]):
+        x[0], y[0], z[0], x[1], y[1], z[1], x[2], y[2], z[2], px, py = _pixel_face(
+            vertices, faces, face, image, col, row, size, p
+        )
+        area = _safe_area(x[0], y[0], x[1], y[1], x[2], y[2])
+        for k in range(3):
+            a, b = (k + 1) % 3, (k + 2) % 3
+            lam[k] = ((x[b] - x[a]) * (py - y[a]) - (y[b] - y[a]) * (px - x[a])) / area
+        if perspective:
+            w0, w1, w2 = lam[0] / z[0], lam[1] / z[1], lam[2] / z[2]
+            inverse = w0 + w1 + w2
+            weighted = (grad_bary[p, 0] * w0 + grad_bary[p, 1] * w1 + grad_bary[p, 2] * w2) / inverse
+            for k in range(3):
+                # b_k = w_k / W, depth = 1 / W, W = sum w: d/dw_k = (g_b_k - sum_j g_b_j b_j) / W - g_d / W^2
+                g_w = (grad_bary[p, k] - weighted) / inverse - grad_depth[p] / (inverse * inverse)
+                g_l[k] = g_w / z[k]  # w_k = l_k / z_k
+                g_z[k] = -g_w * lam[k] / (z[k] * z[k])
+        else:
+            for k in range(3):
+                g_l[k] = grad_bary[p, k] + grad_depth[p] * z[k]
+                g_z[k] = grad_depth[p] * lam[k]
+        # l_k = E_k / A: d l_k = dE_k / A - l_k dA / A
+        g_area = -(g_l[0] * lam[0] + g_l[1] * lam[1] + g_l[2] * lam[2]) / area
+        base = image[p] * num_vertices
+        for k in range(3):
+            a, b = (k + 1) % 3, (k + 2) % 3
+            g_e = g_l[k] / area
+            # E_k = (x_b - x_a)(py - y_a) - (y_b - y_a)(px - x_a)
+            row_a = base + faces[face[p], a]
+            row_b = base + faces[face[p], b]
+            grad[row_a, 0] += g_e * (y[b] - py)
+            grad[row_a, 1] += g_e * (px - x[b])
+            grad[row_b, 0] += g_e * (py - y[a])
+            grad[row_b, 1] += g_e * (x[a] - px)
+        # A = (x1 - x0)(y2 - y0) - (y1 - y0)(x2 - x0), unless the face is degenerate (a constant there)
+        if abs(_area(x[0], y[0], x[1], y[1], x[2], y[2])) >= 1e-12:
+            for k in range(3):
+                a, b = (k + 1) % 3, (k + 2) % 3  # dA/dx_k = y_a - y_b, dA/dy_k = x_b - x_a
+                row_k = base + faces[face[p], k]
+                grad[row_k, 0] += g_area * (y[a] - y[b])
+                grad[row_k, 1] += g_area * (x[b] - x[a])
+        for k in range(3):
+            grad[base + faces[face[p], k], 2] += g_z[k]
+
+
+@_jit
+def _pixel_face(
+    vertices: Any, faces: Any, face: Any, image: Any, col: Any, row: Any, size: int, p: int
+) -> tuple[float, ...]:
+    """The NDC corners (x, y, z) of visible pixel p's face and the pixel centre (px, py)."""
+    verts = vertices[image[p]]
+    v0, v1, v2 = faces[face[p], 0], faces[face[p], 1], faces[face[p], 2]
+    px = (2.0 * col[p] + 1.0) / size - 1.0
+    py = 1.0 - (2.0 * row[p] + 1.0) / size
+    return (
+        verts[v0, 0], verts[v0, 1], verts[v0, 2], verts[v1, 0], verts[v1, 1], verts[v1, 2],
+        verts[v2, 0], verts[v2, 1], verts[v2, 2], px, py,
+    )  # fmt: skip
+
+
+@_jit
+def _area(x0: float, y0: float, x1: float, y1: float, x2: float, y2: float) -> float:
+    return (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+
+
+@_jit
+def _safe_area(x0: float, y0: float, x1: float, y1: float, x2: float, y2: float) -> float:
+    """Twice the signed area, or 1e-12 where its magnitude is below that (``barycentric_depth``)."""
+    area = _area(x0, y0, x1, y1, x2, y2)
+    return 1e-12 if abs(area) < 1e-12 else area

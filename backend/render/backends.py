@@ -9,14 +9,14 @@ Two backends produce the same ``Fragments`` (within float rounding):
   CPU tensors it runs in Triton's interpreter when ``TRITON_INTERPRET=1`` was set before ``triton``
   was imported: only when asked for explicitly (tests; slow).
 
-A third, ``"numba"``, is not a rasterizer: on the CPU it renders a soft silhouette asked for alone
-(``render(..., outputs="alpha")``, the fit loop's render) in one compiled loop (``cpu_silhouette``),
-where the packed path makes a few thousand whole-tensor passes; it makes no ``Fragments``.
+A third, ``"numba"``, is the CPU's: the visible surface and the soft silhouette come from compiled
+loops (``cpu_raster``, numba, compiled at run time) where the packed path makes a few thousand
+whole-tensor passes; barycentrics, depth, shading and their gradients stay PyTorch. Its fragments hold
+the visible surface only (no soft-band pairs), and a soft silhouette rendered alone makes none.
 
 ``"auto"`` picks triton on CUDA when ``triton`` imports and the kernel launches on that device (tried
-once per device on a one-triangle image); on the CPU, numba for a soft silhouette rendered alone when
-numba imports and its kernel runs (tried once); else torch. ``BackendChoice.reason`` says why, so
-reports can state the reason for a fallback.
+once per device on a one-triangle image), numba on the CPU when numba imports and its kernel runs (tried
+once), else torch; ``BackendChoice.reason`` says why, so reports can state the reason for a fallback.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from backend.render.settings import BACKENDS, RasterSettings
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """The backend a device gets (``"torch"`` or ``"triton"``) and the reason, in words."""
+    """The backend a device gets (``"torch"``, ``"triton"`` or ``"numba"``) and the reason, in words."""
 
     name: str
     reason: str
@@ -73,11 +73,8 @@ def _cuda_launch_error(device: str) -> str | None:
     return None
 
 
-def select_backend(
-    device: torch.device | str, requested: str = "auto", *, silhouette_only: bool = False
-) -> BackendChoice:
-    """The backend for tensors on ``device`` given ``RasterSettings.backend`` (``requested``);
-    ``silhouette_only``: the render makes a soft silhouette and nothing else (numba's case).
+def select_backend(device: torch.device | str, requested: str = "auto") -> BackendChoice:
+    """The backend for tensors on ``device`` given ``RasterSettings.backend`` (``requested``).
 
     Raises:
         ValueError: ``requested`` is not a backend name.
@@ -88,8 +85,8 @@ def select_backend(
     device = torch.device(device)
     if requested == "torch":
         return BackendChoice("torch", "requested")
-    if requested == "numba" or (requested == "auto" and device.type == "cpu" and silhouette_only):
-        return _numba_choice(device, requested, silhouette_only)
+    if requested == "numba" or (requested == "auto" and device.type == "cpu"):
+        return _numba_choice(device, requested)
     if device.type == "cuda":
         problem = _triton_import_error()
         if problem is None:
@@ -111,20 +108,18 @@ def select_backend(
     return BackendChoice("torch", problem)
 
 
-def _numba_choice(device: torch.device, requested: str, silhouette_only: bool) -> BackendChoice:
-    """numba where it runs (a CPU soft silhouette rendered alone), else torch with the reason; an
-    explicit request that cannot run on this device raises."""
-    from backend.render.cpu_silhouette import numba_problem
+def _numba_choice(device: torch.device, requested: str) -> BackendChoice:
+    """numba where it runs (the CPU), else torch with the reason; an explicit request that cannot run on
+    this device raises."""
+    from backend.render.cpu_raster import numba_problem
 
     problem = (
         numba_problem()
         if device.type == "cpu"
-        else f"the numba kernel runs on the CPU, the device is {device.type}"
+        else f"the numba kernels run on the CPU, the device is {device.type}"
     )
     if problem is not None:
         if requested == "numba":
             raise RuntimeError(f"backend 'numba' cannot run on {device}: {problem}")
         return BackendChoice("torch", problem)
-    if not silhouette_only:
-        return BackendChoice("torch", "numba renders a soft silhouette alone; this render needs more")
-    return BackendChoice("numba", "requested" if requested == "numba" else "CPU soft silhouette alone, numba")
+    return BackendChoice("numba", "requested" if requested == "numba" else "CPU with numba")

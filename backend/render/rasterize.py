@@ -26,6 +26,7 @@ from torch import Tensor
 
 from backend.geometry.mesh import check_faces
 from backend.geometry.ops import barycentric_depth, gather_values, segment_sq_dist_rows
+from backend.render.cpu_raster import cpu_barycentric_depth, cpu_visible_search
 from backend.render.search import search
 from backend.render.settings import RasterSettings
 
@@ -114,7 +115,12 @@ def _pixel_centres_ndc(col: Tensor, row: Tensor, size: int) -> tuple[Tensor, Ten
 
 
 def rasterize(
-    vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings, *, visible: bool = True
+    vertices_ndc: Tensor,
+    faces: Tensor,
+    settings: RasterSettings,
+    *,
+    visible: bool = True,
+    compiled: bool = False,
 ) -> Fragments:
     """Rasterize B meshes that share ``faces``.
 
@@ -125,6 +131,9 @@ def rasterize(
         visible: find the visible face of each covered pixel (its barycentrics and depth). False skips
             the z-buffer and that geometry, for callers that read only the soft silhouette: the
             fragments then have ``has_visible`` False and empty visible-surface fields.
+        compiled: find the visible surface with the CPU's numba loop (``cpu_raster.cpu_visible_search``)
+            and no soft-band pairs: the band fields are empty and nothing is saturated (the numba
+            backend's full render, which makes the soft silhouette with ``cpu_soft_silhouette``).
     Returns:
         Fragments with the visible face per covered pixel and the soft-band pairs. Faces with a
         corner nearer than ``settings.near`` and faces of zero projected area are skipped.
@@ -136,7 +145,10 @@ def rasterize(
     faces = faces.to(vertices_ndc.device)
 
     with torch.no_grad():
-        found = search(vertices_ndc.detach()[:, faces], settings, visible=visible)
+        if compiled:
+            found = cpu_visible_search(vertices_ndc, faces, settings)
+        else:
+            found = search(vertices_ndc.detach()[:, faces], settings, visible=visible)
 
     # Differentiable geometry of the surviving pairs, gathered straight from the (B * V, 3) vertex rows
     # by ``gather_values`` and ``segment_sq_dist_rows``, whose gradients do not depend on the thread
@@ -146,7 +158,9 @@ def rasterize(
     flat_vertices = vertices_ndc.reshape(batch * num_vertices, 3)
     image_offset = torch.arange(batch, device=faces.device)[:, None, None] * num_vertices
     corner_row = (faces + image_offset).reshape(batch * num_faces, 3)  # (B * F, 3) rows of flat_vertices
-    if visible:
+    if visible and compiled:
+        bary, depth = cpu_barycentric_depth(vertices_ndc, faces, found, settings)
+    elif visible:
         # the visible face's corners as flat (P,) columns: arithmetic on them, and its backward, runs at
         # full vector speed, where the columns of a (P, 3, 3) gather are strided
         visible_rows = [corner_row[:, k].index_select(0, found.visible_face) for k in range(3)]  # 3 x (P,)

@@ -2,9 +2,9 @@
 
 ``render`` = ``Camera.project`` -> ``rasterize`` (or ``dense.rasterize_dense``: ``settings.backend``,
 chosen by ``backends.select_backend``) -> shading (texture or vertex colours, optional
-Lambert light) -> dense images. A soft silhouette rendered alone on the CPU comes from
-``cpu_silhouette`` (the numba backend) instead. Everything is differentiable in vertex positions, camera
-parameters, UV textures and vertex colours.
+Lambert light) -> dense images. On the CPU (the numba backend) the visible surface, the soft
+silhouette and the texture lookup come from compiled loops (``cpu_raster``) instead. Everything is
+differentiable in vertex positions, camera parameters, UV textures and vertex colours.
 
 Precision: the renderer computes in float32 (float64 when the vertices are float64, for gradcheck),
 whatever the caller's autocast state. Inside ``torch.autocast`` (fp16 or bf16 training steps) it turns
@@ -27,7 +27,7 @@ from backend.geometry.camera import Camera
 from backend.geometry.mesh import TexturedMesh
 from backend.render import shade
 from backend.render.backends import select_backend
-from backend.render.cpu_silhouette import cpu_soft_silhouette
+from backend.render.cpu_raster import cpu_sample_texture, cpu_soft_silhouette
 from backend.render.dense import rasterize_dense
 from backend.render.rasterize import Fragments, rasterize, validate_vertices
 from backend.render.settings import RasterSettings
@@ -64,7 +64,8 @@ class RenderOutput:
         alpha: (B, S, S, 1) the soft silhouette (SoftRas) when ``settings.soft``, else the hard one.
         raster: the rasterization the images are made from (packed, or dense on the triton backend;
             without the visible surface after a soft ``outputs="alpha"`` render on the torch backend;
-            None after one on the numba backend); read it as ``fragments``.
+            the visible surface alone, no band pairs, on the numba backend, and None after a soft
+            ``outputs="alpha"`` render there); read it as ``fragments``.
         rgb_image: the (B, S, S, 3) colour image (``rgb``), None when ``outputs`` is "alpha".
         outputs: what the render made ("all" or "alpha").
     """
@@ -207,23 +208,32 @@ def _render(
         raise ValueError("a texture needs uvs and face_uvs")
     settings = replace(settings, perspective_correct=camera.kind == "look_at")
     vertices_ndc = camera.project(vertices)  # (B, V, 3)
-    backend = select_backend(
-        vertices_ndc.device, settings.backend, silhouette_only=outputs == "alpha" and settings.soft
-    ).name
-    if backend == "numba":
+    backend = select_backend(vertices_ndc.device, settings.backend).name
+    if backend == "numba" and settings.soft and outputs == "alpha":  # the fit loop's render
         validate_vertices(vertices_ndc, faces)
-        alpha = cpu_soft_silhouette(vertices_ndc, faces, settings)
-        return RenderOutput(alpha=alpha, raster=None, outputs=outputs)
-    if backend == "triton":
-        fragments = rasterize_dense(vertices_ndc, faces, settings)
+        return RenderOutput(
+            alpha=cpu_soft_silhouette(vertices_ndc, faces, settings), raster=None, outputs=outputs
+        )
+    if backend == "numba":  # the visible surface compiled; the soft silhouette (if any) too
+        fragments = rasterize(vertices_ndc, faces, settings, compiled=True)
+        alpha = (
+            cpu_soft_silhouette(vertices_ndc, faces, settings)
+            if settings.soft
+            else shade.hard_silhouette(fragments)
+        )
     else:
-        # the soft silhouette reads only the band pairs; the hard one reads the visible surface
-        fragments = rasterize(vertices_ndc, faces, settings, visible=outputs == "all" or not settings.soft)
-    alpha = (
-        shade.soft_silhouette(fragments, settings.sigma)
-        if settings.soft
-        else shade.hard_silhouette(fragments)
-    )
+        if backend == "triton":
+            fragments = rasterize_dense(vertices_ndc, faces, settings)
+        else:
+            # the soft silhouette reads only the band pairs; the hard one reads the visible surface
+            fragments = rasterize(
+                vertices_ndc, faces, settings, visible=outputs == "all" or not settings.soft
+            )
+        alpha = (
+            shade.soft_silhouette(fragments, settings.sigma)
+            if settings.soft
+            else shade.hard_silhouette(fragments)
+        )
     if outputs == "alpha":
         return RenderOutput(alpha=alpha, raster=fragments, outputs=outputs)
 
@@ -233,8 +243,11 @@ def _render(
             raise ValueError(
                 f"face_uvs must have the shape of faces {tuple(faces.shape)}, got {tuple(face_uvs.shape)}"
             )
-        uv = shade.interpolate_face_attributes(fragments, uvs.to(dtype), face_uvs)
-        colors = shade.sample_texture(fragments, uv, texture)
+        if backend == "numba":
+            colors = cpu_sample_texture(fragments, uvs.to(dtype), face_uvs, texture)
+        else:
+            uv = shade.interpolate_face_attributes(fragments, uvs.to(dtype), face_uvs)
+            colors = shade.sample_texture(fragments, uv, texture)
     elif vertex_colors is not None:
         colors = shade.interpolate_vertex_attributes(fragments, vertex_colors, faces)
     else:

@@ -30,11 +30,10 @@ class RasterSettings:
         backend: which rasterizer runs. ``"torch"``: the packed PyTorch path (``rasterize``; CPU, CUDA,
             MPS). ``"triton"``: the fixed-shape path (``dense.rasterize_dense``: a Triton search kernel,
             no host synchronisation) on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (slow).
-            ``"numba"``: on the CPU, a soft silhouette rendered alone (``render(..., outputs="alpha")``)
-            comes from one compiled loop (``cpu_silhouette``; numba, compiled at run time); every other
-            render there runs the torch path. ``"auto"``: triton on CUDA when Triton imports and its
-            kernel launches there; numba for CPU soft silhouettes rendered alone when numba runs; else
-            torch (``backends.select_backend`` says which and why).
+            ``"numba"``: on the CPU, the visible surface and the soft silhouette from compiled loops
+            (``cpu_raster``; numba, compiled at run time), the rest as torch. ``"auto"``: triton on
+            CUDA when Triton imports and its kernel launches there, numba on the CPU when numba runs,
+            else torch (``backends.select_backend`` says which and why).
         max_band_faces: K, the soft-band faces kept per pixel by the triton path (the forward value
             counts all of them; the gradient of those beyond K is dropped: see ``triton_search``).
     """

@@ -30,7 +30,7 @@ def test_ops_counts_the_torch_backend_on_the_cpu(
     # the packed path compacts its candidate pairs with nonzero: it waits for the device
     assert row["host_syncs"] == sum(row["sync_ops"].values()) > 0 and row["sync_ops"]["aten::nonzero"] > 0
     (timed,) = report["results"]
-    assert timed["raster_backend"] == "torch" and "CUDA" in timed["backend_reason"]
+    assert timed["raster_backend"] == "numba" and timed["backend_reason"] == "CPU with numba"  # auto
 
 
 def test_an_unavailable_backend_is_skipped_with_its_reason(

@@ -1,7 +1,7 @@
 """``render(..., outputs="alpha")`` on the packed (torch) path: the same silhouette (bits and gradients)
 as a full render, and a clear error for every image it did not make; the packed soft silhouette against
 the direct ``1 - prod(1 - sigmoid)`` oracle. (On the CPU ``backend="auto"`` renders a soft silhouette
-alone with the numba kernel: ``test_cpu_silhouette``.)"""
+alone with the numba kernel: ``test_cpu_raster``.)"""
 
 from __future__ import annotations
 

@@ -166,7 +166,8 @@ def test_band_pairs_have_their_nearest_edge_and_inside_flag() -> None:
         assert bool(found.band_inside[i]) == inside
 
 
-def test_render_is_the_same_bits_for_any_thread_count() -> None:
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_render_is_the_same_bits_for_any_thread_count(backend: str) -> None:
     """Forward outputs, fragments and gradients of a batch large enough for parallel kernels."""
     mesh = icosphere_template(level=3).mesh
     azimuth = torch.arange(8, dtype=torch.float32) * 45.0
@@ -176,7 +177,7 @@ def test_render_is_the_same_bits_for_any_thread_count() -> None:
     def run() -> list[torch.Tensor]:
         vertices = (mesh.vertices * 0.5).requires_grad_()
         out = render(
-            vertices, mesh.faces, camera, RasterSettings(image_size=96), uvs=mesh.uvs,
+            vertices, mesh.faces, camera, RasterSettings(image_size=96, backend=backend), uvs=mesh.uvs,
             face_uvs=mesh.face_uvs, texture=texture,
         )  # fmt: skip
         (out.rgb.sum() + out.alpha.sum()).backward()

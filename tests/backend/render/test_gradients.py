@@ -1,7 +1,11 @@
-"""Gradients of the renderer checked against finite differences (torch.autograd.gradcheck, float64)."""
+"""Gradients of the renderer checked against finite differences (torch.autograd.gradcheck, float64), on
+the packed PyTorch path and on the CPU's numba path."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from backend.geometry import Camera
@@ -9,6 +13,13 @@ from backend.geometry.templates import icosphere_template
 from backend.render import Lighting, RasterSettings, render
 
 SETTINGS = RasterSettings(image_size=10, sigma=3e-2, dist_eps=1e-12)
+
+# every test runs on the packed PyTorch path (the reference) and on the CPU's numba path
+pytestmark = pytest.mark.parametrize("backend", ["torch", "numba"])
+
+
+def _settings(backend: str) -> RasterSettings:
+    return replace(SETTINGS, backend=backend)
 
 
 def _octahedron() -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,63 +46,63 @@ def _weights(*shape: int) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
-def test_soft_silhouette_gradient_to_vertices() -> None:
+def test_soft_silhouette_gradient_to_vertices(backend: str) -> None:
     vertices, faces = _octahedron()
     weights = _weights(1, 10, 10, 1)
 
     def loss(v: torch.Tensor) -> torch.Tensor:
-        return (render(v, faces, _camera(), SETTINGS).alpha * weights).sum()
+        return (render(v, faces, _camera(), _settings(backend)).alpha * weights).sum()
 
     assert torch.autograd.gradcheck(loss, (vertices.requires_grad_(),), eps=1e-6, atol=1e-5)
 
 
-def test_textured_rgb_gradient_to_vertices_and_texture() -> None:
+def test_textured_rgb_gradient_to_vertices_and_texture(backend: str) -> None:
     vertices, faces = _octahedron()
     uvs = _weights(6, 2) * 0.8 + 0.1
     texture = _weights(5, 7, 3)
     weights = _weights(1, 10, 10, 3)
 
     def loss(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = render(v, faces, _camera(), SETTINGS, uvs=uvs, face_uvs=faces, texture=t)
+        out = render(v, faces, _camera(), _settings(backend), uvs=uvs, face_uvs=faces, texture=t)
         return (out.rgb * weights).sum()
 
     inputs = (vertices.requires_grad_(), texture.requires_grad_())
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_lit_vertex_colour_gradient_to_vertices_and_colours() -> None:
+def test_lit_vertex_colour_gradient_to_vertices_and_colours(backend: str) -> None:
     vertices, faces = _octahedron()
     colors = _weights(6, 3)
     weights = _weights(1, 10, 10, 3)
     lighting = Lighting(ambient=0.4, diffuse=0.6, light_direction=(0.3, 0.5, 1.0))
 
     def loss(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        out = render(v, faces, _camera(), SETTINGS, vertex_colors=c, lighting=lighting)
+        out = render(v, faces, _camera(), _settings(backend), vertex_colors=c, lighting=lighting)
         return (out.rgb * weights).sum()
 
     inputs = (vertices.requires_grad_(), colors.requires_grad_())
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_gradient_to_weak_perspective_camera() -> None:
+def test_gradient_to_weak_perspective_camera(backend: str) -> None:
     vertices, faces = _octahedron()
     weights = _weights(1, 10, 10, 1)
 
     def loss(scale: torch.Tensor, translation: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         camera = Camera.weak_perspective(scale, translation, rotation)
-        return (render(vertices, faces, camera, SETTINGS).alpha * weights).sum()
+        return (render(vertices, faces, camera, _settings(backend)).alpha * weights).sum()
 
     params = _camera().tensors()
     inputs = tuple(params[k].clone().requires_grad_() for k in ("scale", "translation", "rotation"))
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_gradient_to_look_at_camera_and_depth() -> None:
+def test_gradient_to_look_at_camera_and_depth(backend: str) -> None:
     vertices, faces = _octahedron()
     weights = _weights(1, 10, 10, 1)
 
     def loss(distance: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
-        out = render(vertices, faces, Camera.look_at(distance, elevation, azimuth, 20.0), SETTINGS)
+        out = render(vertices, faces, Camera.look_at(distance, elevation, azimuth, 20.0), _settings(backend))
         return (out.alpha * weights).sum() + (out.depth * weights).sum()
 
     inputs = tuple(
@@ -100,18 +111,18 @@ def test_gradient_to_look_at_camera_and_depth() -> None:
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_only_the_soft_silhouette_carries_silhouette_gradients() -> None:
+def test_only_the_soft_silhouette_carries_silhouette_gradients(backend: str) -> None:
     vertices, faces = _octahedron()
     vertices = vertices.clone().requires_grad_()
-    out = render(vertices, faces, _camera(), RasterSettings(image_size=32, sigma=1e-4))
+    out = render(vertices, faces, _camera(), RasterSettings(backend=backend, image_size=32, sigma=1e-4))
     out.alpha.sum().backward()
     assert vertices.grad is not None and vertices.grad.abs().sum() > 0
-    hard = render(vertices, faces, _camera(), RasterSettings(image_size=32, soft=False))
+    hard = render(vertices, faces, _camera(), RasterSettings(backend=backend, image_size=32, soft=False))
     assert not hard.alpha.requires_grad  # the hard mask carries no gradient
     assert torch.equal(hard.alpha, out.mask)
 
 
-def test_gradients_are_the_same_bits_for_any_thread_count() -> None:
+def test_gradients_are_the_same_bits_for_any_thread_count(backend: str) -> None:
     """On a CPU with 3+ threads the backward of advanced indexing (``index_put_`` with accumulate) adds
     with racing atomics; the renderer's gathers go through ``gather_rows``, so its gradients repeat
     bit for bit, whatever the thread count."""
@@ -128,7 +139,7 @@ def test_gradients_are_the_same_bits_for_any_thread_count() -> None:
             vertices,
             mesh.faces,
             camera,
-            RasterSettings(image_size=64),
+            RasterSettings(backend=backend, image_size=64),
             vertex_colors=colors,
             lighting=lighting,
         )

@@ -96,14 +96,13 @@ def test_the_triton_path_issues_no_host_syncs_and_few_ops(report: dict[str, Any]
 
 
 def test_selection_under_the_interpreter(report: dict[str, Any]) -> None:
-    assert report["selection"]["auto"][0] == "torch"  # the interpreter only when asked for
+    assert report["selection"]["auto"][0] in ("torch", "numba")  # the interpreter only when asked for
     assert report["selection"]["triton"][0] == "triton"
 
 
 def test_selection_without_cuda_or_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    choice = select_backend("cpu", "auto")
-    assert choice.name == "torch" and "CUDA" in choice.reason
+    assert select_backend("cpu", "auto").name in ("numba", "torch")  # numba where it runs (test_cpu_raster)
     assert select_backend("cpu", "torch").name == "torch"
     with pytest.raises(RuntimeError, match="backend 'triton' cannot run on cpu"):
         select_backend("cpu", "triton")

@@ -1,4 +1,4 @@
-"""The numba CPU soft silhouette (``backend.render.cpu_silhouette``) against the packed PyTorch path
+"""The numba CPU soft silhouette (``backend.render.cpu_raster``) against the packed PyTorch path
 (the reference), against finite differences, and as ``render``'s choice for CPU silhouettes rendered
 alone; the backend choice and its fallback reasons."""
 
@@ -10,7 +10,7 @@ import torch
 from backend.geometry import Camera
 from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
-from backend.render import cpu_silhouette as cpu
+from backend.render import cpu_raster as cpu
 from backend.render.backends import select_backend
 from backend.render.rasterize import rasterize
 from backend.render.shade import soft_silhouette
@@ -94,38 +94,73 @@ def test_gradient_against_finite_differences() -> None:
     assert torch.autograd.gradcheck(loss, (vertices.requires_grad_(),), eps=1e-6, atol=1e-5)
 
 
-def test_render_uses_it_for_a_cpu_silhouette_alone() -> None:
+def test_render_on_the_numba_backend_matches_the_packed_path() -> None:
     mesh = icosphere_template(level=2).mesh
     camera = Camera.look_at(torch.full((2,), 2.732), torch.full((2,), 20.0), torch.tensor([0.0, 90.0]), 15.0)
-    vertices = mesh.vertices * 0.6
-    fast = render(vertices, mesh.faces, camera, RasterSettings(image_size=32), outputs="alpha")
-    packed = render(
-        vertices, mesh.faces, camera, RasterSettings(image_size=32, backend="torch"), outputs="alpha"
+    texture = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    results = {}
+    for backend in ("torch", "numba"):
+        points = (mesh.vertices * 0.6).double().requires_grad_()
+        colours = texture.clone().requires_grad_()
+        settings = RasterSettings(image_size=32, backend=backend)
+        out = render(points, mesh.faces, camera.to("cpu", torch.float64), settings, uvs=mesh.uvs,
+                     face_uvs=mesh.face_uvs, texture=colours)  # fmt: skip
+        (out.rgb.sum() + 2 * out.alpha.sum()).backward()
+        alone = render(
+            points.detach(), mesh.faces, camera.to("cpu", torch.float64), settings, outputs="alpha"
+        )
+        results[backend] = (out, alone, points.grad, colours.grad)
+    (packed, packed_alone, packed_grad, packed_texture), (fast, fast_alone, grad, texture_grad) = (
+        results["torch"],
+        results["numba"],
     )
-    assert fast.raster is None and packed.raster is not None
-    torch.testing.assert_close(fast.alpha, packed.alpha, rtol=0, atol=2e-6)
+    torch.testing.assert_close(fast.rgb, packed.rgb, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast.alpha, packed.alpha, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_alone.alpha, packed_alone.alpha, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, packed_grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(texture_grad, packed_texture, rtol=1e-12, atol=1e-12)
+    assert torch.equal(fast.face_index, packed.face_index) and torch.equal(fast.mask, packed.mask)
+    torch.testing.assert_close(fast.depth, packed.depth, rtol=0, atol=1e-12)
+    # the numba fragments hold the visible surface only; a silhouette rendered alone makes none
+    assert fast.fragments.band_pixel.numel() == 0 and packed.fragments.band_pixel.numel() > 0
+    assert fast_alone.raster is None and packed_alone.raster is not None
     with pytest.raises(RuntimeError, match="numba CPU kernel, which makes no fragments"):
-        _ = fast.fragments
-    # a full render keeps the packed path (its fragments make the other images)
-    full = render(vertices, mesh.faces, camera, RasterSettings(image_size=32, backend="numba"))
-    assert full.raster is not None and torch.equal(full.alpha, packed.alpha)
+        _ = fast_alone.fragments
+    hard = RasterSettings(image_size=32, soft=False, backend="numba")
+    hard_packed = RasterSettings(image_size=32, soft=False, backend="torch")
+    assert torch.equal(
+        render(mesh.vertices, mesh.faces, camera, hard).alpha,
+        render(mesh.vertices, mesh.faces, camera, hard_packed).alpha,
+    )
     with pytest.raises(ValueError, match="NaN or infinite"):
-        render(vertices * float("nan"), mesh.faces, camera, RasterSettings(image_size=8), outputs="alpha")
+        render(
+            mesh.vertices * float("nan"), mesh.faces, camera, RasterSettings(image_size=8), outputs="alpha"
+        )
+
+
+def test_visible_search_matches_the_packed_one_on_awkward_meshes() -> None:
+    vertices, faces = _meshes(3, torch.float64)
+    for perspective in (False, True):
+        settings = RasterSettings(image_size=40, perspective_correct=perspective)
+        packed = rasterize(vertices, faces, settings)
+        fast = rasterize(vertices, faces, settings, compiled=True)
+        assert torch.equal(fast.pixel, packed.pixel) and torch.equal(fast.face, packed.face)
+        torch.testing.assert_close(fast.bary, packed.bary, rtol=0, atol=0)
+        assert fast.band_pixel.numel() == 0 and not bool(fast.saturated.any())
 
 
 def test_backend_choice_and_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert select_backend("cpu", "auto", silhouette_only=True).name == "numba"
-    assert select_backend("cpu", "auto").name == "torch"  # a full render
-    assert select_backend("cpu", "torch", silhouette_only=True).name == "torch"
-    choice = select_backend("cpu", "numba")
-    assert choice.name == "torch" and "soft silhouette alone" in choice.reason
-    with pytest.raises(RuntimeError, match=r"backend 'numba' cannot run on cuda.*runs on the CPU"):
-        select_backend("cuda", "numba", silhouette_only=True)
+    for requested, reason in (("auto", "CPU with numba"), ("numba", "requested")):
+        choice = select_backend("cpu", requested)
+        assert (choice.name, choice.reason) == ("numba", reason)
+    assert select_backend("cpu", "torch").name == "torch"
+    with pytest.raises(RuntimeError, match=r"backend 'numba' cannot run on cuda.*run on the CPU"):
+        select_backend("cuda", "numba")
     monkeypatch.setattr(cpu, "numba_problem", lambda: "numba does not import (No module named 'numba')")
-    choice = select_backend("cpu", "auto", silhouette_only=True)
+    choice = select_backend("cpu", "auto")
     assert (choice.name, choice.reason) == ("torch", "numba does not import (No module named 'numba')")
     with pytest.raises(RuntimeError, match="No module named 'numba'"):
-        select_backend("cpu", "numba", silhouette_only=True)
+        select_backend("cpu", "numba")
 
 
 def test_refuses_what_it_cannot_render() -> None:
