@@ -1,7 +1,10 @@
-"""The numba loops of ``cpu_raster`` (imported only there, on first use: numba is optional).
+"""The numba loops of ``cpu_raster`` (imported only there, on first use: numba is optional):
+``forward``/``backward`` (soft silhouette), ``visible`` (z-buffer), ``bary_forward``/``bary_backward``
+(barycentrics and depth), ``texture_forward``/``texture_backward`` (texture lookup).
 
-Pixel-centre units throughout: corner k of a face at (col, row) = ((x + 1) S / 2 - 0.5, (1 - y) S / 2
-- 0.5); edge k runs from corner k to corner k + 1. A (face, pixel) pair is classified by
+Pixel-centre units in the search loops: corner k of a face at (col, row) = ((x + 1) S / 2 - 0.5, (1 -
+y) S / 2 - 0.5); edge k runs from corner k to corner k + 1 (the barycentric loops work in NDC, as
+``geometry.ops.barycentric_depth``). A (face, pixel) pair is classified by
 ``pair_value``: outside the band (nothing), inside within the band (+d^2 to the nearest line's edge),
 outside within the band (-d^2 to the nearest edge), or deeper than the band inside (the pixel
 saturates), the rules of ``search.search``. Everything is float64; faces in index order, pixels row by

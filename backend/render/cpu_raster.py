@@ -1,24 +1,29 @@
-"""The soft silhouette on the CPU as one compiled loop: ``cpu_soft_silhouette(vertices_ndc, faces, s)``.
+"""The renderer's CPU path compiled (the ``numba`` backend): four loops, each with its backward pass.
 
-The same image as ``shade.soft_silhouette(rasterize(...))`` (SoftRas: ``1 - prod_j (1 - sigmoid(s_j d_j^2
-/ sigma))`` over the faces j whose soft band holds the pixel; pixels deeper than the band inside a face,
-or whose coverage is within ``dist_eps`` of 1, are exactly 1 and carry no gradient), with its gradient
-to the x and y of ``vertices_ndc``, computed by a loop over faces and the pixels of each face's box
-enlarged by the band, compiled by numba at run time (nothing is built at install; the machine code is
-cached on disk after the first call, ``numba``'s ``cache=True``). For the renders that read the
-silhouette alone (``render(..., outputs="alpha")``: the fit loop, the multi-view fit, SoftRas's
-silhouette loss), where the packed PyTorch path makes a few thousand whole-tensor passes per call.
+- ``cpu_soft_silhouette(vertices_ndc, faces, settings)``: the SoftRas silhouette, ``1 - prod_j (1 -
+  sigmoid(s_j d_j^2 / sigma))`` over the faces j whose soft band holds the pixel (pixels deeper than the
+  band inside a face, or whose coverage is within ``dist_eps`` of 1, are exactly 1 and carry no
+  gradient), by a loop over faces and the pixels of each face's box enlarged by the band; the forward
+  pass records each band pair's gradient terms, so the backward pass is one loop over them.
+- ``cpu_visible_search``: the visible face of each pixel (a z-buffer), as ``search.search`` finds it.
+- ``cpu_barycentric_depth``: the visible pixels' barycentrics and depth (perspective-correct or not),
+  differentiable in the vertices (x, y and z).
+- ``cpu_sample_texture``: UV interpolation and bilinear texture lookup, differentiable in the
+  barycentrics and the texture.
 
-Contract, as the packed path (``rasterize``): faces with a corner nearer than ``settings.near`` and faces
-of (almost) zero projected area are skipped; ``d`` is the distance from the pixel centre to the face's
-nearest edge (the segment), ``s`` +1 inside and -1 outside; pairs outside the band add nothing. The
-arithmetic runs in float64 whatever the input dtype, pixel by pixel in a fixed order (faces in index
-order): the same bits on every run and for any thread count (the kernel runs on one thread). The
-result matches the packed path within float32 rounding, except where a pair lies on the band's edge
-(coverage ``dist_eps``): there the two paths may decide differently, a difference of about
-``dist_eps``. No gradient reaches the depths (as in the packed path).
+Contract, as the packed path (``rasterize``, ``shade``), which stays the reference: faces with a corner
+nearer than ``settings.near`` and faces of (almost) zero projected area are skipped; ``d`` is the
+distance from the pixel centre to the face's nearest edge (the segment), ``s`` +1 inside and -1 outside;
+pairs outside the band add nothing; no gradient reaches the depths through the silhouette. The
+arithmetic runs in float64 whatever the input dtype, in a fixed order (faces in index order, pixels row
+by row): the same bits on every run and for any thread count (the loops run on one thread). Results
+match the packed path within float32 rounding (float64: within 1e-12), except where a pair lies on the
+band's edge (coverage ``dist_eps``), where the two may decide differently by about ``dist_eps``, and,
+for the visible face, where two faces have exactly the same depth.
 
-``numba_problem()`` says why the kernel cannot run (numba missing or broken), or None.
+numba compiles the loops (``_numba_kernel``) at run time, nothing at install; the machine code is cached
+on disk after the first call (numba's ``cache=True``). ``numba_problem()`` says why they cannot run
+(numba missing or broken), or None.
 """
 
 from __future__ import annotations
@@ -105,23 +110,23 @@ class _CpuSoftSilhouette(torch.autograd.Function):
         return torch.cat([grad_xy, torch.zeros_like(grad_xy[..., :1])], dim=-1), None, None
 
 
-def cpu_visible_search(tri_vertices: Tensor, faces: Tensor, settings: RasterSettings) -> SearchResult:
+def cpu_visible_search(vertices_ndc: Tensor, faces: Tensor, settings: RasterSettings) -> SearchResult:
     """The visible surface of B meshes sharing ``faces`` (no autograd): ``search.search``'s visible
     fields, found by one numba loop (``_numba_kernel.visible``), with no soft-band pairs (empty band
     fields, nothing saturated: a soft silhouette comes from ``cpu_soft_silhouette``).
 
     Args:
-        tri_vertices: (B, V, 3) CPU NDC vertices (x, y up, depth).
+        vertices_ndc: (B, V, 3) CPU NDC vertices (x, y up, depth).
         faces: (F, 3) int64.
         settings: image size, near and ``perspective_correct``.
     The same pixels and faces as the packed search, but for pixel centres within rounding of an edge
     (float64 here) and, of faces at exactly the same depth, which one wins.
     """
-    batch = tri_vertices.shape[0]
+    batch = vertices_ndc.shape[0]
     size = settings.image_size
     winner = np.full((batch, size * size), -1, dtype=np.int64)
     _kernels().visible(
-        tri_vertices.detach().to(torch.float64).contiguous().numpy(),
+        vertices_ndc.detach().to(torch.float64).contiguous().numpy(),
         faces.detach().to(torch.int64).contiguous().numpy(),
         size, settings.near, settings.perspective_correct, winner,
     )  # fmt: skip
@@ -130,7 +135,7 @@ def cpu_visible_search(tri_vertices: Tensor, faces: Tensor, settings: RasterSett
     image = torch.div(pixel, size * size, rounding_mode="floor")
     within = pixel - image * (size * size)
     row = torch.div(within, size, rounding_mode="floor")
-    dtype = tri_vertices.dtype
+    dtype = vertices_ndc.dtype
     empty = torch.zeros(0, dtype=torch.long, device="cpu")
     none = torch.zeros(0, dtype=dtype, device="cpu")
     return SearchResult(

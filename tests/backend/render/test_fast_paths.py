@@ -17,6 +17,7 @@ from backend.geometry.ops import barycentric_depth, segment_sq_dist_rows
 from backend.geometry.templates import icosphere_template
 from backend.render import RasterSettings, render
 from backend.render.search import search
+from tests.backend.render.numba_param import NUMBA
 
 
 def _segment_oracle(sx: float, sy: float, ex: float, ey: float, px: float, py: float) -> float:
@@ -166,7 +167,7 @@ def test_band_pairs_have_their_nearest_edge_and_inside_flag() -> None:
         assert bool(found.band_inside[i]) == inside
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", ["torch", NUMBA])
 def test_render_is_the_same_bits_for_any_thread_count(backend: str) -> None:
     """Forward outputs, fragments and gradients of a batch large enough for parallel kernels."""
     mesh = icosphere_template(level=3).mesh

@@ -11,11 +11,12 @@ import torch
 from backend.geometry import Camera
 from backend.geometry.templates import icosphere_template
 from backend.render import Lighting, RasterSettings, render
+from tests.backend.render.numba_param import NUMBA
 
 SETTINGS = RasterSettings(image_size=10, sigma=3e-2, dist_eps=1e-12)
 
 # every test runs on the packed PyTorch path (the reference) and on the CPU's numba path
-pytestmark = pytest.mark.parametrize("backend", ["torch", "numba"])
+pytestmark = pytest.mark.parametrize("backend", ["torch", NUMBA])
 
 
 def _settings(backend: str) -> RasterSettings:
