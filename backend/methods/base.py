@@ -45,6 +45,7 @@ from backend.methods.spec import MethodSpec, RequiredPackage
 from backend.progress import Cancelled as Cancelled
 from backend.progress import ProgressCallback as ProgressCallback
 from backend.progress import no_progress as no_progress
+from backend.render.backends import select_backend
 
 STAGES = ("mask", "shape", "texture", "export")
 """The stages of a reconstruction, in order."""
@@ -77,6 +78,8 @@ class Report:
         num_vertices, num_faces: of the returned mesh.
         template: topology id of the mesh (e.g. "icosphere-642"); results with the same id share UVs.
         extra: method-specific numbers (final losses, chosen hypothesis, ...).
+        renderer: the raster backend the renders on ``device`` used and why (``backend``, ``reason``:
+            ``backend.render.backends.select_backend``), e.g. the reason of a fall-back to PyTorch.
     """
 
     method: str
@@ -89,6 +92,7 @@ class Report:
     num_faces: int = 0
     template: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    renderer: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,7 @@ class Report:
             "num_faces": self.num_faces,
             "template": self.template,
             "extra": self.extra,
+            "renderer": self.renderer,
         }
 
 
@@ -261,7 +266,9 @@ class BaseMethod(ABC, Generic[OptionsT]):
         extra: Mapping[str, Any],
     ) -> Reconstruction:
         """The ``Reconstruction`` (camera on the CPU, a copy of the mask) with its ``Report``: this
-        method's name, ``options`` dumped, device, checkpoint, timings, IoU (rounded), counts, template."""
+        method's name, ``options`` dumped, device, checkpoint, timings, IoU (rounded), counts, template,
+        and the raster backend of its device with the reason."""
+        raster = select_backend(self.device)
         report = Report(
             method=self.name,
             options=options.model_dump(),
@@ -273,6 +280,7 @@ class BaseMethod(ABC, Generic[OptionsT]):
             num_faces=mesh.num_faces,
             template=template,
             extra=dict(extra),
+            renderer={"backend": raster.name, "reason": raster.reason},
         )
         return Reconstruction(mesh=mesh, camera=camera.to("cpu"), mask=mask.copy(), report=report)
 

@@ -49,10 +49,12 @@ def face_box(corner: Any, band_px: float, size: int) -> tuple[int, int, int, int
     area2 = (corner[1, 0] - corner[0, 0]) * (corner[2, 1] - corner[0, 1]) - (corner[1, 1] - corner[0, 1]) * (
         corner[2, 0] - corner[0, 0]
     )
-    col_lo = max(math.ceil(min(corner[0, 0], corner[1, 0], corner[2, 0]) - band_px), 0.0)
-    col_hi = min(math.floor(max(corner[0, 0], corner[1, 0], corner[2, 0]) + band_px), size - 1.0)
-    row_lo = max(math.ceil(min(corner[0, 1], corner[1, 1], corner[2, 1]) - band_px), 0.0)
-    row_hi = min(math.floor(max(corner[0, 1], corner[1, 1], corner[2, 1]) + band_px), size - 1.0)
+    # clamped on both sides before the conversion to int (a float beyond the int range has no defined
+    # conversion): lo in [0, S], hi in [-1, S - 1], as the packed search clamps them
+    col_lo = min(max(math.ceil(min(corner[0, 0], corner[1, 0], corner[2, 0]) - band_px), 0.0), float(size))
+    col_hi = max(min(math.floor(max(corner[0, 0], corner[1, 0], corner[2, 0]) + band_px), size - 1.0), -1.0)
+    row_lo = min(max(math.ceil(min(corner[0, 1], corner[1, 1], corner[2, 1]) - band_px), 0.0), float(size))
+    row_hi = max(min(math.floor(max(corner[0, 1], corner[1, 1], corner[2, 1]) + band_px), size - 1.0), -1.0)
     return int(col_lo), int(col_hi), int(row_lo), int(row_hi), area2
 
 
@@ -147,6 +149,8 @@ def row_span(lines: Any, row: float, band_px: float, col_lo: int, col_hi: int) -
             hi = min(hi, math.ceil(-rest / a) + 1.0)
         elif rest < -1.0:
             return 0, -1
+    if not lo <= hi:  # empty (or NaN): nothing to convert
+        return 0, -1
     return int(lo), int(hi)
 
 

@@ -24,13 +24,7 @@ from tests.backend.methods.test_fit import ellipsoid_mask
 CONFIG = AdaptiveFlowModelConfig(image_size=64, flow_height=32, flow_width=64)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint of the user's is seen: ``$MONO2MESH_HOME`` is an empty folder."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("method_home")
 
 
 def network() -> AdaptiveFlowModel:
@@ -53,13 +47,13 @@ def photo(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def test_unavailable_until_a_checkpoint_is_installed(_isolated_home: Path) -> None:
+def test_unavailable_until_a_checkpoint_is_installed(method_home: Path) -> None:
     info = {entry["name"]: entry for entry in method_info()}["adaptive-flow"]
     assert info["needs_checkpoint"] and not info["available"]
     assert "mono2mesh-train adaptive-flow" in info["reason"]
     with pytest.raises(MethodError, match="no adaptive-flow checkpoint"):
         create_method("adaptive-flow", "cpu")
-    write_checkpoint(_isolated_home / "checkpoints" / "birds", network())
+    write_checkpoint(method_home / "checkpoints" / "birds", network())
     info = {entry["name"]: entry for entry in method_info()}["adaptive-flow"]
     assert info["available"] and info["checkpoints"][0]["name"] == "birds"
 

@@ -17,6 +17,7 @@ from backend.imaging.errors import MaskError
 from backend.methods.base import Cancelled, MethodError, no_progress
 from backend.methods.fit import FitMethod, FitOptions
 from backend.methods.registry import create_method, method_info, parse_options
+from backend.render.backends import select_backend
 from backend.render.renderer import render
 from backend.render.settings import RasterSettings
 from tests.devices import DEVICES
@@ -68,6 +69,9 @@ def test_fit_reaches_the_mask_and_stays_symmetric() -> None:
     torch.testing.assert_close(vertices, mirrored, atol=1e-6, rtol=0)
     assert result.report.num_vertices == 642 and result.report.num_faces == 1280
     assert result.report.template == "icosphere-642"
+    # the raster backend its renders used, and why (numba on the CPU where it runs, else torch)
+    expected = select_backend("cpu")
+    assert result.report.to_dict()["renderer"] == {"backend": expected.name, "reason": expected.reason}
     assert len(result.report.extra["hypothesis_losses"]) == 2
     assert result.report.extra["hypothesis"] == int(np.argmin(result.report.extra["hypothesis_losses"]))
     # Progress: per stage, fractions in [0, 1] and non-decreasing, shape then texture, one call per step.

@@ -36,13 +36,7 @@ def small(**options: Any) -> FitOptions:
     return FitOptions.model_validate({**SMALL, **options})
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint of the user's is seen: ``$MONO2MESH_HOME`` is an empty folder."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("method_home")
 
 
 def sphere_checkpoint(stem: Path, method: str = "softras", dataset: dict[str, Any] | None = None) -> Path:
@@ -67,9 +61,9 @@ def installed(home: Path, name: str = "bird", **kwargs: Any) -> Path:
 
 
 def test_prior_softras_starts_from_the_prediction_reports_it_and_reaches_the_mask(
-    _isolated_home: Path,
+    method_home: Path,
 ) -> None:
-    path = installed(_isolated_home)
+    path = installed(method_home)
     image, mask = ellipsoid_mask()
     method = FitMethod("cpu")
     template_fit = method.reconstruct(image, mask, small(), no_progress)
@@ -140,12 +134,12 @@ def test_refining_a_given_mesh_ignores_the_prior() -> None:
     assert refined.report.extra["shape"] == "refine" and "prior" not in refined.report.extra
 
 
-def test_auto_picks_the_newest_checkpoint_that_names_its_dataset(_isolated_home: Path) -> None:
+def test_auto_picks_the_newest_checkpoint_that_names_its_dataset(method_home: Path) -> None:
     chosen = choose_prior(FitOptions(prior="auto"))
     assert chosen.method == "template" and chosen.reason is not None and "names its dataset" in chosen.reason
-    installed(_isolated_home, "anonymous")  # no dataset in its metadata: not a category prior
+    installed(method_home, "anonymous")  # no dataset in its metadata: not a category prior
     assert choose_prior(FitOptions(prior="auto")).method == "template"
-    bird = installed(_isolated_home, "bird", dataset={"name": "synthetic", "categories": ["bird"]})
+    bird = installed(method_home, "bird", dataset={"name": "synthetic", "categories": ["bird"]})
     chosen = choose_prior(FitOptions(prior="auto"))
     assert (chosen.method, chosen.checkpoint) == ("softras", bird)
     assert chosen.report()["picked"] == "auto" and "bird" in chosen.report()["reason"]

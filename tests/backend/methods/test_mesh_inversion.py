@@ -51,13 +51,10 @@ FAST = {**SMALL, "random_z": 2, "stages": 1, "stage_iterations": 2, "pose_iterat
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint or VGG weights of the user's are seen: empty ``$MONO2MESH_HOME`` and hub cache."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
+def _isolated_home(method_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``method_home``, and no VGG weights of the user's are seen (an empty hub cache)."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    return home
+    return method_home
 
 
 def tiny_generator(num_classes: int = 0, displacement_scale: float = 0.1) -> MeshGenerator:

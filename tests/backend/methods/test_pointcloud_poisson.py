@@ -43,13 +43,7 @@ SIDE = axis_angle_to_quaternion(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([m
 OPTIONS = {"crop_size": 96, "texture_size": 128, "resolution": 64, "depth": 6, "camera_iterations": 30}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint of the user's is seen: ``$MONO2MESH_HOME`` is an empty folder."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("method_home")
 
 
 def ellipsoid_points(count: int, flat: bool = False) -> torch.Tensor:
@@ -105,14 +99,14 @@ def ellipsoid_method(tmp_path: Path) -> PointCloudPoissonMethod:
     return method
 
 
-def test_unavailable_until_a_checkpoint_is_installed(_isolated_home: Path) -> None:
+def test_unavailable_until_a_checkpoint_is_installed(method_home: Path) -> None:
     info = {entry["name"]: entry for entry in method_info()}["pointcloud-poisson"]
     assert info["needs_checkpoint"] and not info["available"]
     assert "mono2mesh-train pointcloud-poisson" in info["reason"]
     with pytest.raises(MethodError, match="no pointcloud-poisson checkpoint"):
         create_method("pointcloud-poisson", "cpu")
     model = network(ellipsoid_points(2000))
-    write_checkpoint(_isolated_home / "checkpoints" / "birds", model, "pointcloud-poisson", TEMPLATE_ID)
+    write_checkpoint(method_home / "checkpoints" / "birds", model, "pointcloud-poisson", TEMPLATE_ID)
     assert {entry["name"]: entry for entry in method_info()}["pointcloud-poisson"]["available"]
 
 
@@ -152,7 +146,7 @@ def test_the_face_budget_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_texture_generator_fills_the_hidden_texels(
-    tmp_path: Path, _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, method_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     method = ellipsoid_method(tmp_path)
     image, mask = photo()
@@ -174,7 +168,7 @@ def test_a_texture_generator_fills_the_hidden_texels(
     generator = TextureGenerator(
         TextureGeneratorConfig(image_size=64, base_channels=8, depth=3, working_size=64)
     )
-    write_checkpoint(_isolated_home / "checkpoints" / "tex", generator, TEXTURE_METHOD, TEXTURE_TEMPLATE)
+    write_checkpoint(method_home / "checkpoints" / "tex", generator, TEXTURE_METHOD, TEXTURE_TEMPLATE)
     gan = method.reconstruct(image, mask, parse_options("pointcloud-poisson", OPTIONS), no_progress)
     assert gan.report.extra["texture"] == "gan"
     assert gan.report.extra["texture_checkpoint"] == "tex.safetensors"

@@ -26,13 +26,7 @@ from tests.backend.methods.test_fit import ellipsoid_mask
 SMALL = {"iterations": 60, "resolution": 64, "hypotheses": 2, "crop_size": 128, "texture_size": 64}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint of the user's is seen: ``$MONO2MESH_HOME`` is an empty folder."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("method_home")
 
 
 def sphere_network(config: SoftRasModelConfig | None = None) -> SoftRasModel:
@@ -52,15 +46,15 @@ def write_checkpoint(stem: Path, model: SoftRasModel, method: str = "softras") -
 
 
 def test_unavailable_without_a_checkpoint_then_found_when_installed(
-    _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+    method_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     info = {entry["name"]: entry for entry in method_info()}
     assert info["softras"]["needs_checkpoint"] and not info["softras"]["available"]
     assert "no softras checkpoint installed" in info["softras"]["reason"]
-    assert str(_isolated_home / "checkpoints") in info["softras"]["reason"]
+    assert str(method_home / "checkpoints") in info["softras"]["reason"]
     with pytest.raises(MethodError, match="no softras checkpoint installed"):
         create_method("softras", "cpu")
-    installed = write_checkpoint(_isolated_home / "checkpoints" / "softras" / "bird", sphere_network())
+    installed = write_checkpoint(method_home / "checkpoints" / "softras" / "bird", sphere_network())
     assert {entry["name"]: entry for entry in method_info()}["softras"]["available"]
     method = create_method("softras", "cpu")  # the newest installed checkpoint
     assert isinstance(method, SoftRasMethod) and method.checkpoint_id == installed.name

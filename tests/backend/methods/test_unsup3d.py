@@ -52,13 +52,7 @@ GRID_VERTICES, GRID_FACES = num_grid_vertices(SIZE, SIZE), 4 * (SIZE - 1) ** 2
 SMALL = {"texture_size": 128, "resolution": 64}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No checkpoint of the user's is seen: an empty ``$MONO2MESH_HOME``; one torch thread."""
-    torch.set_num_threads(1)
-    home = tmp_path / "home"
-    monkeypatch.setenv("MONO2MESH_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("method_home")
 
 
 def tiny_network() -> Unsup3dNet:
@@ -155,7 +149,7 @@ def watertight(faces: torch.Tensor) -> bool:
 
 
 def test_unavailable_without_a_checkpoint_then_listed(
-    _isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    method_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     info = {entry["name"]: entry for entry in method_info()}["unsup3d"]
     assert info["needs_checkpoint"] and not info["available"]
@@ -163,7 +157,7 @@ def test_unavailable_without_a_checkpoint_then_listed(
     assert "mono2mesh-train unsup3d" in info["reason"]
     with pytest.raises(MethodError, match="no unsup3d checkpoint installed"):
         create_method("unsup3d", "cpu")
-    installed = write_checkpoint(_isolated_home / "checkpoints" / "unsup3d" / "faces", tiny_network())
+    installed = write_checkpoint(method_home / "checkpoints" / "unsup3d" / "faces", tiny_network())
     method = create_method("unsup3d", "cpu")  # the newest installed checkpoint
     assert isinstance(method, Unsup3dMethod) and method.checkpoint_id == installed.name
     assert cli_main(["methods"]) == 0

@@ -149,6 +149,26 @@ def test_visible_search_matches_the_packed_one_on_awkward_meshes() -> None:
         assert fast.band_pixel.numel() == 0 and not bool(fast.saturated.any())
 
 
+def test_faces_far_outside_the_image_are_skipped_safely() -> None:
+    """Corners at +-1e25 (beyond the int range in pixels) give clamped boxes, not wild indices."""
+    vertices, faces = _meshes(1, torch.float64, awkward=False)
+    settings = RasterSettings(image_size=24)
+    for axis, offset in ((0, 1e25), (1, -1e25)):  # the whole mesh far off the image
+        away = vertices.clone()
+        away[..., axis] += offset
+        assert not bool(cpu.cpu_soft_silhouette(away, faces, settings).any())
+        assert rasterize(away, faces, settings, compiled=True).pixel.numel() == 0
+    # faces stretched from the mesh to 1e25: their edge functions lose all precision (in both paths),
+    # but the loops stay inside the image and give finite coverage
+    stretched = vertices.clone()
+    stretched[0, faces[3], 0] = 1e25
+    stretched[0, faces[11]] = torch.tensor([-1e25, 1e25, 2.0], dtype=torch.float64)
+    alpha = cpu.cpu_soft_silhouette(stretched, faces, settings)
+    assert bool(torch.isfinite(alpha).all()) and float(alpha.min()) >= 0 and float(alpha.max()) <= 1
+    found = rasterize(stretched, faces, settings, compiled=True)
+    assert int(found.pixel.max()) < 24 * 24 and bool(torch.isfinite(found.bary).all())
+
+
 def test_backend_choice_and_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     for requested, reason in (("auto", "CPU with numba"), ("numba", "requested")):
         choice = select_backend("cpu", requested)
