@@ -46,9 +46,7 @@ def usable(vertices: Any, faces: Any, f: int, near: float) -> bool:
 def face_box(corner: Any, band_px: float, size: int) -> tuple[int, int, int, int, float]:
     """The face's pixel box enlarged by the band, clipped to the image (col_lo, col_hi, row_lo, row_hi;
     empty when lo > hi), and twice its signed area in pixels."""
-    area2 = (corner[1, 0] - corner[0, 0]) * (corner[2, 1] - corner[0, 1]) - (corner[1, 1] - corner[0, 1]) * (
-        corner[2, 0] - corner[0, 0]
-    )
+    area2 = triangle_area2(corner)
     # clamped on both sides before the conversion to int (a float beyond the int range has no defined
     # conversion): lo in [0, S], hi in [-1, S - 1], as the packed search clamps them
     col_lo = min(max(math.ceil(min(corner[0, 0], corner[1, 0], corner[2, 0]) - band_px), 0.0), float(size))
@@ -82,6 +80,22 @@ def face_tables(corner: Any, area2: float, lines: Any, edges: Any) -> None:
         edges[k, 2] = direction_col
         edges[k, 3] = direction_row
         edges[k, 4] = 1.0 / max(direction_col * direction_col + direction_row * direction_row, 1e-20)
+
+
+@_jit
+def prepare_face(verts: Any, faces: Any, f: int, size: int, band_px: float, near: float, corner: Any,
+                 lines: Any, edges: Any) -> tuple[bool, int, int, int, int, float]:  # fmt: skip
+    """Face f of one image (verts (V, 3)) for a raster loop: False for a face to skip (a corner nearer
+    than ``near``, or (almost) zero area in pixels); else its corners, line and edge tables filled in,
+    its pixel box enlarged by ``band_px`` (``face_box``) and twice its signed area."""
+    if not usable(verts, faces, f, near):
+        return False, 0, -1, 0, -1, 0.0
+    corners_px(verts, faces, f, size, corner)
+    col_lo, col_hi, row_lo, row_hi, area2 = face_box(corner, band_px, size)
+    if abs(area2) < 1e-9:
+        return False, 0, -1, 0, -1, 0.0
+    face_tables(corner, area2, lines, edges)
+    return True, col_lo, col_hi, row_lo, row_hi, area2
 
 
 @_jit
@@ -170,7 +184,7 @@ def pair_capacity(vertices: Any, faces: Any, size: int, band_px: float, near: fl
 
 @_jit
 def forward(vertices: Any, faces: Any, size: int, band_px: float, to_logit: float, near: float,
-            log_saturation: float, total: Any, saturated: Any) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+            log_saturation: float, total: Any, saturated: Any) -> tuple[Any, Any, Any]:  # fmt: skip
     """total (B, S * S) += softplus(+-d^2 / sigma) of each band pair; saturated (B, S * S) set where a
     pixel lies deeper than the band inside a face or its total exceeds ``log_saturation``.
 
@@ -192,13 +206,11 @@ def forward(vertices: Any, faces: Any, size: int, band_px: float, to_logit: floa
     for b in range(vertices.shape[0]):
         verts = vertices[b]
         for f in range(faces.shape[0]):
-            if not usable(verts, faces, f, near):
+            drawn, col_lo, col_hi, row_lo, row_hi, _ = prepare_face(
+                verts, faces, f, size, band_px, near, corner, lines, edges
+            )
+            if not drawn:
                 continue
-            corners_px(verts, faces, f, size, corner)
-            col_lo, col_hi, row_lo, row_hi, area2 = face_box(corner, band_px, size)
-            if abs(area2) < 1e-9:
-                continue
-            face_tables(corner, area2, lines, edges)
             for row in range(row_lo, row_hi + 1):
                 first, last = row_span(lines, float(row), band_px, col_lo, col_hi)
                 for col in range(first, last + 1):
@@ -226,7 +238,7 @@ def forward(vertices: Any, faces: Any, size: int, band_px: float, to_logit: floa
         for pixel in range(size * size):
             if total[b, pixel] > log_saturation:
                 saturated[b, pixel] = True
-    return pair_pixel[:count], pair_rows[:count], pair_terms[:count], count
+    return pair_pixel[:count], pair_rows[:count], pair_terms[:count]
 
 
 @_jit
@@ -261,13 +273,11 @@ def visible(vertices: Any, faces: Any, size: int, near: float, perspective: bool
         verts = vertices[b]
         depth_at[:] = np.inf
         for f in range(faces.shape[0]):
-            if not usable(verts, faces, f, near):
+            drawn, col_lo, col_hi, row_lo, row_hi, area2 = prepare_face(
+                verts, faces, f, size, 0.0, near, corner, lines, edges
+            )
+            if not drawn:
                 continue
-            corners_px(verts, faces, f, size, corner)
-            col_lo, col_hi, row_lo, row_hi, area2 = face_box(corner, 0.0, size)
-            if abs(area2) < 1e-9:
-                continue
-            face_tables(corner, area2, lines, edges)
             # depth (or inverse depth) as an affine function of (col, row): sum_k l_k value_k, with the
             # screen barycentric l_k = E_k / area2 and E_k the unnormalised edge function of line k
             value0 = verts[faces[f, 0], 2]
@@ -380,22 +390,20 @@ def bary_forward(vertices: Any, faces: Any, face: Any, image: Any, col: Any, row
     """bary (P, 3) and depth (P,) of each visible pixel: ``geometry.ops.barycentric_depth``'s formulas
     (NDC; perspective-correct when asked) for face ``face[p]`` of image ``image[p]`` at the centre of
     pixel (row[p], col[p])."""
+    xy = np.empty((3, 2))
+    z = np.empty(3)
+    lam = np.empty(3)  # the screen barycentrics
     for p in range(face.shape[0]):
-        x0, y0, z0, x1, y1, z1, x2, y2, z2, px, py = _pixel_face(
-            vertices, faces, face, image, col, row, size, p
-        )
-        area = _safe_area(x0, y0, x1, y1, x2, y2)
-        l0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
-        l1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
-        l2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / area
+        px, py = pixel_face(vertices, faces, face, image, col, row, size, p, xy, z)
+        screen_barycentrics(xy, px, py, lam)
         if perspective:
-            w0, w1, w2 = l0 / z0, l1 / z1, l2 / z2
+            w0, w1, w2 = lam[0] / z[0], lam[1] / z[1], lam[2] / z[2]
             inverse = w0 + w1 + w2
             bary[p, 0], bary[p, 1], bary[p, 2] = w0 / inverse, w1 / inverse, w2 / inverse
             depth[p] = 1.0 / inverse
         else:
-            bary[p, 0], bary[p, 1], bary[p, 2] = l0, l1, l2
-            depth[p] = l0 * z0 + l1 * z1 + l2 * z2
+            bary[p, 0], bary[p, 1], bary[p, 2] = lam[0], lam[1], lam[2]
+            depth[p] = lam[0] * z[0] + lam[1] * z[1] + lam[2] * z[2]
 
 
 @_jit
@@ -407,17 +415,11 @@ def bary_backward(vertices: Any, faces: Any, face: Any, image: Any, col: Any, ro
     g_l = np.empty(3)
     g_z = np.empty(3)
     lam = np.empty(3)  # the screen barycentrics
+    xy = np.empty((3, 2))
     z = np.empty(3)
-    x = np.empty(3)
-    y = np.empty(3)
     for p in range(face.shape[0]):
-        x[0], y[0], z[0], x[1], y[1], z[1], x[2], y[2], z[2], px, py = _pixel_face(
-            vertices, faces, face, image, col, row, size, p
-        )
-        area = _safe_area(x[0], y[0], x[1], y[1], x[2], y[2])
-        for k in range(3):
-            a, b = (k + 1) % 3, (k + 2) % 3
-            lam[k] = ((x[b] - x[a]) * (py - y[a]) - (y[b] - y[a]) * (px - x[a])) / area
+        px, py = pixel_face(vertices, faces, face, image, col, row, size, p, xy, z)
+        area = screen_barycentrics(xy, px, py, lam)
         if perspective:
             w0, w1, w2 = lam[0] / z[0], lam[1] / z[1], lam[2] / z[2]
             inverse = w0 + w1 + w2
@@ -440,43 +442,51 @@ def bary_backward(vertices: Any, faces: Any, face: Any, image: Any, col: Any, ro
             # E_k = (x_b - x_a)(py - y_a) - (y_b - y_a)(px - x_a)
             row_a = base + faces[face[p], a]
             row_b = base + faces[face[p], b]
-            grad[row_a, 0] += g_e * (y[b] - py)
-            grad[row_a, 1] += g_e * (px - x[b])
-            grad[row_b, 0] += g_e * (py - y[a])
-            grad[row_b, 1] += g_e * (x[a] - px)
+            grad[row_a, 0] += g_e * (xy[b, 1] - py)
+            grad[row_a, 1] += g_e * (px - xy[b, 0])
+            grad[row_b, 0] += g_e * (py - xy[a, 1])
+            grad[row_b, 1] += g_e * (xy[a, 0] - px)
         # A = (x1 - x0)(y2 - y0) - (y1 - y0)(x2 - x0), unless the face is degenerate (a constant there)
-        if abs(_area(x[0], y[0], x[1], y[1], x[2], y[2])) >= 1e-12:
+        if abs(triangle_area2(xy)) >= 1e-12:
             for k in range(3):
                 a, b = (k + 1) % 3, (k + 2) % 3  # dA/dx_k = y_a - y_b, dA/dy_k = x_b - x_a
                 row_k = base + faces[face[p], k]
-                grad[row_k, 0] += g_area * (y[a] - y[b])
-                grad[row_k, 1] += g_area * (x[b] - x[a])
+                grad[row_k, 0] += g_area * (xy[a, 1] - xy[b, 1])
+                grad[row_k, 1] += g_area * (xy[b, 0] - xy[a, 0])
         for k in range(3):
             grad[base + faces[face[p], k], 2] += g_z[k]
 
 
 @_jit
-def _pixel_face(
-    vertices: Any, faces: Any, face: Any, image: Any, col: Any, row: Any, size: int, p: int
-) -> tuple[float, ...]:
-    """The NDC corners (x, y, z) of visible pixel p's face and the pixel centre (px, py)."""
+def pixel_face(vertices: Any, faces: Any, face: Any, image: Any, col: Any, row: Any, size: int, p: int,
+               xy: Any, z: Any) -> tuple[float, float]:  # fmt: skip
+    """xy (3, 2) and z (3,) := the NDC corners of visible pixel p's face; returns the pixel centre
+    (px, py) in NDC."""
     verts = vertices[image[p]]
-    v0, v1, v2 = faces[face[p], 0], faces[face[p], 1], faces[face[p], 2]
-    px = (2.0 * col[p] + 1.0) / size - 1.0
-    py = 1.0 - (2.0 * row[p] + 1.0) / size
-    return (
-        verts[v0, 0], verts[v0, 1], verts[v0, 2], verts[v1, 0], verts[v1, 1], verts[v1, 2],
-        verts[v2, 0], verts[v2, 1], verts[v2, 2], px, py,
-    )  # fmt: skip
+    for k in range(3):
+        v = faces[face[p], k]
+        xy[k, 0] = verts[v, 0]
+        xy[k, 1] = verts[v, 1]
+        z[k] = verts[v, 2]
+    return (2.0 * col[p] + 1.0) / size - 1.0, 1.0 - (2.0 * row[p] + 1.0) / size
 
 
 @_jit
-def _area(x0: float, y0: float, x1: float, y1: float, x2: float, y2: float) -> float:
-    return (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+def triangle_area2(corner: Any) -> float:
+    """Twice the signed area of the triangle of the (3, 2) ``corner`` rows."""
+    return (corner[1, 0] - corner[0, 0]) * (corner[2, 1] - corner[0, 1]) - (corner[1, 1] - corner[0, 1]) * (
+        corner[2, 0] - corner[0, 0]
+    )
 
 
 @_jit
-def _safe_area(x0: float, y0: float, x1: float, y1: float, x2: float, y2: float) -> float:
-    """Twice the signed area, or 1e-12 where its magnitude is below that (``barycentric_depth``)."""
-    area = _area(x0, y0, x1, y1, x2, y2)
-    return 1e-12 if abs(area) < 1e-12 else area
+def screen_barycentrics(xy: Any, px: float, py: float, lam: Any) -> float:
+    """lam (3,) := the screen barycentrics of (px, py) in the triangle xy (3, 2), ``edge_function`` over
+    twice the signed area, or over 1e-12 where its magnitude is below that (``barycentric_depth``);
+    returns that divisor."""
+    area = triangle_area2(xy)
+    if abs(area) < 1e-12:
+        area = 1e-12
+    for k in range(3):
+        lam[k] = edge_function(xy, k, px, py) / area
+    return area

@@ -91,7 +91,7 @@ class _CpuSoftSilhouette(torch.autograd.Function):
         total_t = torch.from_numpy(total)
         saturated_t = torch.from_numpy(saturated)
         alpha = torch.where(saturated_t, 1.0, -torch.expm1(-total_t))  # (B, S * S) float64
-        ctx.pairs = pairs[:3]  # the band pairs and their gradient terms (numpy, kept for backward)
+        ctx.pairs = pairs  # the band pairs and their gradient terms (numpy, kept for backward)
         ctx.uncovered = torch.where(saturated_t, 0.0, torch.exp(-total_t))  # d alpha / d total
         ctx.shape = tuple(vertices_ndc.shape)
         ctx.dtype = vertices_ndc.dtype
